@@ -1,0 +1,311 @@
+"""Builds sources, pipeline, sender and scheduler from a Config; `run` and `run --once`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Protocol
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from daemon import log as logfmt
+from daemon.clock import Clock, SystemClock, WorkCalendar
+from daemon.config import Config
+from daemon.sender import make_transport, send_due
+from daemon.sources.maildir import MaildirSource
+from daemon.store.blobs import BlobStore
+from daemon.store.db import make_engine, migrate, needs_migration, session_factory
+from daemon.store.models import SourceItem, SourceState
+from handlers.notify import Templates
+from handlers.pipeline import Context, Incoming, build_pipeline, run_pipeline
+from handlers.workflow import Services
+
+log = logging.getLogger("caseloop")
+
+
+class Source(Protocol):
+    name: str
+
+    def fetch(self, limit: int) -> list[Incoming]: ...
+    def settle(self, item: Incoming, outcome: str) -> None: ...
+    def describe(self) -> str: ...
+    def check(self) -> str: ...
+    def backlog(self) -> int: ...
+
+
+@dataclass
+class Summary:
+    """What a run did, for the operator: counts by outcome and every item set aside."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    set_aside: list[tuple[str, str, str, str]] = field(default_factory=list)  # src, item, how, why
+    opened: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    sent: int = 0
+    not_sent: int = 0
+
+    def add(self, other: Summary) -> None:
+        self.outcomes.update(other.outcomes)
+        self.set_aside += other.set_aside
+        self.opened += other.opened
+        self.notes += other.notes
+        self.sent += other.sent
+        self.not_sent += other.not_sent
+
+    @property
+    def work_done(self) -> int:
+        return sum(self.outcomes.values()) + self.sent
+
+
+def build_sources(config: Config) -> list[Source]:
+    sources: list[Source] = []
+    for box in config.mailboxes:
+        if box.type == "maildir":
+            assert box.path is not None and box.quarantine_path is not None
+            sources.append(MaildirSource(box.name, box.path, box.quarantine_path))
+    return sources
+
+
+class App:
+    """One caseloop instance: database, sources, handlers and sender wired from a Config."""
+
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(config.database_url)
+        if self.engine.dialect.name == "sqlite" and needs_migration(self.engine):
+            migrate(self.engine)  # the embedded default migrates itself on start
+        self.sessions = session_factory(self.engine)
+        self.calendar = WorkCalendar(config.sla.calendar, config.timezone)
+        self.templates = Templates(config)
+        self.services = Services(config=config, calendar=self.calendar, templates=self.templates)
+        self.blobs = BlobStore(config.blobs_dir)
+        self.pipeline = build_pipeline()
+        self.sources = build_sources(config)
+        self.transport = make_transport(config)
+        self._stop = threading.Event()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def poll(self, source: Source) -> Summary:
+        """Take in one batch from a source: one transaction, one savepoint per message."""
+        summary = Summary()
+        items = source.fetch(self.config.intake.batch_size)
+        if not items:
+            self._record_poll(source, None)
+            return summary
+        with self.sessions.begin() as session:
+            known = dict(
+                session.execute(
+                    select(SourceItem.key, SourceItem.outcome).where(
+                        SourceItem.source == source.name,
+                        SourceItem.key.in_([i.key for i in items]),
+                    )
+                ).all()
+            )
+        settled: list[tuple[Incoming, str]] = [(i, known[i.key]) for i in items if i.key in known]
+        fresh = [i for i in items if i.key not in known]
+        results: list[Context] = []
+        if fresh:
+            with self.sessions.begin() as session:
+                for item in fresh:
+                    results.append(self._process(session, item))
+        for ctx in results:
+            settled.append((ctx.item, ctx.outcome))
+            self._summarise(summary, ctx)
+        for item, outcome in settled:
+            source.settle(item, outcome)
+        self._record_poll(source, None)
+        return summary
+
+    def _process(self, session: Session, item: Incoming) -> Context:
+        now = self.clock.now()
+        ctx = Context(
+            config=self.config,
+            session=session,
+            clock=self.clock,
+            calendar=self.calendar,
+            templates=self.templates,
+            blobs=self.blobs,
+            item=item,
+            now=now,
+        )
+        savepoint = session.begin_nested()
+        try:
+            run_pipeline(self.pipeline, ctx)
+            session.add(
+                SourceItem(
+                    source=item.source,
+                    key=item.key,
+                    outcome=ctx.outcome,
+                    reason=ctx.reason,
+                    ticket_id=ctx.ticket.id if ctx.ticket is not None else None,
+                    raw_sha256=ctx.raw_sha256,
+                    at=now,
+                )
+            )
+            savepoint.commit()
+        except Exception as exc:  # bad input never stops the queue: set it aside for a human
+            savepoint.rollback()
+            log.exception("event=intake.error source=%s item=%s", item.source, item.label)
+            ctx = Context(
+                config=self.config,
+                session=session,
+                clock=self.clock,
+                calendar=self.calendar,
+                templates=self.templates,
+                blobs=self.blobs,
+                item=item,
+                now=now,
+            )
+            ctx.stop("quarantined", f"internal error while processing: {type(exc).__name__}: {exc}")
+            session.add(
+                SourceItem(
+                    source=item.source, key=item.key, outcome=ctx.outcome, reason=ctx.reason, at=now
+                )
+            )
+        return ctx
+
+    def _summarise(self, summary: Summary, ctx: Context) -> None:
+        summary.outcomes[ctx.outcome] += 1
+        summary.notes += ctx.notes
+        number = ctx.ticket.number if ctx.ticket is not None else None
+        if ctx.outcome in ("quarantined", "ignored"):
+            summary.set_aside.append(
+                (ctx.item.source, ctx.item.label, ctx.outcome, ctx.reason or "")
+            )
+            logfmt.event(
+                log,
+                f"intake.{ctx.outcome}",
+                logging.WARNING,
+                source=ctx.item.source,
+                item=ctx.item.label,
+                reason=ctx.reason,
+            )
+            return
+        if ctx.outcome == "ticket" and number:
+            summary.opened.append(number)
+        logfmt.event(
+            log,
+            f"intake.{ctx.outcome}",
+            source=ctx.item.source,
+            item=ctx.item.label,
+            ticket=number,
+            sender=logfmt.mask(ctx.message.from_address if ctx.message else None),
+            automatic=ctx.automatic,
+        )
+
+    def _record_poll(self, source: Source, error: str | None) -> None:
+        now = self.clock.now()
+        with self.sessions.begin() as session:
+            state = session.get(SourceState, source.name)
+            if state is None:
+                state = SourceState(source=source.name, state={})
+                session.add(state)
+            state.last_poll_at = now
+            if error is not None:
+                state.last_error, state.last_error_at = error, now
+
+    def poll_all(self) -> Summary:
+        summary = Summary()
+        for source in self.sources:
+            if self._stop.is_set():
+                break
+            try:
+                summary.add(self.poll(source))
+            except Exception as exc:  # a broken source must not stop the others
+                log.exception("event=source.error source=%s", source.name)
+                self._record_poll(source, f"{type(exc).__name__}: {exc}")
+        return summary
+
+    # -- delivery -------------------------------------------------------------------------
+
+    def send_outbox(self) -> Summary:
+        summary = Summary()
+        summary.sent, summary.not_sent = send_due(
+            self.sessions, self.transport, self.clock, self.config.support_address
+        )
+        if summary.sent or summary.not_sent:
+            logfmt.event(
+                log,
+                "outbox.delivered",
+                sent=summary.sent,
+                not_sent=summary.not_sent,
+                transport=self.transport.describe(),
+            )
+        return summary
+
+    # -- running --------------------------------------------------------------------------
+
+    def run_once(self) -> Summary:
+        """Every job until no work is left (SPEC §2 `run --once`)."""
+        total = Summary()
+        while not self._stop.is_set():
+            round_summary = self.poll_all()
+            round_summary.add(self.send_outbox())
+            total.add(round_summary)
+            if round_summary.work_done == 0:
+                break
+        return total
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run_forever(self) -> None:
+        """The daemon: scheduled polls and deliveries until SIGTERM/SIGINT."""
+        scheduler = BackgroundScheduler(timezone=self.config.timezone)
+        poll_every = self.config.intake.poll_interval.as_timedelta().total_seconds()
+        send_every = self.config.delivery.interval.as_timedelta().total_seconds()
+        scheduler.add_job(
+            self._poll_and_send,
+            "interval",
+            seconds=poll_every,
+            id="poll",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=self.clock.now(),
+        )
+        scheduler.add_job(
+            self.send_outbox,
+            "interval",
+            seconds=send_every,
+            id="outbox",
+            max_instances=1,
+            coalesce=True,
+        )
+
+        def _on_signal(signum: int, _frame: FrameType | None) -> None:
+            logfmt.event(log, "daemon.stopping", signal=signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+        scheduler.start()
+        logfmt.event(
+            log,
+            "daemon.started",
+            sources=len(self.sources),
+            transport=self.transport.describe(),
+            config=self.config.source,
+        )
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            scheduler.shutdown(wait=True)  # the batch in hand is finished and committed
+            logfmt.event(log, "daemon.stopped")
+
+    def _poll_and_send(self) -> None:
+        summary = self.poll_all()
+        if sum(summary.outcomes.values()):
+            self.send_outbox()

@@ -1,0 +1,444 @@
+"""The `caseloop` command (SPEC §2): one small function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from email.utils import format_datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from daemon import config as configmod
+from daemon import log as logsetup
+from daemon.app import App, Summary, build_sources
+from daemon.clock import SystemClock
+from daemon.config import Config, ConfigError
+from daemon.resources import shipped_dir
+from daemon.sender import check_smtp, make_transport
+from daemon.sources.maildir import deliver_to_maildir, ensure_maildir
+from daemon.store.db import make_engine, migrate
+from daemon.store.models import OutboxMessage, Ticket
+from daemon.views import outbox_json, ticket_json, ticket_text
+from handlers import staff
+from handlers.workflow import STATUSES, TransitionRefused
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for: exit 2 with the message."""
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    return configmod.load(configmod.find_config_path(args.config))
+
+
+@contextmanager
+def open_app(args: argparse.Namespace) -> Iterator[App]:
+    app = App(load_config(args))
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def find_ticket(session: Session, number: str) -> Ticket:
+    ticket = session.scalar(select(Ticket).where(Ticket.number == number.upper()))
+    if ticket is None:
+        raise UsageError(f"no case {number}")
+    return ticket
+
+
+def print_json(data: object) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+# -- commands -----------------------------------------------------------------------------
+
+DEFAULT_CONFIG = """\
+# caseloop configuration (SPEC §3). Relative paths resolve against this file's folder.
+data_dir = "caseloop-data"        # attachments, raw mail, the outbox Maildir (when no [smtp])
+timezone = "Asia/Shanghai"        # local dates for case numbers, SLA days, templates
+
+[database]
+url = "sqlite:///caseloop-data/caseloop.db"   # or postgresql+psycopg://user@host/db
+
+[[mailboxes]]                     # the embedded default: a local Maildir
+name = "local"
+type = "maildir"
+address = "support@example.com"   # our address: From of our mail, never answered
+path = "caseloop-data/inbox"      # new/ is read; processed mail moves to cur/ after commit
+quarantine_path = "caseloop-data/quarantine"
+
+# [smtp]                          # absent: mail is written to caseloop-data/outbox (Maildir)
+# host = "smtp.example.com"
+# port = 587
+# security = "starttls"           # tls | starttls | none (none only for loopback)
+# username = "support@example.com"
+# password_file = "/run/credentials/caseloop.service/smtp"
+
+[tickets]
+number_prefix = "TS"              # TS-20261124-0007
+default_language = "zh-CN"        # zh-CN | en; per case from the consumer's own text
+
+[sla]                             # durations: "24h", "3 working days", "15 days"
+calendar = "CN"                   # public holidays and make-up workdays
+first_response = "24h"
+acceptance = "3 working days"
+resolution = "15 days"
+survey_after = "72h"
+survey_close_after = "7 days"
+
+[escalation]
+supervisors = []                  # e.g. ["lead@example.com"]
+digest_cron = "0 9 * * mon-fri"
+
+[intake]
+ack_max_age = "48h"               # older mail is registered without an acknowledgement
+max_message_size = "25MB"         # larger mail is quarantined
+max_attachment_size = "20MB"
+auto_mail_per_address_per_hour = 5
+poll_interval = "30s"             # how often `caseloop run` polls each source
+"""
+
+
+def _arrived_now(raw: bytes) -> bytes:
+    """A sample dated now, so it reads as fresh mail (older mail gets no acknowledgement)."""
+    head, sep, body = (
+        raw.partition(b"\n\n") if b"\r\n\r\n" not in raw else raw.partition(b"\r\n\r\n")
+    )
+    date = format_datetime(SystemClock().now()).encode()
+    head = re.sub(rb"(?mi)^Date:[^\r\n]*", b"Date: " + date, head, count=1)
+    return head + sep + body
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    target = Path(args.dir or ".").resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    config_path = target / "caseloop.toml"
+    if config_path.exists():
+        print(f"{config_path} exists; leaving it as it is")
+    else:
+        config_path.write_text(DEFAULT_CONFIG, encoding="utf-8")
+        print(f"wrote {config_path}")
+    config = configmod.load(config_path)
+    for box in config.mailboxes:
+        if box.type == "maildir":
+            assert box.path is not None and box.quarantine_path is not None
+            ensure_maildir(box.path)
+            ensure_maildir(box.quarantine_path)
+    if config.smtp is None:
+        ensure_maildir(config.outbox_dir)
+    print(f"data folders ready under {config.data_dir}")
+    if args.with_samples:
+        inbox = next((b.path for b in config.mailboxes if b.type == "maildir"), None)
+        if inbox is None:
+            raise UsageError("--with-samples needs a maildir mailbox")
+        samples = sorted(shipped_dir("samples").glob("*.eml"))
+        for sample in samples:
+            raw = _arrived_now(sample.read_bytes())
+            deliver_to_maildir(inbox, raw, name=f"{sample.stem}.sample")
+        print(f"copied {len(samples)} sample complaints into {inbox / 'new'}")
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    print(f"config: {config.source}: ok")
+    print(f"database: {config.database_url.split('://')[0]}")
+    failed = False
+    for source in build_sources(config):
+        report = source.check()
+        failed |= report.startswith("FAILED")
+        print(f"source {source.name}: {source.describe()}: {report}")
+    for form in config.forms:
+        state = "ok" if form.path.is_dir() else "FAILED: folder missing"
+        failed |= state != "ok"
+        print(f"form {form.name}: {form.path}: {state}")
+    if config.smtp is not None:
+        report = check_smtp(config.smtp)
+        failed |= report.startswith("FAILED")
+        print(f"smtp: {config.smtp.host}:{config.smtp.port}: {report}")
+    else:
+        print(f"outgoing mail: {make_transport(config).describe()}")
+    return EXIT_RUNTIME if failed else EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    engine = make_engine(config.database_url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+    print("database schema is up to date")
+    return EXIT_OK
+
+
+def print_summary(summary: Summary, app: App) -> None:
+    acks = summary.outcomes
+    print(
+        f"cases opened: {len(summary.opened)}"
+        + (
+            f" ({', '.join(summary.opened[:20])}{' ...' if len(summary.opened) > 20 else ''})"
+            if summary.opened
+            else ""
+        )
+    )
+    print(f"replies threaded onto cases: {acks['entry']}")
+    if acks["duplicate"]:
+        print(f"duplicates taken in once: {acks['duplicate']}")
+    print(
+        f"mails delivered: {summary.sent} via {app.transport.describe()}"
+        + (
+            f"; {summary.not_sent} not delivered (see `caseloop outbox list`)"
+            if summary.not_sent
+            else ""
+        )
+    )
+    for source, item, how, why in summary.set_aside:
+        print(f"{how}: {source}/{item}: {why}")
+    for note in summary.notes:
+        print(f"note: {note}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    with open_app(args) as app:
+        if args.once:
+            summary = app.run_once()
+            print_summary(summary, app)
+        else:
+            app.run_forever()
+    return EXIT_OK
+
+
+def cmd_tickets_list(args: argparse.Namespace) -> int:
+    with open_app(args) as app, app.sessions() as session:
+        query = select(Ticket).order_by(Ticket.created_at.desc(), Ticket.id.desc())
+        if args.status:
+            query = query.where(Ticket.status == args.status)
+        tickets = session.scalars(query.limit(args.limit)).all()
+        zone = app.config.timezone
+        if args.json:
+            print_json([ticket_json(t, zone, timeline=False) for t in tickets])
+        else:
+            for t in tickets:
+                print(
+                    f"{t.number}  {t.status:<11} {t.priority:<6} {t.category:<17} "
+                    f"{t.complainant_email:<30} {t.subject[:60]}"
+                )
+    return EXIT_OK
+
+
+def cmd_tickets_show(args: argparse.Namespace) -> int:
+    with open_app(args) as app, app.sessions() as session:
+        ticket = find_ticket(session, args.number)
+        if args.json:
+            print_json(ticket_json(ticket, app.config.timezone, timeline=True))
+        else:
+            print(ticket_text(ticket, app.config.timezone))
+    return EXIT_OK
+
+
+def _staff_action(args: argparse.Namespace, action: Callable[[App, Session, Ticket], str]) -> int:
+    with open_app(args) as app:
+        with app.sessions.begin() as session:
+            ticket = find_ticket(session, args.number)
+            try:
+                done = action(app, session, ticket)
+            except TransitionRefused as exc:
+                raise UsageError(str(exc)) from None
+        print(done)
+    return EXIT_OK
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return args.actor or f"cli:{Path.home().name}"
+
+
+def cmd_tickets_reply(args: argparse.Namespace) -> int:
+    message = Path(args.file).read_text(encoding="utf-8") if args.file else args.message
+
+    def action(app: App, session: Session, ticket: Ticket) -> str:
+        staff.reply(
+            session,
+            app.services,
+            ticket,
+            message,
+            actor=_actor(args),
+            now=app.clock.now(),
+            status=args.status,
+        )
+        return f"{ticket.number}: reply queued" + (
+            f", status {ticket.status}" if args.status else ""
+        )
+
+    return _staff_action(args, action)
+
+
+def cmd_tickets_set(args: argparse.Namespace) -> int:
+    def action(app: App, session: Session, ticket: Ticket) -> str:
+        changes = staff.set_fields(
+            session,
+            app.services,
+            ticket,
+            actor=_actor(args),
+            now=app.clock.now(),
+            status=args.status,
+            assignee=args.assignee,
+            category=args.category,
+            priority=args.priority,
+            reason=args.reason,
+        )
+        return f"{ticket.number}: " + ("; ".join(changes) if changes else "nothing to change")
+
+    return _staff_action(args, action)
+
+
+def cmd_tickets_note(args: argparse.Namespace) -> int:
+    def action(app: App, session: Session, ticket: Ticket) -> str:
+        staff.note(session, ticket, args.message, actor=_actor(args), now=app.clock.now())
+        return f"{ticket.number}: note added"
+
+    return _staff_action(args, action)
+
+
+def cmd_outbox_list(args: argparse.Namespace) -> int:
+    with open_app(args) as app, app.sessions() as session:
+        query = select(OutboxMessage).order_by(OutboxMessage.id.desc())
+        if args.status:
+            query = query.where(OutboxMessage.status == args.status)
+        rows = session.scalars(query.limit(args.limit)).all()
+        zone = app.config.timezone
+        if args.json:
+            print_json([outbox_json(r, zone) for r in rows])
+        else:
+            for r in rows:
+                print(
+                    f"{r.id:>6} {r.status:<7} {r.kind:<7} {r.recipient:<30} {r.subject[:50]}"
+                    + (f"  error: {r.last_error}" if r.last_error else "")
+                )
+    return EXIT_OK
+
+
+def cmd_outbox_retry(args: argparse.Namespace) -> int:
+    with open_app(args) as app:
+        with app.sessions.begin() as session:
+            row = session.get(OutboxMessage, args.id)
+            if row is None:
+                raise UsageError(f"no outbox message {args.id}")
+            if row.status == "sent":
+                raise UsageError(f"outbox message {args.id} was already sent")
+            row.status, row.next_attempt_at = "queued", app.clock.now()
+        print(f"outbox message {args.id} queued again")
+    return EXIT_OK
+
+
+# -- parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caseloop", description="Consumer complaints handled end to end by email."
+    )
+    parser.add_argument(
+        "--config", help="config file (else $CASELOOP_CONFIG, ./caseloop.toml, embedded defaults)"
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="write a commented caseloop.toml and the data folders")
+    p.add_argument("dir", nargs="?")
+    p.add_argument(
+        "--with-samples",
+        action="store_true",
+        help="also drop the shipped sample complaints into the inbox",
+    )
+    p.set_defaults(func=cmd_init)
+    sub.add_parser("check-config", help="validate the config and reach each source").set_defaults(
+        func=cmd_check_config
+    )
+    sub.add_parser("migrate", help="upgrade the database schema").set_defaults(func=cmd_migrate)
+    p = sub.add_parser("run", help="the daemon (foreground); --once: until no work is left")
+    p.add_argument("--once", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    tickets = sub.add_parser("tickets", help="cases").add_subparsers(
+        dest="tickets_cmd", required=True
+    )
+    p = tickets.add_parser("list")
+    p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tickets_list)
+    p = tickets.add_parser("show")
+    p.add_argument("number")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tickets_show)
+    p = tickets.add_parser("reply")
+    p.add_argument("number")
+    body = p.add_mutually_exclusive_group(required=True)
+    body.add_argument("--message")
+    body.add_argument("--file")
+    p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--actor", help="who acts (default: cli:<user>)")
+    p.set_defaults(func=cmd_tickets_reply)
+    p = tickets.add_parser("set")
+    p.add_argument("number")
+    p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--assignee")
+    p.add_argument("--category")
+    p.add_argument("--priority")
+    p.add_argument("--reason")
+    p.add_argument("--actor")
+    p.set_defaults(func=cmd_tickets_set)
+    p = tickets.add_parser("note")
+    p.add_argument("number")
+    p.add_argument("--message", required=True)
+    p.add_argument("--actor")
+    p.set_defaults(func=cmd_tickets_note)
+
+    outbox = sub.add_parser("outbox", help="outgoing mail queue").add_subparsers(
+        dest="outbox_cmd", required=True
+    )
+    p = outbox.add_parser("list")
+    p.add_argument("--status", choices=["queued", "sent", "failed"])
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_outbox_list)
+    p = outbox.add_parser("retry")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_outbox_retry)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logsetup.setup(args.log_level)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"caseloop: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"caseloop: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_RUNTIME
+    except Exception as exc:  # a runtime failure: one clear line, the traceback in the log
+        logging.getLogger("caseloop").debug("traceback", exc_info=True)
+        print(f"caseloop: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+if __name__ == "__main__":
+    sys.exit(main())

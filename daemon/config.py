@@ -1,0 +1,722 @@
+"""TOML -> typed Config, loaded once; every error names the file, the key and the problem."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import time
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
+from apscheduler.triggers.cron import CronTrigger
+
+from daemon.clock import Duration, parse_duration, parse_size
+
+CATEGORIES = (
+    "product_quality",
+    "service_attitude",
+    "logistics",
+    "price",
+    "after_sales",
+    "false_advertising",
+    "food_safety",
+    "privacy",
+    "other",
+)
+PRIORITIES = ("urgent", "high", "normal", "low")
+LANGUAGES = ("zh-CN", "en")
+EMBEDDED = "<embedded defaults>"
+
+
+class ConfigError(Exception):
+    """A config problem, already phrased for the operator: file, key, problem."""
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file, self.key, self.problem = file, key, problem
+        super().__init__(f"{file}: {key}: {problem}")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """Where a password comes from; read only when a connection needs it."""
+
+    file: Path | None = None
+    env: str | None = None
+    command: str | None = None
+
+    def read(self) -> str | None:
+        if self.file is not None:
+            return self.file.read_text(encoding="utf-8").strip()
+        if self.env is not None:
+            return os.environ.get(self.env)
+        if self.command is not None:
+            out = subprocess.run(
+                shlex.split(self.command), capture_output=True, text=True, timeout=30, check=True
+            )
+            return out.stdout.strip()
+        return None
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    name: str
+    type: str  # maildir | imap
+    address: str
+    aliases: tuple[str, ...] = ()
+    path: Path | None = None
+    quarantine_path: Path | None = None
+    host: str | None = None
+    port: int | None = None
+    security: str = "tls"
+    username: str | None = None
+    password: Secret = Secret()
+    folder: str = "INBOX"
+    processed_folder: str = "caseloop/processed"
+    quarantine_folder: str = "caseloop/quarantine"
+    idle: bool = True
+
+
+@dataclass(frozen=True)
+class FormConfig:
+    name: str
+    path: Path
+    format: str = "auto"
+    id_column: str | None = None
+    sheet: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int = 587
+    security: str = "starttls"
+    username: str | None = None
+    password: Secret = Secret()
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class TicketsConfig:
+    number_prefix: str = "TS"
+    default_language: str = "zh-CN"
+
+
+@dataclass(frozen=True)
+class SlaPolicy:
+    first_response: Duration = parse_duration("24h")
+    acceptance: Duration = parse_duration("3 working days")
+    resolution: Duration = parse_duration("15 days")
+
+
+@dataclass(frozen=True)
+class SlaConfig:
+    calendar: str = "CN"
+    default: SlaPolicy = SlaPolicy()
+    survey_after: Duration = parse_duration("72h")
+    survey_close_after: Duration = parse_duration("7 days")
+    by_priority: dict[str, SlaPolicy] = field(default_factory=dict)
+
+    def policy(self, priority: str) -> SlaPolicy:
+        return self.by_priority.get(priority, self.default)
+
+
+@dataclass(frozen=True)
+class EscalationConfig:
+    supervisors: tuple[str, ...] = ()
+    urgent_notify: tuple[str, ...] = ()
+    digest_cron: str = "0 9 * * mon-fri"
+    remind_at: float = 0.8
+    level2_after: Duration = parse_duration("2 working days")
+    trusted_authserv_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    ack_max_age: Duration = parse_duration("48h")
+    max_message_size: int = 25 * 1000**2
+    max_attachment_size: int = 20 * 1000**2
+    auto_mail_per_address_per_hour: int = 5
+    poll_interval: Duration = parse_duration("30s")
+    batch_size: int = 200
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    consumer_hours: tuple[time, time] = (time(9), time(21))
+    interval: Duration = parse_duration("10s")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    retain_closed: Duration = parse_duration("3 years")
+
+
+@dataclass(frozen=True)
+class StaffMember:
+    address: str
+    name: str = ""
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RoutingRule:
+    category: str
+    group: str
+
+
+@dataclass(frozen=True)
+class ClassifyRule:
+    match: re.Pattern[str]
+    priority: str | None = None
+    category: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str  # the file it came from, or EMBEDDED
+    base_dir: Path
+    data_dir: Path
+    timezone: ZoneInfo
+    database_url: str
+    mailboxes: tuple[MailboxConfig, ...]
+    forms: tuple[FormConfig, ...] = ()
+    smtp: SmtpConfig | None = None
+    tickets: TicketsConfig = TicketsConfig()
+    sla: SlaConfig = SlaConfig()
+    escalation: EscalationConfig = EscalationConfig()
+    intake: IntakeConfig = IntakeConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    staff: tuple[StaffMember, ...] = ()
+    routing: tuple[RoutingRule, ...] = ()
+    rules: tuple[ClassifyRule, ...] = ()
+    templates_override_dir: Path | None = None
+
+    @property
+    def support_address(self) -> str:
+        """The address our mail comes from: the first mailbox's."""
+        return self.mailboxes[0].address if self.mailboxes else "support@localhost"
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        """Every address that is us: mailbox addresses and aliases, lower-cased."""
+        found = {self.support_address.lower()}
+        for box in self.mailboxes:
+            found.add(box.address.lower())
+            found.update(alias.lower() for alias in box.aliases)
+        return frozenset(found)
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    @property
+    def blobs_dir(self) -> Path:
+        """Raw mail and attachments, content-addressed by sha256."""
+        return self.data_dir / "blobs"
+
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Walks one TOML table, converting keys and refusing unknown ones."""
+
+    def __init__(self, file: str, base: Path, table: dict[str, Any], prefix: str) -> None:
+        self.file, self.base, self.table, self.prefix = file, base, table, prefix
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}" if self.prefix else name
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), problem)
+
+    def get(self, name: str, kind: type[T] | tuple[type, ...], default: T) -> T:
+        self.seen.add(name)
+        if name not in self.table:
+            return default
+        value = self.table[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(name, f"expected {_kind_name(kinds)}, got a boolean")
+        if not isinstance(value, kinds):
+            raise self.fail(name, f"expected {_kind_name(kinds)}, got {type(value).__name__}")
+        return value  # type: ignore[return-value]
+
+    def require(self, name: str, kind: type[T]) -> T:
+        if name not in self.table:
+            self.seen.add(name)
+            raise self.fail(name, "missing (required)")
+        value: T | None = self.get(name, kind, None)
+        assert value is not None
+        return value
+
+    def convert(self, name: str, default: T, parse: Callable[[str], T]) -> T:
+        raw = self.get(name, str, None)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise self.fail(name, str(exc)) from None
+
+    def duration(self, name: str, default: Duration) -> Duration:
+        return self.convert(name, default, parse_duration)
+
+    def path(self, name: str, default: Path | None) -> Path | None:
+        raw = self.get(name, str, None)
+        if raw is None:
+            return default
+        return (self.base / raw).resolve()
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        values = self.get(name, list, [])
+        if not all(isinstance(v, str) for v in values):
+            raise self.fail(name, "expected a list of strings")
+        return tuple(values)
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(name, str, default)
+        if value not in choices:
+            raise self.fail(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def address(self, name: str, default: str | None = None) -> str:
+        value = self.get(name, str, default) if default is not None else self.require(name, str)
+        if not _is_address(value):
+            raise self.fail(name, f"not an email address: {value!r}")
+        return value
+
+    def addresses(self, name: str) -> tuple[str, ...]:
+        values = self.strings(name)
+        for value in values:
+            if not _is_address(value):
+                raise self.fail(name, f"not an email address: {value!r}")
+        return values
+
+    def table_of(self, name: str) -> dict[str, Any]:
+        return self.get(name, dict, {})
+
+    def done(self) -> None:
+        for name in self.table:
+            if name not in self.seen:
+                raise self.fail(name, "unknown key")
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _is_address(value: str) -> bool:
+    _, addr = parseaddr(value)
+    return bool(addr) and addr == value.strip() and "@" in addr and " " not in addr
+
+
+def _secret(reader: _Reader) -> Secret:
+    file = reader.path("password_file", None)
+    env = reader.get("password_env", str, None)
+    command = reader.get("password_command", str, None)
+    given = [
+        n
+        for n, v in (("password_file", file), ("password_env", env), ("password_command", command))
+        if v is not None
+    ]
+    if len(given) > 1:
+        raise reader.fail(given[1], f"give only one of {', '.join(given)}")
+    if file is not None and not file.is_file():
+        raise reader.fail("password_file", f"missing password file {file}")
+    if env is not None and env not in os.environ:
+        raise reader.fail("password_env", f"environment variable {env} is not set")
+    return Secret(file=file, env=env, command=command)
+
+
+def _mailbox(file: str, base: Path, data_dir: Path, table: dict[str, Any], i: int) -> MailboxConfig:
+    r = _Reader(file, base, table, f"mailboxes[{i}].")
+    name = r.require("name", str)
+    kind = r.choice("type", ("maildir", "imap"), "maildir")
+    address = r.address("address")
+    aliases = r.addresses("aliases")
+    if kind == "maildir":
+        path = r.path("path", data_dir / "inbox")
+        quarantine = r.path("quarantine_path", data_dir / "quarantine")
+        box = MailboxConfig(
+            name=name,
+            type=kind,
+            address=address,
+            aliases=aliases,
+            path=path,
+            quarantine_path=quarantine,
+        )
+        r.done()
+        return box
+    host = r.require("host", str)
+    security = r.choice("security", ("tls", "starttls", "none"), "tls")
+    if security == "none" and host not in ("localhost", "127.0.0.1", "::1"):
+        raise r.fail("security", '"none" is only allowed for a loopback host')
+    port = r.get("port", int, 993 if security == "tls" else 143)
+    box = MailboxConfig(
+        name=name,
+        type=kind,
+        address=address,
+        aliases=aliases,
+        host=host,
+        port=port,
+        security=security,
+        username=r.get("username", str, address),
+        password=_secret(r),
+        folder=r.get("folder", str, "INBOX"),
+        processed_folder=r.get("processed_folder", str, "caseloop/processed"),
+        quarantine_folder=r.get("quarantine_folder", str, "caseloop/quarantine"),
+        idle=r.get("idle", bool, True),
+    )
+    r.done()
+    return box
+
+
+def _form(file: str, base: Path, table: dict[str, Any], i: int) -> FormConfig:
+    r = _Reader(file, base, table, f"forms[{i}].")
+    fields = (
+        "email",
+        "name",
+        "phone",
+        "respondent",
+        "order_number",
+        "purchase_date",
+        "amount",
+        "description",
+        "demand",
+        "subject",
+    )
+    columns = r.table_of("columns")
+    for key, value in columns.items():
+        if key not in fields:
+            raise ConfigError(
+                file, f"forms[{i}].columns.{key}", f"unknown field (fields: {', '.join(fields)})"
+            )
+        if not isinstance(value, str):
+            raise ConfigError(file, f"forms[{i}].columns.{key}", "expected a column header string")
+    path = r.path("path", None)
+    form = FormConfig(
+        name=r.require("name", str),
+        path=path if path is not None else base / "caseloop-data" / "forms",
+        format=r.choice("format", ("auto", "csv", "json", "jsonl", "xlsx"), "auto"),
+        id_column=r.get("id_column", str, None),
+        sheet=r.get("sheet", str, None),
+        columns=dict(columns),
+    )
+    if "path" not in table:
+        raise r.fail("path", "missing (required)")
+    r.done()
+    return form
+
+
+def _smtp(file: str, base: Path, table: dict[str, Any]) -> SmtpConfig:
+    r = _Reader(file, base, table, "smtp.")
+    host = r.require("host", str)
+    security = r.choice("security", ("tls", "starttls", "none"), "starttls")
+    if security == "none" and host not in ("localhost", "127.0.0.1", "::1"):
+        raise r.fail("security", '"none" is only allowed for a loopback host')
+    smtp = SmtpConfig(
+        host=host,
+        port=r.get("port", int, 465 if security == "tls" else 587),
+        security=security,
+        username=r.get("username", str, None),
+        password=_secret(r),
+        timeout=float(r.get("timeout", (int, float), 30.0)),
+    )
+    r.done()
+    return smtp
+
+
+def _sla_policy(r: _Reader, base: SlaPolicy) -> SlaPolicy:
+    return SlaPolicy(
+        first_response=r.duration("first_response", base.first_response),
+        acceptance=r.duration("acceptance", base.acceptance),
+        resolution=r.duration("resolution", base.resolution),
+    )
+
+
+def _sla(file: str, base: Path, table: dict[str, Any]) -> SlaConfig:
+    r = _Reader(file, base, table, "sla.")
+    calendar = r.get("calendar", str, "CN")
+    if calendar not in holidays.list_supported_countries():
+        raise r.fail("calendar", f"unknown holidays calendar {calendar!r}")
+    default = _sla_policy(r, SlaPolicy())
+    overrides: dict[str, SlaPolicy] = {}
+    for priority in PRIORITIES:
+        sub = r.table_of(priority)
+        if sub:
+            sr = _Reader(file, base, sub, f"sla.{priority}.")
+            overrides[priority] = _sla_policy(sr, default)
+            sr.done()
+    sla = SlaConfig(
+        calendar=calendar,
+        default=default,
+        survey_after=r.duration("survey_after", SlaConfig.survey_after),
+        survey_close_after=r.duration("survey_close_after", SlaConfig.survey_close_after),
+        by_priority=overrides,
+    )
+    r.done()
+    return sla
+
+
+def _cron(text: str) -> str:
+    CronTrigger.from_crontab(text)
+    return text
+
+
+def _escalation(file: str, base: Path, table: dict[str, Any]) -> EscalationConfig:
+    r = _Reader(file, base, table, "escalation.")
+    remind_at = float(r.get("remind_at", (int, float), 0.8))
+    if not 0 < remind_at < 1:
+        raise r.fail("remind_at", f"must be between 0 and 1, got {remind_at}")
+    esc = EscalationConfig(
+        supervisors=r.addresses("supervisors"),
+        urgent_notify=r.addresses("urgent_notify"),
+        digest_cron=r.convert("digest_cron", "0 9 * * mon-fri", _cron),
+        remind_at=remind_at,
+        level2_after=r.duration("level2_after", EscalationConfig.level2_after),
+        trusted_authserv_ids=r.strings("trusted_authserv_ids"),
+    )
+    r.done()
+    return esc
+
+
+def _positive_int(r: _Reader, name: str, default: int) -> int:
+    value = r.get(name, int, default)
+    if value <= 0:
+        raise r.fail(name, f"must be a positive integer, got {value}")
+    return value
+
+
+def _intake(file: str, base: Path, table: dict[str, Any]) -> IntakeConfig:
+    r = _Reader(file, base, table, "intake.")
+    intake = IntakeConfig(
+        ack_max_age=r.duration("ack_max_age", IntakeConfig.ack_max_age),
+        max_message_size=r.convert("max_message_size", IntakeConfig.max_message_size, parse_size),
+        max_attachment_size=r.convert(
+            "max_attachment_size", IntakeConfig.max_attachment_size, parse_size
+        ),
+        auto_mail_per_address_per_hour=_positive_int(r, "auto_mail_per_address_per_hour", 5),
+        poll_interval=r.duration("poll_interval", IntakeConfig.poll_interval),
+        batch_size=_positive_int(r, "batch_size", 200),
+    )
+    r.done()
+    return intake
+
+
+def _hours(text: str) -> tuple[time, time]:
+    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", text)
+    if not match:
+        raise ValueError(f'bad hours {text!r} (expected "09:00-21:00")')
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    try:
+        start, end = time(h1, m1), time(h2 % 24, m2)
+    except ValueError:
+        raise ValueError(f"bad hours {text!r}") from None
+    return start, end
+
+
+def _delivery(file: str, base: Path, table: dict[str, Any]) -> DeliveryConfig:
+    r = _Reader(file, base, table, "delivery.")
+    delivery = DeliveryConfig(
+        consumer_hours=r.convert("consumer_hours", DeliveryConfig.consumer_hours, _hours),
+        interval=r.duration("interval", DeliveryConfig.interval),
+    )
+    r.done()
+    return delivery
+
+
+def _regex(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text, re.IGNORECASE)
+    except re.error as exc:
+        raise ValueError(f"bad regular expression {text!r}: {exc}") from None
+
+
+def _rule(file: str, base: Path, table: dict[str, Any], i: int) -> ClassifyRule:
+    r = _Reader(file, base, table, f"rules[{i}].")
+    if "match" not in table:
+        raise r.fail("match", "missing (required)")
+    pattern = r.convert("match", re.compile(""), _regex)
+    priority = r.get("priority", str, None)
+    if priority is not None and priority not in PRIORITIES:
+        raise r.fail("priority", f"must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+    category = r.get("category", str, None)
+    if category is not None and category not in CATEGORIES:
+        raise r.fail("category", f"must be one of {', '.join(CATEGORIES)}, got {category!r}")
+    r.done()
+    return ClassifyRule(match=pattern, priority=priority, category=category)
+
+
+def _list_of_tables(r: _Reader, name: str) -> list[dict[str, Any]]:
+    items = r.get(name, list, [])
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ConfigError(r.file, f"{name}[{i}]", "expected a table ([[" + name + "]])")
+    return items
+
+
+def build(table: dict[str, Any], *, file: str, base: Path) -> Config:
+    """Validate a parsed TOML document into a Config."""
+    r = _Reader(file, base, table, "")
+    data_dir = r.path("data_dir", (base / "caseloop-data").resolve())
+    assert data_dir is not None
+    zone_name = r.get("timezone", str, "Asia/Shanghai")
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise r.fail("timezone", f"unknown time zone {zone_name!r}") from None
+
+    db = _Reader(file, base, r.table_of("database"), "database.")
+    url = db.get("url", str, f"sqlite:///{data_dir / 'caseloop.db'}")
+    url = _resolve_sqlite_url(url, base)
+    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", url):
+        raise db.fail(
+            "url",
+            f"unsupported database URL {url.split(':')[0]!r} (sqlite:/// or postgresql+psycopg://)",
+        )
+    db.done()
+
+    mailbox_tables = _list_of_tables(r, "mailboxes")
+    if "mailboxes" in table:
+        mailboxes = tuple(
+            _mailbox(file, base, data_dir, t, i) for i, t in enumerate(mailbox_tables)
+        )
+    else:
+        mailboxes = (
+            MailboxConfig(
+                name="local",
+                type="maildir",
+                address="support@example.com",
+                path=data_dir / "inbox",
+                quarantine_path=data_dir / "quarantine",
+            ),
+        )
+    names = [m.name for m in mailboxes]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise ConfigError(file, f"mailboxes[{i}].name", f"duplicate mailbox name {name!r}")
+
+    forms = tuple(_form(file, base, t, i) for i, t in enumerate(_list_of_tables(r, "forms")))
+    smtp_table = r.table_of("smtp")
+    smtp = _smtp(file, base, smtp_table) if "smtp" in table else None
+
+    tr = _Reader(file, base, r.table_of("tickets"), "tickets.")
+    prefix = tr.get("number_prefix", str, "TS")
+    if not re.fullmatch(r"[A-Z][A-Z0-9]{0,9}", prefix):
+        raise tr.fail("number_prefix", f"must be 1-10 capital letters or digits, got {prefix!r}")
+    tickets = TicketsConfig(
+        number_prefix=prefix, default_language=tr.choice("default_language", LANGUAGES, "zh-CN")
+    )
+    tr.done()
+
+    pr = _Reader(file, base, r.table_of("privacy"), "privacy.")
+    privacy = PrivacyConfig(retain_closed=pr.duration("retain_closed", PrivacyConfig.retain_closed))
+    pr.done()
+
+    staff = []
+    for i, t in enumerate(_list_of_tables(r, "staff")):
+        sr = _Reader(file, base, t, f"staff[{i}].")
+        staff.append(
+            StaffMember(
+                address=sr.address("address"),
+                name=sr.get("name", str, ""),
+                groups=sr.strings("groups"),
+            )
+        )
+        sr.done()
+    groups = {g for s in staff for g in s.groups}
+    routing = []
+    for i, t in enumerate(_list_of_tables(r, "routing")):
+        rr = _Reader(file, base, t, f"routing[{i}].")
+        category = rr.choice("category", CATEGORIES, "other")
+        group = rr.require("group", str)
+        if group not in groups:
+            raise rr.fail("group", f"no [[staff]] entry is in group {group!r}")
+        routing.append(RoutingRule(category=category, group=group))
+        rr.done()
+
+    tpl = _Reader(file, base, r.table_of("templates"), "templates.")
+    override_dir = tpl.path("override_dir", None)
+    if override_dir is not None and not override_dir.is_dir():
+        raise tpl.fail("override_dir", f"not a folder: {override_dir}")
+    tpl.done()
+
+    config = Config(
+        source=file,
+        base_dir=base,
+        data_dir=data_dir,
+        timezone=zone,
+        database_url=url,
+        mailboxes=mailboxes,
+        forms=forms,
+        smtp=smtp,
+        tickets=tickets,
+        sla=_sla(file, base, r.table_of("sla")),
+        escalation=_escalation(file, base, r.table_of("escalation")),
+        intake=_intake(file, base, r.table_of("intake")),
+        delivery=_delivery(file, base, r.table_of("delivery")),
+        privacy=privacy,
+        staff=tuple(staff),
+        routing=tuple(routing),
+        rules=tuple(_rule(file, base, t, i) for i, t in enumerate(_list_of_tables(r, "rules"))),
+        templates_override_dir=override_dir,
+    )
+    r.done()
+    return config
+
+
+def _resolve_sqlite_url(url: str, base: Path) -> str:
+    """Relative SQLite paths resolve against the config's folder, like every other path."""
+    match = re.match(r"^(sqlite(?:\+\w+)?:///)(?!/)(.+)$", url)
+    if match and match.group(2) != ":memory:":
+        return f"{match.group(1)}{(base / match.group(2)).resolve()}"
+    return url
+
+
+def find_config_path(explicit: str | None) -> Path | None:
+    """SPEC §2: --config, else $CASELOOP_CONFIG, else ./caseloop.toml, else embedded defaults."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("CASELOOP_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("caseloop.toml")
+    return local if local.is_file() else None
+
+
+def load(path: Path | None) -> Config:
+    """Load and validate the config file, or the embedded defaults when there is none."""
+    if path is None:
+        return build({}, file=EMBEDDED, base=Path.cwd())
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(name, "-", f"cannot read: {exc.strerror}") from None
+    try:
+        table = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(name, "-", "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(name, "-", f"not valid TOML: {exc}") from None
+    return build(table, file=name, base=path.resolve().parent)

@@ -1,0 +1,226 @@
+"""Outbox -> SMTP, or a Maildir when no [smtp] is configured; runs only on committed rows."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import smtplib
+import ssl
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from daemon import log as logfmt
+from daemon.clock import Clock
+from daemon.config import Config, SmtpConfig
+from daemon.sources.maildir import deliver_to_maildir
+from daemon.store.models import OutboxMessage
+
+log = logging.getLogger("caseloop.sender")
+
+MAX_ATTEMPTS = 12  # about two days of backoff before a 4xx mail is given up
+
+
+class DeliveryError(Exception):
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Transport(Protocol):
+    def open(self) -> None: ...
+    def deliver(self, sender: str, recipient: str, message_id: str, raw: bytes) -> None: ...
+    def close(self) -> None: ...
+    def describe(self) -> str: ...
+
+
+class MaildirTransport:
+    """Writes each mail once into <data_dir>/outbox; a resend of the same mail overwrites itself."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return f"maildir {self.path}"
+
+    def deliver(self, sender: str, recipient: str, message_id: str, raw: bytes) -> None:
+        name = f"caseloop-{hashlib.sha256(message_id.encode()).hexdigest()[:24]}"
+        if (self.path / "new" / name).exists() or any((self.path / "cur").glob(f"{name}:*")):
+            return
+        deliver_to_maildir(self.path, raw, name)
+
+
+class SmtpTransport:
+    """One SMTP connection reused across a batch; 4xx retried later, 5xx failed for good."""
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self._conn: smtplib.SMTP | None = None
+
+    def describe(self) -> str:
+        return f"smtp {self.config.host}:{self.config.port} ({self.config.security})"
+
+    def open(self) -> None:
+        cfg = self.config
+        try:
+            if cfg.security == "tls":
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    cfg.host, cfg.port, timeout=cfg.timeout, context=ssl.create_default_context()
+                )
+            else:
+                conn = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+                if cfg.security == "starttls":
+                    conn.starttls(context=ssl.create_default_context())
+            if cfg.username:
+                conn.login(cfg.username, cfg.password.read() or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(
+                f"SMTP login refused: {exc.smtp_code} {exc.smtp_error!r}", permanent=False
+            ) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(
+                f"cannot reach SMTP server {cfg.host}:{cfg.port}: {exc}", permanent=False
+            ) from exc
+        self._conn = conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                self._conn.quit()
+            self._conn = None
+
+    def deliver(self, sender: str, recipient: str, message_id: str, raw: bytes) -> None:
+        if self._conn is None:
+            self.open()
+        assert self._conn is not None
+        try:
+            refused = self._conn.sendmail(sender, [recipient], raw)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, reply = exc.recipients.get(recipient, (550, b"refused"))
+            raise DeliveryError(
+                f"{code} {reply.decode(errors='replace')}", permanent=code >= 500
+            ) from exc
+        except smtplib.SMTPResponseException as exc:
+            raise DeliveryError(
+                f"{exc.smtp_code} {_text(exc.smtp_error)}",
+                permanent=exc.smtp_code >= 500,
+            ) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            self._conn = None
+            raise DeliveryError(f"connection lost: {exc}", permanent=False) from exc
+        if refused:
+            code, reply = refused[recipient]
+            raise DeliveryError(f"{code} {reply.decode(errors='replace')}", permanent=code >= 500)
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+
+
+def make_transport(config: Config) -> Transport:
+    if config.smtp is not None:
+        return SmtpTransport(config.smtp)
+    return MaildirTransport(config.outbox_dir)
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(60 * 2 ** max(attempts - 1, 0), 6 * 3600))
+
+
+def send_due(
+    sessions: sessionmaker[Session],
+    transport: Transport,
+    clock: Clock,
+    sender: str,
+    limit: int = 500,
+) -> tuple[int, int]:
+    """Deliver queued mail that is due; each outcome is committed right after the server's answer.
+
+    Returns (sent, not sent). A crash between delivery and commit may resend a mail; the resend
+    carries the same Message-ID (and the Maildir transport skips it).
+    """
+    now = clock.now()
+    with sessions() as session:
+        due = session.execute(
+            select(OutboxMessage.id, OutboxMessage.recipient, OutboxMessage.message_id)
+            .where(OutboxMessage.status == "queued", OutboxMessage.next_attempt_at <= now)
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            .limit(limit)
+        ).all()
+    if not due:
+        return 0, 0
+    sent = failed = 0
+    try:
+        transport.open()
+    except DeliveryError as exc:
+        logfmt.event(log, "outbox.unreachable", logging.WARNING, error=exc, queued=len(due))
+        _record_failure(sessions, [row.id for row in due], str(exc), False, clock.now())
+        return 0, len(due)
+    try:
+        for row_id, recipient, message_id in due:
+            with sessions.begin() as session:
+                row = session.get(OutboxMessage, row_id)
+                if row is None or row.status != "queued":
+                    continue
+                raw = row.raw
+            try:
+                transport.deliver(sender, recipient, message_id, raw)
+            except DeliveryError as exc:
+                failed += 1
+                _record_failure(sessions, [row_id], str(exc), exc.permanent, clock.now())
+                logfmt.event(
+                    log,
+                    "outbox.failed",
+                    logging.WARNING,
+                    id=row_id,
+                    to=logfmt.mask(recipient),
+                    permanent=exc.permanent,
+                    error=exc,
+                )
+                continue
+            with sessions.begin() as session:
+                row = session.get(OutboxMessage, row_id)
+                assert row is not None
+                row.status, row.sent_at = "sent", clock.now()
+                row.attempts += 1
+                row.last_error = None
+            sent += 1
+    finally:
+        transport.close()
+    return sent, failed
+
+
+def _record_failure(
+    sessions: sessionmaker[Session], ids: list[int], error: str, permanent: bool, now: datetime
+) -> None:
+    with sessions.begin() as session:
+        for row in session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(ids))):
+            row.attempts += 1
+            row.last_error = error
+            if permanent or row.attempts >= MAX_ATTEMPTS:
+                row.status = "failed"
+            else:
+                row.next_attempt_at = now + backoff(row.attempts)
+
+
+def check_smtp(config: SmtpConfig) -> str:
+    """What check-config reports for the SMTP server: reachable and, if set, logged in."""
+    transport = SmtpTransport(config)
+    try:
+        transport.open()
+    except DeliveryError as exc:
+        return f"FAILED: {exc}"
+    except TimeoutError:
+        return "FAILED: timed out"
+    transport.close()
+    return "ok" + (", login accepted" if config.username else "")

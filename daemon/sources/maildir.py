@@ -1,0 +1,73 @@
+"""A local Maildir source: reads new/, settles each message only after its transaction committed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+from handlers.pipeline import Incoming
+
+log = logging.getLogger("caseloop.maildir")
+
+
+def ensure_maildir(path: Path) -> None:
+    for sub in ("new", "cur", "tmp"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+
+
+def deliver_to_maildir(path: Path, data: bytes, name: str | None = None) -> Path:
+    """Write a message the Maildir way: tmp/ first, then an atomic rename into new/."""
+    ensure_maildir(path)
+    name = name or f"{time.time():.6f}.{os.getpid()}_{os.urandom(4).hex()}.{socket.gethostname()}"
+    tmp = path / "tmp" / name
+    tmp.write_bytes(data)
+    target = path / "new" / name
+    os.replace(tmp, target)
+    return target
+
+
+class MaildirSource:
+    """Every file in new/ is one incoming item, keyed by its unique Maildir name."""
+
+    def __init__(self, name: str, path: Path, quarantine_path: Path) -> None:
+        self.name = name
+        self.path = path
+        self.quarantine_path = quarantine_path
+        ensure_maildir(path)
+
+    def describe(self) -> str:
+        return f"maildir {self.path}"
+
+    def check(self) -> str:
+        """What check-config reports: the folder is there and how much waits in it."""
+        return f"ok, {self.backlog()} message(s) waiting in {self.path / 'new'}"
+
+    def backlog(self) -> int:
+        return sum(1 for _ in os.scandir(self.path / "new"))
+
+    def fetch(self, limit: int) -> list[Incoming]:
+        names = sorted(e.name for e in os.scandir(self.path / "new") if e.is_file())[:limit]
+        items = []
+        for name in names:
+            try:
+                raw = (self.path / "new" / name).read_bytes()
+            except FileNotFoundError:  # taken by another reader meanwhile
+                continue
+            items.append(Incoming(source=self.name, key=name.split(":", 1)[0], raw=raw, label=name))
+        return items
+
+    def settle(self, item: Incoming, outcome: str) -> None:
+        """After commit: processed mail to cur/ (seen), quarantined or ignored mail aside."""
+        src = self.path / "new" / item.label
+        if outcome in ("quarantined", "ignored"):
+            ensure_maildir(self.quarantine_path)
+            dst = self.quarantine_path / "new" / item.label
+        else:
+            dst = self.path / "cur" / f"{item.label.split(':', 1)[0]}:2,S"
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            log.warning("event=settle.missing source=%s item=%s", self.name, item.label)

@@ -1,0 +1,119 @@
+"""What the CLI shows: the case JSON of SPEC §5, outbox rows, and their text forms."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
+
+
+def iso(value: datetime | None, zone: ZoneInfo) -> str | None:
+    return value.astimezone(zone).isoformat() if value is not None else None
+
+
+def ticket_json(ticket: Ticket, zone: ZoneInfo, *, timeline: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "number": ticket.number,
+        "status": ticket.status,
+        "channel": ticket.channel,
+        "category": ticket.category,
+        "priority": ticket.priority,
+        "language": ticket.language,
+        "subject": ticket.subject,
+        "complainant": {
+            "name": ticket.complainant_name,
+            "email": ticket.complainant_email,
+            "phone": ticket.complainant_phone,
+        },
+        "respondent": ticket.respondent,
+        "assignee": ticket.assignee,
+        "escalation_level": ticket.escalation_level,
+        "created_at": iso(ticket.created_at, zone),
+        "acknowledged_at": iso(ticket.acknowledged_at, zone),
+        "first_response_at": iso(ticket.first_response_at, zone),
+        "accepted_at": iso(ticket.accepted_at, zone),
+        "resolved_at": iso(ticket.resolved_at, zone),
+        "closed_at": iso(ticket.closed_at, zone),
+        "reopened_count": ticket.reopened_count,
+        "due": {
+            "first_response": iso(ticket.due_first_response, zone),
+            "acceptance": iso(ticket.due_acceptance, zone),
+            "resolution": iso(ticket.due_resolution, zone),
+        },
+        "satisfaction": {
+            "score": ticket.satisfaction_score,
+            "answered_at": iso(ticket.satisfaction_at, zone),
+            "comment": ticket.satisfaction_comment,
+        },
+    }
+    if timeline:
+        data["timeline"] = [entry_json(e, zone) for e in ticket.timeline]
+    return data
+
+
+def entry_json(entry: TimelineEntry, zone: ZoneInfo) -> dict[str, Any]:
+    return {
+        "at": iso(entry.at, zone),
+        "kind": entry.kind,
+        "actor": entry.actor,
+        "direction": entry.direction,
+        "message_id": entry.message_id,
+        "subject": entry.subject,
+        "text": entry.text,
+        "internal": entry.internal,
+        "attachments": [
+            {
+                "filename": a.filename,
+                "size": a.size,
+                "sha256": a.sha256,
+                "content_type": a.content_type,
+            }
+            for a in entry.attachments
+        ],
+    }
+
+
+def outbox_json(row: OutboxMessage, zone: ZoneInfo) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "status": row.status,
+        "kind": row.kind,
+        "recipient": row.recipient,
+        "subject": row.subject,
+        "message_id": row.message_id,
+        "attempts": row.attempts,
+        "created_at": iso(row.created_at, zone),
+        "next_attempt_at": iso(row.next_attempt_at, zone),
+        "sent_at": iso(row.sent_at, zone),
+        "last_error": row.last_error,
+    }
+
+
+def ticket_text(ticket: Ticket, zone: ZoneInfo) -> str:
+    data = ticket_json(ticket, zone, timeline=False)
+    lines = [f"{ticket.number}  [{ticket.status}]  {ticket.subject}"]
+    c = data["complainant"]
+    lines.append(f"  complainant: {c['name'] or ''} <{c['email']}>  language: {ticket.language}")
+    lines.append(
+        f"  category: {ticket.category}  priority: {ticket.priority}  "
+        f"assignee: {ticket.assignee or '-'}  channel: {ticket.channel}"
+    )
+    lines.append(
+        f"  created: {data['created_at']}  due: "
+        + ", ".join(f"{k} {v}" for k, v in data["due"].items() if v)
+    )
+    for entry in ticket.timeline:
+        who = f"{entry.actor}{' (internal)' if entry.internal else ''}"
+        lines.append(f"- {iso(entry.at, zone)} {entry.kind} {who}: {entry.subject or ''}")
+        if entry.kind == "status":
+            lines.append(
+                f"    {entry.data.get('from')} -> {entry.data.get('to')}"
+                + (f" ({entry.text})" if entry.text else "")
+            )
+        elif entry.text:
+            lines.extend(f"    {line}" for line in entry.text.strip().splitlines()[:20])
+        for a in entry.attachments:
+            lines.append(f"    [attachment] {a.filename} ({a.size} bytes, sha256 {a.sha256[:12]})")
+    return "\n".join(lines)

@@ -1,0 +1,241 @@
+"""Templates -> outbox rows: every mail we send is rendered here and queued in the transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from daemon.clock import Duration
+from daemon.config import Config
+from daemon.resources import shipped_dir
+from daemon.store.models import MessageRef, OutboxMessage, Ticket, TimelineEntry
+
+_UNIT_WORDS = {
+    "en": {
+        "seconds": "seconds",
+        "minutes": "minutes",
+        "hours": "hours",
+        "days": "days",
+        "weeks": "weeks",
+        "years": "years",
+    },
+    "zh-CN": {
+        "seconds": "秒",
+        "minutes": "分钟",
+        "hours": "小时",
+        "days": "天",
+        "weeks": "周",
+        "years": "年",
+    },
+}
+
+
+def describe_duration(duration: Duration, language: str) -> str:
+    """ "3 working days" / "3个工作日": how a deadline reads to a consumer."""
+    amount = int(duration.amount) if duration.amount == int(duration.amount) else duration.amount
+    if language == "zh-CN":
+        if duration.working:
+            return f"{amount}个工作日" if duration.unit == "days" else f"{amount}个工作小时"
+        return f"{amount}{_UNIT_WORDS['zh-CN'][duration.unit]}"
+    unit = _UNIT_WORDS["en"][duration.unit]
+    if amount == 1:
+        unit = unit.rstrip("s")
+    return f"{amount} {'working ' if duration.working else ''}{unit}"
+
+
+@dataclass(frozen=True)
+class RenderedMail:
+    subject: str
+    text: str
+    html: str
+
+
+class Templates:
+    """Jinja2 environments for the mail templates, with the operator's override folder first."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        roots: list[Path] = []
+        if config.templates_override_dir is not None:
+            roots.append(config.templates_override_dir)
+        roots.append(shipped_dir("templates"))
+        loader = jinja2.FileSystemLoader([str(r) for r in roots])
+        common: dict[str, Any] = {
+            "loader": loader,
+            "undefined": jinja2.StrictUndefined,
+            "keep_trailing_newline": True,
+        }
+        self._text = jinja2.Environment(autoescape=False, **common)  # noqa: S701 plain text
+        self._html = jinja2.Environment(autoescape=True, **common)
+        for env in (self._text, self._html):
+            env.filters["duration"] = describe_duration
+            env.filters["localtime"] = self._localtime
+
+    def _localtime(self, value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+        return value.astimezone(self.config.timezone).strftime(fmt) if value else ""
+
+    def render(self, kind: str, language: str, **context: Any) -> RenderedMail:
+        """Render <language>/<kind>.txt (first line "Subject: ...") and <kind>.html."""
+        context.setdefault("config", self.config)
+        context.setdefault("lang", language)
+        text = self._text.get_template(f"{language}/{kind}.txt").render(**context)
+        first, _, body = text.partition("\n")
+        if not first.startswith("Subject:"):
+            raise ValueError(f"template {language}/{kind}.txt must start with 'Subject: '")
+        html = self._html.get_template(f"{language}/{kind}.html").render(**context)
+        return RenderedMail(
+            subject=first[len("Subject:") :].strip(), text=body.lstrip("\n"), html=html
+        )
+
+
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def header_safe(text: str, limit: int = 200) -> str:
+    """Consumer-provided text fit for a header: no CR/LF or controls (no header injection)."""
+    return _HEADER_UNSAFE.sub(" ", text).strip()[:limit]
+
+
+def our_domain(config: Config) -> str:
+    return config.support_address.rpartition("@")[2] or "localhost"
+
+
+def new_message_id(config: Config) -> str:
+    return make_msgid(domain=our_domain(config))
+
+
+def thread_ids(session: Session, ticket: Ticket) -> list[str]:
+    """The conversation's Message-IDs, oldest first, for References (bounded like MUAs do)."""
+    ids = session.scalars(
+        select(MessageRef.message_id)
+        .where(MessageRef.ticket_id == ticket.id)
+        .order_by(MessageRef.id)
+    ).all()
+    return list(ids[:1]) + list(ids[1:][-9:]) if len(ids) > 10 else list(ids)
+
+
+def rate_limited(session: Session, config: Config, recipient: str, now: datetime) -> bool:
+    """SPEC §6: automatic mail to one address is capped per hour, the last line against loops."""
+    recent = session.scalar(
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(
+            OutboxMessage.recipient == recipient.lower(),
+            OutboxMessage.automatic.is_(True),
+            OutboxMessage.created_at > now - timedelta(hours=1),
+        )
+    )
+    return (recent or 0) >= config.intake.auto_mail_per_address_per_hour
+
+
+def queue_mail(
+    session: Session,
+    config: Config,
+    templates: Templates,
+    *,
+    ticket: Ticket,
+    kind: str,
+    intent: str,
+    now: datetime,
+    context: dict[str, Any],
+    in_reply_to: str | None = None,
+    automatic: bool = True,
+    recipient: str | None = None,
+) -> OutboxMessage | None:
+    """Render one mail about a case and queue it, once per intent, with its timeline entry.
+
+    Returns None when the intent was already queued or the recipient's hourly cap is reached.
+    """
+    to = (recipient or ticket.complainant_email).strip()
+    if session.scalar(select(OutboxMessage.id).where(OutboxMessage.intent == intent)):
+        return None
+    if automatic and rate_limited(session, config, to, now):
+        session.add(
+            TimelineEntry(
+                ticket=ticket,
+                at=now,
+                kind="note",
+                actor="caseloop",
+                internal=True,
+                text=f"automatic {kind} mail to {to} not sent: hourly limit "
+                f"({config.intake.auto_mail_per_address_per_hour}) reached",
+                data={},
+            )
+        )
+        return None
+    mail = templates.render(kind, ticket.language, ticket=ticket, **context)
+    subject = header_safe(f"[{ticket.number}] {mail.subject}", 300)
+    message_id = new_message_id(config)
+    references = thread_ids(session, ticket)
+    if in_reply_to and in_reply_to not in references:
+        references.append(in_reply_to)
+    parent = in_reply_to or (references[-1] if references else None)
+
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = Address(
+        display_name=_from_name(ticket.language), addr_spec=config.support_address
+    )
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(now.astimezone(config.timezone))
+    msg["Message-ID"] = message_id
+    if parent:
+        msg["In-Reply-To"] = parent
+    if references:
+        msg["References"] = " ".join(references)
+    if automatic:
+        msg["Auto-Submitted"] = "auto-replied"
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg["X-Caseloop-Ticket"] = ticket.number
+    msg.set_content(mail.text)
+    msg.add_alternative(mail.html, subtype="html")
+    raw = msg.as_bytes()
+
+    row = OutboxMessage(
+        ticket_id=ticket.id,
+        kind=kind,
+        intent=intent,
+        status="queued",
+        recipient=to.lower(),
+        message_id=message_id,
+        subject=subject,
+        raw=raw,
+        automatic=automatic,
+        created_at=now,
+        next_attempt_at=now,
+        attempts=0,
+    )
+    session.add(row)
+    session.add(MessageRef(message_id=message_id, ticket_id=ticket.id, direction="out"))
+    session.add(
+        TimelineEntry(
+            ticket=ticket,
+            at=now,
+            kind="message_out",
+            actor=config.support_address,
+            direction="out",
+            message_id=message_id,
+            subject=subject,
+            text=mail.text,
+            internal=False,
+            raw_sha256=hashlib.sha256(raw).hexdigest(),
+            data={"mail_kind": kind},
+        )
+    )
+    return row
+
+
+def _from_name(language: str) -> str:
+    return "客户服务中心" if language == "zh-CN" else "Customer Care"

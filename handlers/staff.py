@@ -1,0 +1,101 @@
+"""Staff actions on a case (CLI now, staff mail later): reply, set fields, note."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from daemon.config import CATEGORIES, PRIORITIES
+from daemon.store.models import Ticket, TimelineEntry
+from handlers.notify import queue_mail
+from handlers.workflow import Services, TransitionRefused, apply_transition, check_transition
+
+
+def reply(
+    session: Session,
+    services: Services,
+    ticket: Ticket,
+    message: str,
+    *,
+    actor: str,
+    now: datetime,
+    status: str | None = None,
+) -> None:
+    """Send the consumer a staff reply, threaded; optionally move the case in the same step."""
+    if not message.strip():
+        raise TransitionRefused("an empty reply is not sent")
+    if status is not None and status != ticket.status:
+        check_transition(ticket, status)
+    session.flush()
+    entry_count = len(ticket.timeline)
+    queue_mail(
+        session,
+        services.config,
+        services.templates,
+        ticket=ticket,
+        kind="reply",
+        intent=f"reply:{ticket.number}:{entry_count}:{now.isoformat()}",
+        now=now,
+        automatic=False,
+        context={"message": message},
+    )
+    if ticket.first_response_at is None:
+        ticket.first_response_at = now
+        ticket.due_first_response = None
+    if status is not None and status != ticket.status:
+        apply_transition(session, services, ticket, status, actor=actor, now=now, notify=False)
+
+
+def set_fields(
+    session: Session,
+    services: Services,
+    ticket: Ticket,
+    *,
+    actor: str,
+    now: datetime,
+    status: str | None = None,
+    assignee: str | None = None,
+    category: str | None = None,
+    priority: str | None = None,
+    reason: str | None = None,
+) -> list[str]:
+    """Apply a staff change; every field is checked before anything changes."""
+    if category is not None and category not in CATEGORIES:
+        raise TransitionRefused(f"unknown category {category!r} ({', '.join(CATEGORIES)})")
+    if priority is not None and priority not in PRIORITIES:
+        raise TransitionRefused(f"unknown priority {priority!r} ({', '.join(PRIORITIES)})")
+    if status is not None and status != ticket.status:
+        check_transition(ticket, status)
+    changes: list[str] = []
+    for field, value in (("assignee", assignee), ("category", category), ("priority", priority)):
+        if value is not None and getattr(ticket, field) != value:
+            changes.append(f"{field}: {getattr(ticket, field)} -> {value}")
+            setattr(ticket, field, value)
+    if changes:
+        session.add(
+            TimelineEntry(
+                ticket=ticket,
+                at=now,
+                kind="note",
+                actor=actor,
+                internal=True,
+                text="; ".join(changes) + (f" ({reason})" if reason else ""),
+                data={"changes": changes},
+            )
+        )
+        ticket.updated_at = now
+    if status is not None and status != ticket.status:
+        apply_transition(session, services, ticket, status, actor=actor, now=now, reason=reason)
+        changes.append(f"status -> {status}")
+    return changes
+
+
+def note(session: Session, ticket: Ticket, message: str, *, actor: str, now: datetime) -> None:
+    """An internal note: on the timeline for staff, never sent."""
+    session.add(
+        TimelineEntry(
+            ticket=ticket, at=now, kind="note", actor=actor, internal=True, text=message, data={}
+        )
+    )
+    ticket.updated_at = now

@@ -1,0 +1,53 @@
+"""Which case an incoming message belongs to: our Message-IDs first, then the [NUMBER] tag."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from daemon.store.models import MessageRef, Ticket
+from handlers.pipeline import Context
+
+
+def tag_pattern(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"\[\s*({re.escape(prefix)}-\d{{8}}-\d{{4,}})\s*\]", re.IGNORECASE)
+
+
+def case_by_message_ids(session: Session, ids: list[str]) -> Ticket | None:
+    """The case that holds the newest of these Message-IDs (sent or received)."""
+    if not ids:
+        return None
+    rows = session.execute(
+        select(MessageRef.message_id, MessageRef.ticket_id).where(MessageRef.message_id.in_(ids))
+    ).all()
+    if not rows:
+        return None
+    found = dict(rows)
+    for message_id in reversed(ids):  # the nearest parent wins
+        if message_id in found:
+            return session.get(Ticket, found[message_id])
+    return None
+
+
+def case_by_subject_tag(session: Session, prefix: str, subject: str) -> Ticket | None:
+    """A [NUMBER] tag naming an existing case; a tag naming none threads nowhere."""
+    for number in tag_pattern(prefix).findall(subject):
+        ticket = session.scalar(select(Ticket).where(Ticket.number == number.upper()))
+        if ticket is not None:
+            return ticket
+    return None
+
+
+class FindCase:
+    name = "find-case"
+    description = "thread a reply onto its case by Message-ID, then by subject tag"
+
+    def process(self, ctx: Context) -> None:
+        msg = ctx.message
+        assert msg is not None
+        ids = list(msg.references) + [i for i in msg.in_reply_to if i not in msg.references]
+        ctx.ticket = case_by_message_ids(ctx.session, ids) or case_by_subject_tag(
+            ctx.session, ctx.config.tickets.number_prefix, msg.subject
+        )

@@ -1,0 +1,125 @@
+"""The case lifecycle (SPEC §4): one table of allowed transitions, one function applying them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from daemon.clock import WorkCalendar
+from daemon.config import Config
+from daemon.store.models import Ticket, TimelineEntry
+from handlers.notify import Templates, queue_mail
+
+STATUSES = ("received", "accepted", "rejected", "in_progress", "waiting", "resolved", "closed")
+
+# from-status -> the statuses it may move to
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "received": frozenset({"accepted", "rejected", "waiting"}),
+    "accepted": frozenset({"in_progress", "waiting", "resolved"}),
+    "in_progress": frozenset({"waiting", "resolved"}),
+    "waiting": frozenset({"received", "in_progress", "resolved"}),
+    "resolved": frozenset({"closed", "in_progress"}),
+    "rejected": frozenset({"closed"}),
+    "closed": frozenset({"in_progress"}),
+}
+
+# transitions the consumer is told about, and the event word their mail uses
+VISIBLE: dict[tuple[str, str], str] = {
+    ("received", "accepted"): "accepted",
+    ("received", "rejected"): "rejected",
+    ("received", "waiting"): "waiting",
+    ("accepted", "waiting"): "waiting",
+    ("in_progress", "waiting"): "waiting",
+    ("accepted", "resolved"): "resolved",
+    ("in_progress", "resolved"): "resolved",
+    ("waiting", "resolved"): "resolved",
+    ("resolved", "closed"): "closed",
+    ("resolved", "in_progress"): "reopened",
+    ("closed", "in_progress"): "reopened",
+}
+
+
+class TransitionRefused(Exception):
+    """An illegal transition; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a transition needs besides the case: config, calendar, templates."""
+
+    config: Config
+    calendar: WorkCalendar
+    templates: Templates
+
+
+def check_transition(ticket: Ticket, new: str) -> None:
+    """Raise TransitionRefused unless the table allows the case to move to `new`."""
+    if new not in STATUSES:
+        raise TransitionRefused(f"unknown status {new!r} (statuses: {', '.join(STATUSES)})")
+    if new not in TRANSITIONS[ticket.status]:
+        allowed = ", ".join(sorted(TRANSITIONS[ticket.status])) or "none"
+        raise TransitionRefused(
+            f"{ticket.number}: cannot go from {ticket.status} to {new} (allowed: {allowed})"
+        )
+
+
+def apply_transition(
+    session: Session,
+    services: Services,
+    ticket: Ticket,
+    new: str,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    notify: bool = True,
+) -> TimelineEntry:
+    """Move a case to `new`, record who/when/why, stamp its clocks, queue the consumer's mail."""
+    old = ticket.status
+    check_transition(ticket, new)
+    policy = services.config.sla.policy(ticket.priority)
+    ticket.status = new
+    ticket.updated_at = now
+    if new == "accepted":
+        ticket.accepted_at = now
+        ticket.due_acceptance = None
+        ticket.due_resolution = services.calendar.add(now, policy.resolution)
+    elif new == "rejected":
+        ticket.due_acceptance = None
+    elif new == "resolved":
+        ticket.resolved_at = now
+        ticket.due_resolution = None
+    elif new == "closed":
+        ticket.closed_at = now
+    elif new == "in_progress" and old in ("resolved", "closed"):
+        ticket.reopened_count += 1
+        ticket.resolved_at = None
+        ticket.closed_at = None
+        ticket.due_resolution = services.calendar.add(now, policy.resolution)
+    entry = TimelineEntry(
+        ticket=ticket,
+        at=now,
+        kind="status",
+        actor=actor,
+        internal=False,
+        text=reason,
+        data={"from": old, "to": new},
+    )
+    session.add(entry)
+    event = VISIBLE.get((old, new))
+    if notify and event is not None:
+        session.flush()
+        queue_mail(
+            session,
+            services.config,
+            services.templates,
+            ticket=ticket,
+            kind="status",
+            intent=f"status:{ticket.number}:{entry.id}",
+            now=now,
+            automatic=False,
+            context={"event": event, "reason": reason},
+        )
+    return entry

@@ -1,0 +1,161 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), configs rooted in temp folders, a clock."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from daemon import config as configmod
+from daemon.app import App
+from daemon.clock import MovableClock
+
+REQUIRE_SERVERS = os.environ.get("CASELOOP_REQUIRE_SERVERS") == "1"
+PG_ADMIN_URL = os.environ.get(
+    "CASELOOP_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+DATA = Path(__file__).parent / "data"
+
+
+def server_missing(reason: str) -> None:
+    """Skip with the reason, or fail when CI promised the servers are there."""
+    if REQUIRE_SERVERS:
+        pytest.fail(f"CASELOOP_REQUIRE_SERVERS=1 but {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    if not _port_open("127.0.0.1", 5432):
+        server_missing("PostgreSQL is not listening on 127.0.0.1:5432")
+    try:
+        engine = create_engine(PG_ADMIN_URL)
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no usable server
+        server_missing(f"PostgreSQL at {PG_ADMIN_URL} is not usable: {exc}")
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def pg_schema_url(pg_server: str) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    schema = f"caseloop_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in pg_server else "?"
+    yield f"{pg_server}{sep}options=-csearch_path%3D{schema}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each storage test runs on the embedded SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'caseloop.db'}"
+    return str(request.getfixturevalue("pg_schema_url"))
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    # Tuesday 24 November 2026, 10:00 in Shanghai: a plain working day.
+    return MovableClock(datetime(2026, 11, 24, 2, 0, tzinfo=UTC))
+
+
+def write_config(root: Path, body: str = "", db_url: str | None = None) -> Path:
+    """A caseloop.toml in `root` with the embedded layout plus `body`."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ['data_dir = "caseloop-data"']
+    if db_url:
+        lines += ["[database]", f'url = "{db_url}"']
+    path = root / "caseloop.toml"
+    path.write_text("\n".join(lines) + "\n" + body, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, db_url: str, clock: MovableClock) -> Iterator[object]:
+    """Build an App on the parametrised database (PostgreSQL migrated as an operator would)."""
+    apps: list[App] = []
+
+    def _make(body: str = "", root: Path | None = None) -> App:
+        path = write_config(root or tmp_path, body, db_url)
+        config = configmod.load(path)
+        if not db_url.startswith("sqlite"):
+            from daemon.store.db import make_engine, migrate
+
+            engine = make_engine(config.database_url)
+            migrate(engine)
+            engine.dispose()
+        app = App(config, clock=clock)
+        apps.append(app)
+        return app
+
+    yield _make
+    for app in apps:
+        app.close()
+
+
+class SmtpSink:
+    """A real aiosmtpd server on loopback that keeps what it receives.
+
+    Recipients listed in `refuse` get that SMTP reply at RCPT time (e.g. "450 try later").
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.refuse: dict[str, str] = {}
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001,ANN201,N802
+        if address.lower() in self.refuse:
+            return self.refuse[address.lower()]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001,ANN201,N802
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[tuple[SmtpSink, int]]:
+    from aiosmtpd.controller import Controller
+
+    sink = SmtpSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield sink, port
+    controller.stop()
+
+
+@pytest.fixture
+def smtp_sink(smtp_server: tuple[SmtpSink, int]) -> tuple[SmtpSink, int]:
+    sink, port = smtp_server
+    sink.messages.clear()
+    sink.refuse.clear()
+    return sink, port

@@ -1,0 +1,136 @@
+"""The `caseloop` command as an operator and staff use it, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent.parent / "data"
+
+
+def caseloop(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("CASELOOP_CONFIG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"caseloop {' '.join(args)} exited {result.returncode}:\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    caseloop("init", str(tmp_path), "--with-samples", cwd=tmp_path)
+    return tmp_path
+
+
+def test_samples_run_end_to_end_and_a_second_run_changes_nothing(site: Path) -> None:
+    first = caseloop("run", "--once", cwd=site)
+    assert "cases opened: 4" in first.stdout
+    assert "mails delivered: 4" in first.stdout
+    assert "quarantined: local/06-malformed-no-from.eml.sample" in first.stdout
+    assert "ignored: local/05-auto-reply.eml.sample" in first.stdout
+
+    listing = json.loads(caseloop("tickets", "list", "--json", cwd=site).stdout)
+    assert len(listing) == 4
+    assert all("timeline" not in case for case in listing)
+    languages = sorted(case["language"] for case in listing)
+    assert languages == ["en", "zh-CN", "zh-CN", "zh-CN"]
+
+    second = caseloop("run", "--once", cwd=site)
+    assert "cases opened: 0" in second.stdout and "mails delivered: 0" in second.stdout
+    assert len(json.loads(caseloop("tickets", "list", "--json", cwd=site).stdout)) == 4
+    assert len(list((site / "caseloop-data/outbox/new").iterdir())) == 4
+
+
+def test_show_json_follows_the_spec_shape(site: Path) -> None:
+    caseloop("run", "--once", cwd=site)
+    number = json.loads(caseloop("tickets", "list", "--json", cwd=site).stdout)[0]["number"]
+    case = json.loads(caseloop("tickets", "show", number, "--json", cwd=site).stdout)
+    expected = {
+        "number",
+        "status",
+        "channel",
+        "category",
+        "priority",
+        "language",
+        "subject",
+        "complainant",
+        "respondent",
+        "assignee",
+        "escalation_level",
+        "created_at",
+        "acknowledged_at",
+        "first_response_at",
+        "accepted_at",
+        "resolved_at",
+        "closed_at",
+        "reopened_count",
+        "due",
+        "satisfaction",
+        "timeline",
+    }
+    assert expected <= set(case)
+    assert set(case["due"]) == {"first_response", "acceptance", "resolution"}
+    assert [e["kind"] for e in case["timeline"]][:2] == ["message_in", "message_out"]
+    assert case["status"] == "received" and case["channel"] == "email"
+
+
+def test_staff_reply_set_and_note_from_the_cli(site: Path) -> None:
+    caseloop("run", "--once", cwd=site)
+    number = json.loads(caseloop("tickets", "list", "--json", cwd=site).stdout)[0]["number"]
+    caseloop(
+        "tickets",
+        "set",
+        number,
+        "--status",
+        "accepted",
+        "--assignee",
+        "agent@example.com",
+        "--reason",
+        "in scope",
+        cwd=site,
+    )
+    caseloop(
+        "tickets",
+        "reply",
+        number,
+        "--message",
+        "We are checking your order.",
+        "--status",
+        "in_progress",
+        cwd=site,
+    )
+    caseloop("tickets", "note", number, "--message", "called the courier", cwd=site)
+    refused = caseloop("tickets", "set", number, "--status", "closed", cwd=site, check=False)
+    assert refused.returncode == 2 and "cannot go from in_progress to closed" in refused.stderr
+
+    case = json.loads(caseloop("tickets", "show", number, "--json", cwd=site).stdout)
+    assert case["status"] == "in_progress" and case["assignee"] == "agent@example.com"
+    assert case["accepted_at"] and case["first_response_at"] and case["due"]["resolution"]
+    kinds = [e["kind"] for e in case["timeline"]]
+    assert kinds.count("status") == 2 and kinds.count("note") == 2
+    caseloop("run", "--once", cwd=site)
+    outbox = json.loads(caseloop("outbox", "list", "--json", cwd=site).stdout)
+    mine = [m for m in outbox if m["subject"].startswith(f"[{number}]")]
+    assert sorted(m["kind"] for m in mine) == ["ack", "reply", "status"]
+    assert {m["status"] for m in mine} == {"sent"}
+
+
+def test_unknown_case_exits_2(site: Path) -> None:
+    result = caseloop("tickets", "show", "TS-20000101-0001", cwd=site, check=False)
+    assert result.returncode == 2 and "no case" in result.stderr
