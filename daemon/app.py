@@ -93,6 +93,7 @@ class App:
         self._stop = threading.Event()
 
     def close(self) -> None:
+        self.blobs.close()
         self.engine.dispose()
 
     # -- intake ---------------------------------------------------------------------------
@@ -120,6 +121,7 @@ class App:
             with self.sessions.begin() as session:
                 for item in fresh:
                     results.append(self._process(session, item))
+                self.blobs.flush()  # every blob a row names is on disk before the rows commit
         for ctx in results:
             settled.append((ctx.item, ctx.outcome))
             self._summarise(summary, ctx)

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from daemon.config import Config
-from daemon.store.models import Attachment, MessageRef, Ticket, TicketCounter, TimelineEntry
+from daemon.store.models import Attachment, Ticket, TicketCounter, TimelineEntry
 from handlers.parse import ParseError, parse_message
 from handlers.pipeline import Context
 
@@ -44,7 +44,7 @@ class Deduplicate:
         if message_id is None:
             return
         ticket_id = ctx.session.scalar(
-            select(MessageRef.ticket_id).where(MessageRef.message_id == message_id)
+            select(TimelineEntry.ticket_id).where(TimelineEntry.message_id == message_id)
         )
         if ticket_id is not None:
             ctx.ticket = ctx.session.get(Ticket, ticket_id)
@@ -145,7 +145,7 @@ class OpenOrThread:
         # Only the complainant speaks for the case; robots and third parties are for staff.
         internal = bool(ctx.automatic) or sender != ticket.complainant_email
         entry = TimelineEntry(
-            ticket=ticket,
+            ticket_id=ticket.id,
             at=ctx.now,
             kind="message_in",
             actor=sender,
@@ -170,9 +170,5 @@ class OpenOrThread:
                 )
             )
         ctx.session.add(entry)
-        if msg.message_id:
-            ctx.session.add(
-                MessageRef(message_id=msg.message_id, ticket_id=ticket.id, direction="in")
-            )
         ticket.updated_at = ctx.now
         ctx.entry = entry

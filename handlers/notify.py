@@ -6,10 +6,11 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, make_msgid
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import compat32
+from email.utils import format_datetime, formataddr, make_msgid
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from daemon.clock import Duration
 from daemon.config import Config
 from daemon.resources import shipped_dir
-from daemon.store.models import MessageRef, OutboxMessage, Ticket, TimelineEntry
+from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 
 _UNIT_WORDS = {
     "en": {
@@ -119,11 +120,12 @@ def new_message_id(config: Config) -> str:
 def thread_ids(session: Session, ticket: Ticket) -> list[str]:
     """The conversation's Message-IDs, oldest first, for References (bounded like MUAs do)."""
     ids = session.scalars(
-        select(MessageRef.message_id)
-        .where(MessageRef.ticket_id == ticket.id)
-        .order_by(MessageRef.id)
+        select(TimelineEntry.message_id)
+        .where(TimelineEntry.ticket_id == ticket.id, TimelineEntry.message_id.is_not(None))
+        .order_by(TimelineEntry.id)
     ).all()
-    return list(ids[:1]) + list(ids[1:][-9:]) if len(ids) > 10 else list(ids)
+    found = [i for i in ids if i]
+    return found[:1] + found[1:][-9:] if len(found) > 10 else found
 
 
 def rate_limited(session: Session, config: Config, recipient: str, now: datetime) -> bool:
@@ -164,7 +166,7 @@ def queue_mail(
     if automatic and rate_limited(session, config, to, now):
         session.add(
             TimelineEntry(
-                ticket=ticket,
+                ticket_id=ticket.id,
                 at=now,
                 kind="note",
                 actor="caseloop",
@@ -183,25 +185,19 @@ def queue_mail(
         references.append(in_reply_to)
     parent = in_reply_to or (references[-1] if references else None)
 
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = Address(
-        display_name=_from_name(ticket.language), addr_spec=config.support_address
-    )
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(now.astimezone(config.timezone))
-    msg["Message-ID"] = message_id
-    if parent:
-        msg["In-Reply-To"] = parent
-    if references:
-        msg["References"] = " ".join(references)
-    if automatic:
-        msg["Auto-Submitted"] = "auto-replied"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-Caseloop-Ticket"] = ticket.number
-    msg.set_content(mail.text)
-    msg.add_alternative(mail.html, subtype="html")
-    raw = msg.as_bytes()
+    headers = {
+        "From": formataddr((_from_name(ticket.language), config.support_address), "utf-8"),
+        "To": header_safe(to, 320),
+        "Subject": subject,
+        "Date": format_datetime(now.astimezone(config.timezone)),
+        "Message-ID": message_id,
+        "In-Reply-To": parent,
+        "References": " ".join(references) if references else None,
+        "Auto-Submitted": "auto-replied" if automatic else None,
+        "X-Auto-Response-Suppress": "All",
+        "X-Caseloop-Ticket": ticket.number,
+    }
+    raw = build_mime(headers, mail)
 
     row = OutboxMessage(
         ticket_id=ticket.id,
@@ -218,10 +214,9 @@ def queue_mail(
         attempts=0,
     )
     session.add(row)
-    session.add(MessageRef(message_id=message_id, ticket_id=ticket.id, direction="out"))
     session.add(
         TimelineEntry(
-            ticket=ticket,
+            ticket_id=ticket.id,
             at=now,
             kind="message_out",
             actor=config.support_address,
@@ -235,6 +230,20 @@ def queue_mail(
         )
     )
     return row
+
+
+_WIRE = compat32.clone(linesep="\r\n")  # stored as it goes on the wire: CRLF line ends
+
+
+def build_mime(headers: dict[str, str | None], mail: RenderedMail) -> bytes:
+    """multipart/alternative (text + HTML, UTF-8, base64); header values are already safe."""
+    msg = MIMEMultipart("alternative")
+    for name, value in headers.items():
+        if value is not None:
+            msg[name] = value if value.isascii() else Header(value, "utf-8", header_name=name)  # type: ignore[assignment]
+    msg.attach(MIMEText(mail.text, "plain", "utf-8"))
+    msg.attach(MIMEText(mail.html, "html", "utf-8"))
+    return msg.as_bytes(policy=_WIRE)
 
 
 def _from_name(language: str) -> str:

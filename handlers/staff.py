@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -27,15 +28,13 @@ def reply(
         raise TransitionRefused("an empty reply is not sent")
     if status is not None and status != ticket.status:
         check_transition(ticket, status)
-    session.flush()
-    entry_count = len(ticket.timeline)
     queue_mail(
         session,
         services.config,
         services.templates,
         ticket=ticket,
         kind="reply",
-        intent=f"reply:{ticket.number}:{entry_count}:{now.isoformat()}",
+        intent=f"reply:{ticket.number}:{secrets.token_hex(8)}",  # each staff reply is its own
         now=now,
         automatic=False,
         context={"message": message},
@@ -75,7 +74,7 @@ def set_fields(
     if changes:
         session.add(
             TimelineEntry(
-                ticket=ticket,
+                ticket_id=ticket.id,
                 at=now,
                 kind="note",
                 actor=actor,
@@ -95,7 +94,13 @@ def note(session: Session, ticket: Ticket, message: str, *, actor: str, now: dat
     """An internal note: on the timeline for staff, never sent."""
     session.add(
         TimelineEntry(
-            ticket=ticket, at=now, kind="note", actor=actor, internal=True, text=message, data={}
+            ticket_id=ticket.id,
+            at=now,
+            kind="note",
+            actor=actor,
+            internal=True,
+            text=message,
+            data={},
         )
     )
     ticket.updated_at = now

@@ -7,7 +7,7 @@ import re
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from daemon.store.models import MessageRef, Ticket
+from daemon.store.models import Ticket, TimelineEntry
 from handlers.pipeline import Context
 
 
@@ -20,7 +20,9 @@ def case_by_message_ids(session: Session, ids: list[str]) -> Ticket | None:
     if not ids:
         return None
     rows = session.execute(
-        select(MessageRef.message_id, MessageRef.ticket_id).where(MessageRef.message_id.in_(ids))
+        select(TimelineEntry.message_id, TimelineEntry.ticket_id).where(
+            TimelineEntry.message_id.in_(ids)
+        )
     ).all()
     if not rows:
         return None

@@ -99,7 +99,7 @@ def apply_transition(
         ticket.closed_at = None
         ticket.due_resolution = services.calendar.add(now, policy.resolution)
     entry = TimelineEntry(
-        ticket=ticket,
+        ticket_id=ticket.id,
         at=now,
         kind="status",
         actor=actor,

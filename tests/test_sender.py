@@ -19,8 +19,10 @@ CORPUS = '[intake]\nack_max_age = "365 days"\n'
 
 
 def _smtp_config(port: int) -> str:
-    return (f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
-            '[intake]\nack_max_age = "365 days"\n')
+    return (
+        f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        '[intake]\nack_max_age = "365 days"\n'
+    )
 
 
 def _take_in(app: App, *names: str) -> None:

@@ -100,7 +100,8 @@ class TimelineEntry(Base):
     kind: Mapped[str] = mapped_column(String(16))  # message_in|message_out|status|note|...
     actor: Mapped[str] = mapped_column(String(320))
     direction: Mapped[str | None] = mapped_column(String(3))  # in | out | None
-    message_id: Mapped[str | None] = mapped_column(String(998))
+    # Every Message-ID we sent or received, once: threading and duplicate detection.
+    message_id: Mapped[str | None] = mapped_column(String(998), unique=True)
     subject: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
     raw_sha256: Mapped[str | None] = mapped_column(String(64))  # full original in the mail store
@@ -130,17 +131,6 @@ class Attachment(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
 
     entry: Mapped[TimelineEntry] = relationship(back_populates="attachments")
-
-
-class MessageRef(Base):
-    """Every Message-ID we sent or received, per case: threading and duplicate detection."""
-
-    __tablename__ = "message_refs"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    message_id: Mapped[str] = mapped_column(String(998), unique=True)
-    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
-    direction: Mapped[str] = mapped_column(String(3))
 
 
 class OutboxMessage(Base):

@@ -88,19 +88,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_tickets_status"), ["status"], unique=False)
 
     op.create_table(
-        "message_refs",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("message_id", sa.String(length=998), nullable=False),
-        sa.Column("ticket_id", sa.Integer(), nullable=False),
-        sa.Column("direction", sa.String(length=3), nullable=False),
-        sa.ForeignKeyConstraint(["ticket_id"], ["tickets.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("message_id"),
-    )
-    with op.batch_alter_table("message_refs", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_message_refs_ticket_id"), ["ticket_id"], unique=False)
-
-    op.create_table(
         "outbox",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("ticket_id", sa.Integer(), nullable=True),
@@ -156,6 +143,7 @@ def upgrade() -> None:
         sa.Column("data", sa.JSON(), nullable=False),
         sa.ForeignKeyConstraint(["ticket_id"], ["tickets.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("message_id"),
     )
     with op.batch_alter_table("timeline_entries", schema=None) as batch_op:
         batch_op.create_index("ix_timeline_ticket", ["ticket_id", "id"], unique=False)
@@ -193,10 +181,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_outbox_due")
 
     op.drop_table("outbox")
-    with op.batch_alter_table("message_refs", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_message_refs_ticket_id"))
-
-    op.drop_table("message_refs")
     with op.batch_alter_table("tickets", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_tickets_status"))
         batch_op.drop_index(batch_op.f("ix_tickets_due_resolution"))

@@ -42,8 +42,8 @@ def test_samples_run_end_to_end_and_a_second_run_changes_nothing(site: Path) -> 
     first = caseloop("run", "--once", cwd=site)
     assert "cases opened: 4" in first.stdout
     assert "mails delivered: 4" in first.stdout
-    assert "quarantined: local/06-malformed-no-from.eml.sample" in first.stdout
-    assert "ignored: local/05-auto-reply.eml.sample" in first.stdout
+    assert "quarantined: local/06-malformed-no-from.sample" in first.stdout
+    assert "ignored: local/05-auto-reply.sample" in first.stdout
 
     listing = json.loads(caseloop("tickets", "list", "--json", cwd=site).stdout)
     assert len(listing) == 4

@@ -1,0 +1,535 @@
+"""bytes -> ParsedMessage: charsets, text from HTML, attachments.
+
+The standard library's ``email`` parser (compat32 policy) splits a message into headers and
+MIME parts: it is fast and keeps the original bytes of every header and part. Text is decoded
+here rather than by a parser, because mail lies about charsets (LESSONS 8): Chinese clients
+label GBK and GB18030 text as GB2312, Big5 mail carries cp950 and HKSCS characters, and some
+mail declares no charset or a wrong one. mail-parser splits address headers, where it is
+stricter than the standard library about broken and spoofed mailbox lists.
+
+Odd bytes never raise. Only a message that cannot become a ticket at all (no headers, no
+usable sender) raises ParseError, so the caller can quarantine the raw bytes and go on with
+the next message (LESSONS 3).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import email
+import mimetypes
+import re
+import unicodedata
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import Message
+from email.policy import compat32
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from types import MappingProxyType
+
+import charset_normalizer
+import inscriptis
+from mailparser.utils import get_addresses
+
+
+class ParseError(Exception):
+    """The bytes cannot become a ticket; str(exc) says why in a few words."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str  # a safe basename, never a path
+    content_type: str  # lower-case
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    raw: bytes  # exactly what came in, for quarantine and re-parsing
+    message_id: str | None  # "<local@domain>"
+    in_reply_to: tuple[str, ...]  # message ids "<...>"
+    references: tuple[str, ...]  # message ids "<...>", oldest first
+    from_name: str  # decoded display name, "" if none
+    from_address: str  # as given; never empty, always has "@"
+    reply_to: str | None
+    to: tuple[str, ...]  # addresses only
+    cc: tuple[str, ...]
+    return_path: str | None  # None without the header; "" for the null sender "<>"
+    subject: str  # fully decoded, unfolded; "" if none
+    date: datetime | None  # aware, UTC; None if missing or unreadable
+    text: str  # the text/plain part, else the HTML laid out as text; "\n" line ends
+    html: str | None  # the HTML as sent, decoded: escape it before showing it (LESSONS 5)
+    attachments: tuple[Attachment, ...]
+    headers: Mapping[str, str]  # lower-case name -> decoded value of the first occurrence
+    defects: tuple[str, ...]  # what had to be guessed or repaired, for people to read
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse one raw message; raises only ParseError."""
+    if not raw or not raw.strip():
+        raise ParseError("empty input")
+    try:
+        return _parse(raw)
+    except ParseError:
+        raise
+    except Exception as exc:  # a parser bug must not block the queue either
+        raise ParseError(f"unparseable message ({type(exc).__name__})") from exc
+
+
+# --- charsets -------------------------------------------------------------------------------
+
+# Labels clients put on text written in a bigger charset: after the label, try these.
+_SUPERSETS = {
+    "gb2312": ("gb18030",),
+    "gbk": ("gb18030",),
+    "big5": ("cp950", "big5hkscs"),
+    "cp950": ("big5hkscs",),
+    "big5hkscs": ("cp950",),
+}
+# Labels Python does not know but mail clients send.
+_ALIASES = {"x-gbk": "gbk", "x-x-big5": "big5", "cn-big5": "big5", "x-euc-cn": "gb2312"}
+# Single-byte labels that webmail and forms often put on UTF-8 text; they never fail to decode.
+_LATIN = {"ascii", "iso8859-1", "iso8859-15", "cp1252"}
+# Codecs that are not charsets, even though Python can look them up.
+_NOT_CHARSETS = {"unicode-escape", "raw-unicode-escape", "idna", "punycode", "undefined"}
+# Codecs whose text can be plain ASCII bytes that do not mean ASCII.
+_NOT_ASCII_SUPERSETS = ("utf-16", "utf-32", "utf-7", "hz", "iso2022")
+# A multi-byte charset declared anywhere in a message is the best guess for its raw 8-bit bytes.
+_CJK = {"gb2312", "gbk", "gb18030", "big5", "cp950", "big5hkscs", "shift_jis", "euc_jp", "euc_kr"}
+# What charset-normalizer may choose from: what our Chinese and English senders actually use.
+_DETECTABLE = ["utf_8", "gb18030", "cp950", "big5hkscs", "shift_jis", "cp1252", "cp1251"]
+# Below this many bytes statistics are guesswork (a name, a subject): valid GB2312 wins.
+_SHORT = 200
+
+
+@lru_cache(maxsize=256)
+def _codecs_for(label: str) -> tuple[str, ...] | None:
+    """Codec names to try, in order, for a declared charset label; None if unknown."""
+    try:
+        info = codecs.lookup(_ALIASES.get(label, label))
+    except LookupError:
+        return None
+    if info.name in _NOT_CHARSETS or not getattr(info, "_is_text_encoding", True):
+        return None
+    return (info.name, *_SUPERSETS.get(info.name, ()))
+
+
+def _try(data: bytes, codec: str) -> str | None:
+    try:
+        return data.decode(codec)
+    except (UnicodeError, LookupError):
+        return None
+
+
+def _clean(text: str) -> str:
+    """No NUL (PostgreSQL text refuses it) and nothing that cannot be written as UTF-8."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+class _Decoder:
+    """Decodes the byte strings of one message and notes every guess it had to make."""
+
+    def __init__(self) -> None:
+        self.defects: list[str] = []
+        self.hints: list[str] = []  # CJK codecs declared somewhere in the message
+
+    def note(self, defect: str) -> None:
+        if defect not in self.defects:
+            self.defects.append(defect)
+
+    def hint(self, label: str | None) -> None:
+        names = _codecs_for(label.lower()) if label else None
+        if names and names[0] in _CJK:
+            self.hints.extend(n for n in names if n not in self.hints)
+
+    def decode(self, data: bytes, label: str | None, where: str) -> str:
+        """Text of `data` labelled `label` (None if undeclared); never raises."""
+        if not data:
+            return ""
+        label = (label or "").strip().strip("\"'").lower()
+        names = _codecs_for(label) if label and label != "unknown-8bit" else None
+        if names is None:
+            if data.isascii():
+                return _clean(data.decode("ascii"))
+            text, used = self._guess(data)
+            if label and label != "unknown-8bit":
+                self.note(f"unknown charset {label!r} read as {used} ({where})")
+            elif used != "utf-8":
+                self.note(f"undeclared charset detected as {used} ({where})")
+            return _clean(text)
+        declared = names[0]
+        if data.isascii() and not declared.startswith(_NOT_ASCII_SUPERSETS):
+            return _clean(data.decode("ascii"))
+        # UTF-8 text is common under any label and is almost never valid UTF-8 by accident.
+        if declared in _LATIN:  # these decode any bytes, so UTF-8 must be tried first
+            order: tuple[str, ...] = ("utf-8", *names)
+        else:
+            order = (declared, "utf-8", *names[1:])
+        for name in dict.fromkeys(order):
+            text_or_none = _try(data, name)
+            if text_or_none is None:
+                continue
+            if name == "utf-8" and declared != "utf-8":
+                self.note(f"charset {label} declared but text is utf-8 ({where})")
+            elif name != declared:
+                self.note(f"charset {label} decoded as {name} ({where})")
+            return _clean(text_or_none)
+        text, used = self._guess(data)
+        self.note(f"charset {label} did not fit the bytes, read as {used} ({where})")
+        return _clean(text)
+
+    def _guess(self, data: bytes) -> tuple[str, str]:
+        """Decode bytes whose charset is unknown; returns (text, what was used)."""
+        for name in ("utf-8", *self.hints):
+            text = _try(data, name)
+            if text is not None:
+                return text, name
+        if len(data) < _SHORT:
+            text = _try(data, "gb2312")
+            if text is not None:
+                return text, "gb18030"  # the same text; gb18030 is the name that is always right
+        best = charset_normalizer.from_bytes(data, cp_isolation=_DETECTABLE).best()
+        if best is not None:
+            names = _codecs_for(best.encoding) or (best.encoding,)
+            for name in names:
+                text = _try(data, name)
+                if text is not None:
+                    return text, name
+            return str(best), best.encoding
+        text = _try(data, "gb18030")
+        if text is not None:
+            return text, "gb18030"
+        return data.decode("utf-8", "replace"), "utf-8 with replacement characters"
+
+    # --- headers ---
+
+    def header(self, raw: str, where: str) -> str:
+        """A header value as people read it: unfolded, 8-bit bytes and RFC 2047 words decoded."""
+        return _clean(self.words(self.unfold(raw, where), where).replace("\t", " ").strip())
+
+    def unfold(self, raw: str, where: str) -> str:
+        """Unfolds a header and decodes raw 8-bit bytes in it, leaving RFC 2047 words alone."""
+        value = _FOLD.sub("", raw).replace("\r", "").replace("\n", "")
+        if not value.isascii():  # the parser keeps raw bytes as surrogate escapes
+            value = self.decode(value.encode("utf-8", "surrogateescape"), None, where)
+        return value
+
+    def words(self, value: str, where: str) -> str:
+        """Decodes RFC 2047 encoded words; adjacent words are joined before decoding."""
+        if "=?" not in value:
+            return value
+        pieces: list[str] = []
+        pending: list[tuple[str, bytes]] = []  # adjacent words waiting for their neighbours
+
+        def flush() -> None:
+            pieces.extend(self.decode(data, charset, where) for charset, data in pending)
+            pending.clear()
+
+        pos = 0
+        for match in _ENCODED_WORD.finditer(value):
+            gap = value[pos : match.start()]
+            if gap.strip(" \t") or not pending:  # whitespace between two words is dropped
+                flush()
+                pieces.append(gap)
+            charset = match[1].split("*", 1)[0].lower()  # RFC 2231 language suffix
+            data = _word_bytes(match[2], match[3])
+            if data is None:
+                flush()
+                pieces.append(match[0])
+                self.note(f"broken encoded word kept as written ({where})")
+            elif pending and pending[-1][0] == charset:
+                pending[-1] = (charset, pending[-1][1] + data)
+            else:
+                pending.append((charset, data))
+            pos = match.end()
+        flush()
+        pieces.append(value[pos:])
+        return "".join(pieces)
+
+
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+
+
+def _word_bytes(encoding: str, payload: str) -> bytes | None:
+    data = payload.encode("utf-8")
+    if encoding in "qQ":
+        return binascii.a2b_qp(data, header=True)
+    try:
+        return base64.b64decode(data + b"=" * (-len(data) % 4))
+    except binascii.Error:
+        return None
+
+
+# --- addresses, ids, dates ------------------------------------------------------------------
+
+_ADDR_SPEC = re.compile(r"[^\s<>()\[\]\",;:@]+@[^\s<>()\[\]\",;:@]+")
+_ANGLE_ADDR = re.compile(r"<\s*([^<>\s][^<>]*)>")
+_MSG_ID = re.compile(r"<([^<>]+)>")
+
+
+def _addresses(values: list[str], decoder: _Decoder, where: str) -> list[tuple[str, str]]:
+    """(display name still RFC 2047-encoded, address) pairs from every occurrence of a header."""
+    pairs: list[tuple[str, str]] = []
+    for raw in values:
+        value = decoder.unfold(raw, where)
+        if value.strip():
+            pairs.extend((name, addr.strip()) for name, addr in get_addresses(value) if addr)
+    return pairs
+
+
+def _mailboxes(values: list[str], decoder: _Decoder, where: str) -> tuple[str, ...]:
+    """Just the addresses, in order, each once."""
+    return tuple(dict.fromkeys(address for _, address in _addresses(values, decoder, where)))
+
+
+def _sender(values: list[str], decoder: _Decoder) -> tuple[str, str]:
+    """(display name, address) of From; ParseError when nobody can be answered."""
+    if not values:
+        raise ParseError("no usable sender (From missing)")
+    pairs = _addresses(values[:1], decoder, "from header")
+    if pairs:
+        name, address = pairs[0]
+    else:
+        value = decoder.unfold(values[0], "from header")
+        candidates = list(dict.fromkeys(_ADDR_SPEC.findall(value)))
+        if len(candidates) > 1:
+            raise ParseError("no usable sender (From is ambiguous)")
+        if not candidates:
+            if _ANGLE_ADDR.search(value):
+                raise ParseError("no usable sender (From address has no @)")
+            raise ParseError("no usable sender (From has no address)")
+        name, address = "", candidates[0]
+        decoder.note("From address recovered from a malformed header")
+    if "@" not in address:
+        raise ParseError("no usable sender (From address has no @)")
+    return _clean(decoder.words(name, "from header").strip()), address
+
+
+def _message_ids(value: str | None) -> tuple[str, ...]:
+    """Message ids "<...>" in order, without duplicates; bare ids with @ are bracketed."""
+    if not value:
+        return ()
+    ids = ["".join(found.split()) for found in _MSG_ID.findall(value)]
+    if not ids:
+        ids = [token.strip("<>") for token in value.split() if "@" in token]
+    return tuple(dict.fromkeys(f"<{i}>" for i in ids if i))
+
+
+def _message_id(value: str | None) -> str | None:
+    if not value or not value.strip():
+        return None
+    ids = _message_ids(value)
+    if ids:
+        return ids[0]
+    token = value.split()[0].strip("<>")
+    return f"<{token}>" if token else None
+
+
+def _return_path(value: str | None) -> str | None:
+    if value is None:
+        return None
+    found = _MSG_ID.search(value)
+    if found:
+        return found[1].strip()
+    return "" if value.strip() in ("", "<>") else value.split()[0]
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+        if parsed.tzinfo is None:  # "-0000" or no zone: RFC 5322 says treat as UTC
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+# --- MIME parts -----------------------------------------------------------------------------
+
+_MAX_DEPTH = 30
+_MIME_TYPES = mimetypes.MimeTypes()  # the built-in table only: same names on every host
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.I)
+_UNSAFE_IN_NAMES = re.compile(r'[<>:"|?*]')
+_SCRIPT_STYLE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _leaves(part: Message, decoder: _Decoder, depth: int = 0) -> Iterator[Message]:
+    """The parts that hold content; message/* parts stay whole, as one attachment."""
+    payload = part.get_payload()
+    if part.get_content_maintype() == "multipart" and isinstance(payload, list):
+        if depth >= _MAX_DEPTH:
+            decoder.note(f"MIME nesting deeper than {_MAX_DEPTH} levels, inner parts skipped")
+            return
+        for sub in payload:
+            if isinstance(sub, Message):
+                yield from _leaves(sub, decoder, depth + 1)
+    else:
+        yield part
+
+
+def _filename(part: Message, decoder: _Decoder) -> str | None:
+    """The attachment name as the sender meant it (RFC 2231 / RFC 2047 / raw 8-bit)."""
+    for param, header in (("filename", "content-disposition"), ("name", "content-type")):
+        value = part.get_param(param, None, header)
+        if isinstance(value, tuple):  # RFC 2231: (charset, language, bytes as latin-1)
+            charset, _language, text = value
+            data = _octets(str(text))
+            name = decoder.decode(data, str(charset or "") or None, "attachment name")
+        elif isinstance(value, str) and value:
+            name = decoder.header(value, "attachment name")
+        else:
+            continue
+        if name.strip():
+            return name
+    return None
+
+
+def _octets(text: str) -> bytes:
+    """The bytes behind an RFC 2231 value, which the parser hands over as latin-1 text."""
+    try:
+        return text.encode("latin-1", "surrogateescape")
+    except UnicodeEncodeError:  # the parser replaced something it could not read
+        return text.encode("latin-1", "replace")
+
+
+def _safe_filename(name: str | None, content_type: str) -> str:
+    """A basename to show and to offer for download: no path, no control chars, not hidden."""
+    name = unicodedata.normalize("NFC", name or "")
+    name = re.split(r"[/\\]", name)[-1]
+    if not name.isprintable():  # control and format characters go, odd spaces become " "
+        name = " ".join("".join(c if c.isprintable() else " " * c.isspace() for c in name).split())
+    name = _UNSAFE_IN_NAMES.sub("_", name).strip().lstrip(". ").rstrip(". ")
+    if not name:
+        return "attachment" + (_MIME_TYPES.guess_extension(content_type) or "")
+    return _shorten(name)
+
+
+def _shorten(name: str, limit: int = 150, byte_limit: int = 255) -> str:
+    """At most `limit` characters and `byte_limit` UTF-8 bytes, keeping the extension."""
+    if len(name) <= limit and len(name.encode("utf-8")) <= byte_limit:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    if not (dot and stem and 0 < len(extension) <= 16):
+        stem, extension = name, ""
+    extension = f".{extension}" if extension else ""
+    stem = stem[: limit - len(extension)]
+    while len((stem + extension).encode("utf-8")) > byte_limit:
+        stem = stem[:-1]
+    return (stem + extension).strip()
+
+
+def _payload(part: Message, decoder: _Decoder) -> bytes:
+    if part.is_multipart():  # message/rfc822, message/delivery-status: parsed into messages
+        try:
+            subs = part.get_payload()
+            return b"".join(sub.as_bytes() for sub in subs if isinstance(sub, Message))
+        except Exception:  # a broken enclosed message is still an attachment, just empty
+            decoder.note(f"enclosed {part.get_content_type()} could not be re-serialised")
+            return b""
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
+def _html_to_text(html: str, decoder: _Decoder) -> str:
+    try:
+        text = inscriptis.get_text(html)
+    except Exception:  # lxml refuses some documents; tags must still never reach the text
+        decoder.note("HTML could not be laid out; tags stripped")
+        text = _TAG.sub(" ", _SCRIPT_STYLE.sub(" ", html))
+    return text.strip()
+
+
+# --- the whole message ----------------------------------------------------------------------
+
+
+def _parse(raw: bytes) -> ParsedMessage:
+    msg = email.message_from_bytes(raw.lstrip(b"\r\n\t "), policy=compat32)
+    if not msg.keys():
+        raise ParseError("not an email (no headers)")
+    raw_headers: dict[str, list[str]] = {}  # lower-case name -> raw values, in order
+    for name, value in msg.raw_items():
+        raw_headers.setdefault(name.lower(), []).append(value)
+    decoder = _Decoder()
+
+    leaves = list(_leaves(msg, decoder))
+    for leaf in leaves:
+        decoder.hint(leaf.get_content_charset())
+    from_name, from_address = _sender(raw_headers.get("from", []), decoder)
+
+    plain: list[str] = []
+    html: list[str] = []
+    attachments: list[Attachment] = []
+    for leaf in leaves:
+        content_type = leaf.get_content_type()
+        if leaf.get_content_maintype() == "multipart":  # no boundary: the parser kept one text
+            content_type = "text/plain"
+        filename = _filename(leaf, decoder)
+        is_body = (
+            content_type in ("text/plain", "text/html")
+            and filename is None
+            and leaf.get_content_disposition() != "attachment"
+        )
+        payload = _payload(leaf, decoder)
+        if not is_body:
+            attachments.append(
+                Attachment(_safe_filename(filename, content_type), content_type, payload)
+            )
+            continue
+        label = leaf.get_content_charset()
+        if content_type == "text/html":
+            if label is None and (meta := _META_CHARSET.search(payload[:4096])):
+                label = meta[1].decode("ascii")
+            html.append(decoder.decode(payload, label, "html").replace("\r\n", "\n"))
+        else:
+            plain.append(decoder.decode(payload, label, "body").replace("\r\n", "\n"))
+
+    headers = {
+        name: decoder.header(values[0], f"{name} header") for name, values in raw_headers.items()
+    }
+    reply_to = _addresses(raw_headers.get("reply-to", [])[:1], decoder, "reply-to header")
+    date = _date(headers.get("date"))
+    if date is None and "date" in headers:
+        decoder.note("date header unparseable")
+    for part in (msg, *leaves):
+        for defect in part.defects:
+            decoder.note(f"MIME structure: {type(defect).__name__}")
+
+    plain_text = "\n".join(plain)
+    html_text = "\n".join(html) or None
+    if plain_text.strip() or html_text is None:
+        text = plain_text
+    else:
+        text = _html_to_text(html_text, decoder)
+
+    return ParsedMessage(
+        raw=raw,
+        message_id=_message_id(headers.get("message-id")),
+        in_reply_to=_message_ids(headers.get("in-reply-to")),
+        references=_message_ids(headers.get("references")),
+        from_name=from_name,
+        from_address=from_address,
+        reply_to=reply_to[0][1] if reply_to else None,
+        to=_mailboxes(raw_headers.get("to", []), decoder, "to header"),
+        cc=_mailboxes(raw_headers.get("cc", []), decoder, "cc header"),
+        return_path=_return_path(headers.get("return-path")),
+        subject=headers.get("subject", ""),
+        date=date,
+        text=text,
+        html=html_text,
+        attachments=tuple(attachments),
+        headers=MappingProxyType(headers),
+        defects=tuple(decoder.defects),
+    )
