@@ -20,10 +20,11 @@ from daemon.config import Config
 from daemon.sender import make_transport, send_due
 from daemon.sources.maildir import MaildirSource
 from daemon.store.blobs import BlobStore
-from daemon.store.db import make_engine, migrate, needs_migration, session_factory
+from daemon.store.db import insert_row, make_engine, migrate, needs_migration, session_factory
 from daemon.store.models import SourceItem, SourceState
+from daemon.workers import Preparer
 from handlers.notify import Templates
-from handlers.pipeline import Context, Incoming, build_pipeline, run_pipeline
+from handlers.pipeline import Context, Incoming, Prepared, decide, decide_steps
 from handlers.workflow import Services
 
 log = logging.getLogger("caseloop")
@@ -33,7 +34,7 @@ class Source(Protocol):
     name: str
 
     def fetch(self, limit: int) -> list[Incoming]: ...
-    def settle(self, item: Incoming, outcome: str) -> None: ...
+    def settle_batch(self, settled: list[tuple[Incoming, str]]) -> None: ...
     def describe(self) -> str: ...
     def check(self) -> str: ...
     def backlog(self) -> int: ...
@@ -87,12 +88,14 @@ class App:
         self.templates = Templates(config)
         self.services = Services(config=config, calendar=self.calendar, templates=self.templates)
         self.blobs = BlobStore(config.blobs_dir)
-        self.pipeline = build_pipeline()
+        self.preparer = Preparer(config, self.blobs)
+        self.decide_steps = decide_steps()
         self.sources = build_sources(config)
         self.transport = make_transport(config)
         self._stop = threading.Event()
 
     def close(self) -> None:
+        self.preparer.close()
         self.blobs.close()
         self.engine.dispose()
 
@@ -114,97 +117,90 @@ class App:
                     )
                 ).all()
             )
+        # Already committed (a crash came between commit and settle): only settle them.
         settled: list[tuple[Incoming, str]] = [(i, known[i.key]) for i in items if i.key in known]
         fresh = [i for i in items if i.key not in known]
         results: list[Context] = []
         if fresh:
             with self.sessions.begin() as session:
-                for item in fresh:
-                    results.append(self._process(session, item))
+                for chunk in self.preparer.chunks(fresh):
+                    results += [self._decide(session, prep) for prep in chunk]
                 self.blobs.flush()  # every blob a row names is on disk before the rows commit
         for ctx in results:
-            settled.append((ctx.item, ctx.outcome))
+            settled.append((ctx.prep.item, ctx.prep.outcome))
             self._summarise(summary, ctx)
-        for item, outcome in settled:
-            source.settle(item, outcome)
+        source.settle_batch(settled)
         self._record_poll(source, None)
         return summary
 
-    def _process(self, session: Session, item: Incoming) -> Context:
+    def _decide(self, session: Session, prep: Prepared) -> Context:
         now = self.clock.now()
         ctx = Context(
+            prep=prep,
             config=self.config,
             session=session,
             clock=self.clock,
             calendar=self.calendar,
             templates=self.templates,
-            blobs=self.blobs,
-            item=item,
             now=now,
         )
         savepoint = session.begin_nested()
         try:
-            run_pipeline(self.pipeline, ctx)
-            session.add(
-                SourceItem(
-                    source=item.source,
-                    key=item.key,
-                    outcome=ctx.outcome,
-                    reason=ctx.reason,
-                    ticket_id=ctx.ticket.id if ctx.ticket is not None else None,
-                    raw_sha256=ctx.raw_sha256,
-                    at=now,
-                )
-            )
+            if not prep.stopped:
+                decide(ctx, self.decide_steps)
+            self._record_item(session, ctx)
             savepoint.commit()
         except Exception as exc:  # bad input never stops the queue: set it aside for a human
             savepoint.rollback()
-            log.exception("event=intake.error source=%s item=%s", item.source, item.label)
-            ctx = Context(
-                config=self.config,
-                session=session,
-                clock=self.clock,
-                calendar=self.calendar,
-                templates=self.templates,
-                blobs=self.blobs,
-                item=item,
-                now=now,
+            log.exception("event=intake.error source=%s item=%s", prep.item.source, prep.item.label)
+            ctx.ticket = None
+            prep.stop(
+                "quarantined", f"internal error while processing: {type(exc).__name__}: {exc}"
             )
-            ctx.stop("quarantined", f"internal error while processing: {type(exc).__name__}: {exc}")
-            session.add(
-                SourceItem(
-                    source=item.source, key=item.key, outcome=ctx.outcome, reason=ctx.reason, at=now
-                )
-            )
+            self._record_item(session, ctx)
         return ctx
 
+    def _record_item(self, session: Session, ctx: Context) -> None:
+        prep = ctx.prep
+        insert_row(
+            session,
+            SourceItem,
+            source=prep.item.source,
+            key=prep.item.key,
+            outcome=prep.outcome,
+            reason=prep.reason,
+            ticket_id=ctx.ticket.id if ctx.ticket is not None else None,
+            raw_sha256=prep.raw_sha256,
+            at=ctx.now,
+        )
+
     def _summarise(self, summary: Summary, ctx: Context) -> None:
-        summary.outcomes[ctx.outcome] += 1
-        summary.notes += ctx.notes
-        number = ctx.ticket.number if ctx.ticket is not None else None
-        if ctx.outcome in ("quarantined", "ignored"):
-            summary.set_aside.append(
-                (ctx.item.source, ctx.item.label, ctx.outcome, ctx.reason or "")
-            )
+        prep = ctx.prep
+        summary.outcomes[prep.outcome] += 1
+        summary.notes += prep.notes
+        item = prep.item
+        if prep.outcome in ("quarantined", "ignored"):
+            summary.set_aside.append((item.source, item.label, prep.outcome, prep.reason or ""))
             logfmt.event(
                 log,
-                f"intake.{ctx.outcome}",
+                f"intake.{prep.outcome}",
                 logging.WARNING,
-                source=ctx.item.source,
-                item=ctx.item.label,
-                reason=ctx.reason,
+                source=item.source,
+                item=item.label,
+                reason=prep.reason,
             )
             return
-        if ctx.outcome == "ticket" and number:
+        number = ctx.ticket.number if ctx.ticket is not None else None
+        if prep.outcome == "ticket" and number:
             summary.opened.append(number)
         logfmt.event(
             log,
-            f"intake.{ctx.outcome}",
-            source=ctx.item.source,
-            item=ctx.item.label,
+            f"intake.{prep.outcome}",
+            source=item.source,
+            item=item.label,
             ticket=number,
-            sender=logfmt.mask(ctx.message.from_address if ctx.message else None),
-            automatic=ctx.automatic,
+            sender=logfmt.mask(prep.message.from_address if prep.message else None),
+            automatic=prep.automatic,
         )
 
     def _record_poll(self, source: Source, error: str | None) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import smtplib
 import ssl
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon import log as logfmt
@@ -32,6 +33,9 @@ class DeliveryError(Exception):
 
 
 class Transport(Protocol):
+    # how many deliveries may share one "sent" commit: what a crash could make us resend
+    commit_every: int
+
     def open(self) -> None: ...
     def deliver(self, sender: str, recipient: str, message_id: str, raw: bytes) -> None: ...
     def close(self) -> None: ...
@@ -41,11 +45,16 @@ class Transport(Protocol):
 class MaildirTransport:
     """Writes each mail once into <data_dir>/outbox; a resend of the same mail overwrites itself."""
 
+    commit_every = 200  # a resend overwrites itself, so batching costs nothing
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._taken: set[str] = set()
 
     def open(self) -> None:
-        pass
+        # Files a mail reader already moved to cur/ (name:2,FLAGS), listed once per batch.
+        cur = self.path / "cur"
+        self._taken = {n.split(":", 1)[0] for n in os.listdir(cur)} if cur.is_dir() else set()
 
     def close(self) -> None:
         pass
@@ -55,13 +64,15 @@ class MaildirTransport:
 
     def deliver(self, sender: str, recipient: str, message_id: str, raw: bytes) -> None:
         name = f"caseloop-{hashlib.sha256(message_id.encode()).hexdigest()[:24]}"
-        if (self.path / "new" / name).exists() or any((self.path / "cur").glob(f"{name}:*")):
+        if name in self._taken or (self.path / "new" / name).exists():
             return
         deliver_to_maildir(self.path, raw, name)
 
 
 class SmtpTransport:
     """One SMTP connection reused across a batch; 4xx retried later, 5xx failed for good."""
+
+    commit_every = 10  # a crash after the server's 250 resends at most this many
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
@@ -151,50 +162,70 @@ def send_due(
     """
     now = clock.now()
     with sessions() as session:
-        due = session.execute(
-            select(OutboxMessage.id, OutboxMessage.recipient, OutboxMessage.message_id)
-            .where(OutboxMessage.status == "queued", OutboxMessage.next_attempt_at <= now)
-            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-            .limit(limit)
-        ).all()
+        due = (
+            session.execute(
+                select(OutboxMessage.id)
+                .where(OutboxMessage.status == "queued", OutboxMessage.next_attempt_at <= now)
+                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
     if not due:
         return 0, 0
-    sent = failed = 0
     try:
         transport.open()
     except DeliveryError as exc:
         logfmt.event(log, "outbox.unreachable", logging.WARNING, error=exc, queued=len(due))
-        _record_failure(sessions, [row.id for row in due], str(exc), False, clock.now())
+        _record_failure(sessions, list(due), str(exc), False, clock.now())
         return 0, len(due)
+    sent = failed = 0
     try:
-        for row_id, recipient, message_id in due:
-            with sessions.begin() as session:
-                row = session.get(OutboxMessage, row_id)
-                if row is None or row.status != "queued":
+        for start in range(0, len(due), transport.commit_every):
+            ids = due[start : start + transport.commit_every]
+            with sessions() as session:
+                rows = session.execute(
+                    select(
+                        OutboxMessage.id,
+                        OutboxMessage.recipient,
+                        OutboxMessage.message_id,
+                        OutboxMessage.raw,
+                    )
+                    .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "queued")
+                    .order_by(OutboxMessage.id)
+                ).all()
+            delivered = []
+            for row_id, recipient, message_id, raw in rows:
+                try:
+                    transport.deliver(sender, recipient, message_id, raw)
+                except DeliveryError as exc:
+                    failed += 1
+                    _record_failure(sessions, [row_id], str(exc), exc.permanent, clock.now())
+                    logfmt.event(
+                        log,
+                        "outbox.failed",
+                        logging.WARNING,
+                        id=row_id,
+                        to=logfmt.mask(recipient),
+                        permanent=exc.permanent,
+                        error=exc,
+                    )
                     continue
-                raw = row.raw
-            try:
-                transport.deliver(sender, recipient, message_id, raw)
-            except DeliveryError as exc:
-                failed += 1
-                _record_failure(sessions, [row_id], str(exc), exc.permanent, clock.now())
-                logfmt.event(
-                    log,
-                    "outbox.failed",
-                    logging.WARNING,
-                    id=row_id,
-                    to=logfmt.mask(recipient),
-                    permanent=exc.permanent,
-                    error=exc,
-                )
-                continue
-            with sessions.begin() as session:
-                row = session.get(OutboxMessage, row_id)
-                assert row is not None
-                row.status, row.sent_at = "sent", clock.now()
-                row.attempts += 1
-                row.last_error = None
-            sent += 1
+                delivered.append(row_id)
+            if delivered:
+                with sessions.begin() as session:
+                    session.execute(
+                        update(OutboxMessage)
+                        .where(OutboxMessage.id.in_(delivered))
+                        .values(
+                            status="sent",
+                            sent_at=clock.now(),
+                            last_error=None,
+                            attempts=OutboxMessage.attempts + 1,
+                        )
+                    )
+                sent += len(delivered)
     finally:
         transport.close()
     return sent, failed

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from sqlalchemy import update
+
+from daemon.store.models import Ticket
 from handlers.notify import queue_mail
 from handlers.pipeline import Context
 
@@ -11,17 +14,15 @@ class Acknowledge:
     description = "queue the acknowledgement of a new case in the case's language"
 
     def process(self, ctx: Context) -> None:
-        msg, ticket = ctx.message, ctx.ticket
-        if not ctx.new_ticket or msg is None or ticket is None:
+        ticket = ctx.ticket
+        if not ctx.new_ticket or ticket is None or ctx.prep.automatic:
             return
-        if ctx.automatic:
-            return
+        msg = ctx.message
         max_age = ctx.config.intake.ack_max_age.as_timedelta()
         if msg.date is not None and ctx.now - msg.date > max_age:
-            ctx.notes.append(f"{ticket.number}: not acknowledged, mail older than ack_max_age")
+            ctx.prep.notes.append(f"{ticket.number}: not acknowledged, mail older than ack_max_age")
             return
-        policy = ctx.config.sla.policy(ticket.priority)
-        row = queue_mail(
+        queued = queue_mail(
             ctx.session,
             ctx.config,
             ctx.templates,
@@ -30,7 +31,14 @@ class Acknowledge:
             intent=f"ack:{ticket.number}",
             now=ctx.now,
             in_reply_to=msg.message_id,
-            context={"policy": policy, "original_subject": msg.subject},
+            references=[msg.message_id] if msg.message_id else [],
+            context={
+                "policy": ctx.config.sla.policy(ticket.priority),
+                "original_subject": msg.subject,
+            },
         )
-        if row is not None:
+        if queued is not None:
             ticket.acknowledged_at = ctx.now
+            ctx.session.connection().execute(
+                update(Ticket).where(Ticket.id == ticket.id).values(acknowledged_at=ctx.now)
+            )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from daemon.config import ClassifyRule
-from handlers.pipeline import Context
+from daemon.config import ClassifyRule, Config
+from handlers.pipeline import BlobWriter, Prepared
 
 
 def _rule(pattern: str, category: str | None = None, priority: str | None = None) -> ClassifyRule:
@@ -60,18 +60,29 @@ def classify(text: str, rules: tuple[ClassifyRule, ...]) -> tuple[str, str]:
     return category or "other", priority or "normal"
 
 
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
+def detect_language(text: str, default: str) -> str:
+    """zh-CN or en from the consumer's own words (a name or an order code does not decide)."""
+    sample = text[:4000]
+    cjk = len(_CJK.findall(sample))
+    words = len(_LATIN_WORD.findall(sample))
+    if cjk >= 2 and cjk >= words:
+        return "zh-CN"
+    if words >= 3 and cjk < words:
+        return "en"
+    return default
+
+
 class Classify:
     name = "classify"
-    description = "set category and priority of a new case from the rules"
+    description = "language, category and priority of a message from the consumer's own words"
 
-    def process(self, ctx: Context) -> None:
-        if not ctx.new_ticket or ctx.ticket is None or ctx.message is None:
+    def process(self, prep: Prepared, config: Config, blobs: BlobWriter) -> None:
+        if prep.automatic or prep.message is None:
             return
-        ticket = ctx.ticket
-        ticket.category, ticket.priority = classify(
-            f"{ctx.message.subject}\n{ctx.message.text}", ctx.config.rules
-        )
-        if ticket.priority != "normal":
-            policy = ctx.config.sla.policy(ticket.priority)
-            ticket.due_first_response = ctx.calendar.add(ticket.created_at, policy.first_response)
-            ticket.due_acceptance = ctx.calendar.add(ticket.created_at, policy.acceptance)
+        text = f"{prep.message.subject}\n{prep.message.text}"
+        prep.language = detect_language(text, config.tickets.default_language)
+        prep.category, prep.priority = classify(text, config.rules)

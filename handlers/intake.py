@@ -2,36 +2,55 @@
 
 from __future__ import annotations
 
-import re
 import secrets
+from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from daemon.config import Config
+from daemon.store.db import insert_row, scalar
 from daemon.store.models import Attachment, Ticket, TicketCounter, TimelineEntry
 from handlers.parse import ParseError, parse_message
-from handlers.pipeline import Context
+from handlers.pipeline import BlobWriter, Context, Prepared, StoredAttachment
 
 
 class Parse:
     name = "parse"
-    description = "bytes -> parsed message; oversized or unparseable mail is quarantined"
+    description = "bytes -> parsed message, raw mail and attachments stored; bad mail quarantined"
 
-    def process(self, ctx: Context) -> None:
-        raw = ctx.item.raw
-        limit = ctx.config.intake.max_message_size
+    def process(self, prep: Prepared, config: Config, blobs: BlobWriter) -> None:
+        raw = prep.item.raw
+        limit = config.intake.max_message_size
         if len(raw) > limit:
-            ctx.stop("quarantined", f"message is {len(raw)} bytes, over max_message_size {limit}")
+            prep.stop("quarantined", f"message is {len(raw)} bytes, over max_message_size {limit}")
             return
         try:
-            ctx.message = parse_message(raw)
+            message = parse_message(raw)
         except ParseError as exc:
-            ctx.stop("quarantined", str(exc))
+            prep.stop("quarantined", str(exc))
             return
-        ctx.raw_sha256 = ctx.blobs.put(raw)
+        prep.raw_sha256 = blobs.put(raw)
+        for part in message.attachments:
+            if len(part.payload) > config.intake.max_attachment_size:
+                prep.notes.append(
+                    f"{prep.item.label}: attachment {part.filename!r} over max_attachment_size, "
+                    "kept only in the raw mail"
+                )
+                continue
+            prep.attachments.append(
+                StoredAttachment(
+                    filename=part.filename,
+                    content_type=part.content_type,
+                    size=len(part.payload),
+                    sha256=blobs.put(part.payload),
+                )
+            )
+        # The bytes now live in the blob store; what travels on is the parsed view.
+        prep.message = replace(message, raw=b"", attachments=(), headers=dict(message.headers))
 
 
 class Deduplicate:
@@ -43,66 +62,68 @@ class Deduplicate:
         message_id = ctx.message.message_id
         if message_id is None:
             return
-        ticket_id = ctx.session.scalar(
-            select(TimelineEntry.ticket_id).where(TimelineEntry.message_id == message_id)
+        ticket_id = scalar(
+            ctx.session,
+            select(TimelineEntry.ticket_id).where(TimelineEntry.message_id == message_id),
         )
         if ticket_id is not None:
             ctx.ticket = ctx.session.get(Ticket, ticket_id)
             ctx.stop("duplicate", f"Message-ID {message_id} already taken in")
 
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
-
-
-def detect_language(text: str, default: str) -> str:
-    """zh-CN or en from the consumer's own words (a name or an order code does not decide)."""
-    sample = text[:4000]
-    cjk = len(_CJK.findall(sample))
-    words = len(_LATIN_WORD.findall(sample))
-    if cjk >= 2 and cjk >= words:
-        return "zh-CN"
-    if words >= 3 and cjk < words:
-        return "en"
-    return default
-
-
 def next_number(session: Session, config: Config, now: datetime) -> str:
     """PREFIX-YYYYMMDD-NNNN by local date, from a counter row the database bumps atomically."""
     prefix = config.tickets.number_prefix
     day = now.astimezone(config.timezone).date()
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    upsert = (
+    conn = session.connection()
+    upsert = _COUNTER_UPSERTS[conn.dialect.name]
+    value = int(conn.execute(upsert, {"prefix": prefix, "day": day}).scalar_one())
+    return f"{prefix}-{day:%Y%m%d}-{value:04d}"
+
+
+def _counter_upsert(insert: Any) -> Any:
+    return (
         insert(TicketCounter)
-        .values(prefix=prefix, day=day, value=1)
+        .values(prefix=bindparam("prefix"), day=bindparam("day"), value=1)
         .on_conflict_do_update(
             index_elements=[TicketCounter.prefix, TicketCounter.day],
             set_={"value": TicketCounter.value + 1},
         )
         .returning(TicketCounter.value)
     )
-    value = session.execute(upsert).scalar_one()
-    return f"{prefix}-{day:%Y%m%d}-{value:04d}"
+
+
+# Built once: statement construction costs more than running it.
+_COUNTER_UPSERTS = {
+    "sqlite": _counter_upsert(sqlite.insert),
+    "postgresql": _counter_upsert(postgresql.insert),
+}
 
 
 def open_ticket(
-    ctx: Context, *, channel: str, email: str, name: str | None, subject: str, language: str
+    ctx: Context, *, channel: str, email: str, name: str | None, subject: str
 ) -> Ticket:
-    """A new case in `received`, numbered, with its SLA due times."""
-    now = ctx.now
-    policy = ctx.config.sla.policy("normal")
-    ticket = Ticket(
+    """A new case in `received`, numbered, with its SLA due times.
+
+    Inserted straight through Core (the hot path); the returned Ticket is a plain, unattached
+    copy of the row for the steps after this one.
+    """
+    now, prep = ctx.now, ctx.prep
+    policy = ctx.config.sla.policy(prep.priority)
+    values: dict[str, Any] = dict(
         number=next_number(ctx.session, ctx.config, now),
         status="received",
         channel=channel,
-        category="other",
-        priority="normal",
-        language=language,
+        category=prep.category,
+        priority=prep.priority,
+        language=prep.language,
         subject=subject,
         complainant_name=name or None,
         complainant_email=email,
-        source=ctx.item.source,
+        complainant_phone=None,
+        respondent=None,
+        assignee=None,
+        source=prep.item.source,
         reply_token=secrets.token_hex(8),
         created_at=now,
         updated_at=now,
@@ -112,9 +133,7 @@ def open_ticket(
         due_first_response=ctx.calendar.add(now, policy.first_response),
         due_acceptance=ctx.calendar.add(now, policy.acceptance),
     )
-    ctx.session.add(ticket)
-    ctx.session.flush()
-    return ticket
+    return Ticket(id=insert_row(ctx.session, Ticket, **values), **values)
 
 
 class OpenOrThread:
@@ -122,29 +141,22 @@ class OpenOrThread:
     description = "open a case for new mail, or add the mail to the case it belongs to"
 
     def process(self, ctx: Context) -> None:
-        msg = ctx.message
-        assert msg is not None
+        msg, prep = ctx.message, ctx.prep
         sender = msg.from_address.lower()
         if ctx.ticket is None:
-            if ctx.automatic:
-                ctx.stop("ignored", f"{ctx.automatic}; matches no case")
+            if prep.automatic:
+                ctx.stop("ignored", f"{prep.automatic}; matches no case")
                 return
-            language = detect_language(
-                f"{msg.subject}\n{msg.text}", ctx.config.tickets.default_language
-            )
             ctx.ticket = open_ticket(
-                ctx,
-                channel="email",
-                email=sender,
-                name=msg.from_name,
-                subject=msg.subject,
-                language=language,
+                ctx, channel="email", email=sender, name=msg.from_name, subject=msg.subject
             )
             ctx.new_ticket = True
         ticket = ctx.ticket
         # Only the complainant speaks for the case; robots and third parties are for staff.
-        internal = bool(ctx.automatic) or sender != ticket.complainant_email
-        entry = TimelineEntry(
+        internal = bool(prep.automatic) or sender != ticket.complainant_email
+        ctx.entry_id = insert_row(
+            ctx.session,
+            TimelineEntry,
             ticket_id=ticket.id,
             at=ctx.now,
             kind="message_in",
@@ -153,22 +165,19 @@ class OpenOrThread:
             message_id=msg.message_id,
             subject=msg.subject,
             text=msg.text,
-            raw_sha256=ctx.raw_sha256,
+            raw_sha256=prep.raw_sha256,
             internal=internal,
-            data={"automatic": ctx.automatic} if ctx.automatic else {},
+            data={"automatic": prep.automatic} if prep.automatic else {},
         )
-        for part in msg.attachments:
-            if len(part.payload) > ctx.config.intake.max_attachment_size:
-                ctx.notes.append(f"attachment {part.filename!r} over max_attachment_size, not kept")
-                continue
-            entry.attachments.append(
-                Attachment(
-                    filename=part.filename,
-                    content_type=part.content_type,
-                    size=len(part.payload),
-                    sha256=ctx.blobs.put(part.payload),
-                )
+        for att in prep.attachments:
+            insert_row(
+                ctx.session,
+                Attachment,
+                entry_id=ctx.entry_id,
+                filename=att.filename,
+                content_type=att.content_type,
+                size=att.size,
+                sha256=att.sha256,
             )
-        ctx.session.add(entry)
-        ticket.updated_at = ctx.now
-        ctx.entry = entry
+        if not ctx.new_ticket:
+            ticket.updated_at = ctx.now

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
+from daemon.config import Config
 from handlers.parse import ParsedMessage
-from handlers.pipeline import Context
+from handlers.pipeline import BlobWriter, Prepared
 
 _ROBOT_LOCALPARTS = re.compile(r"^(mailer-daemon|postmaster|no-?reply|do-?not-?reply)$", re.I)
 
@@ -36,6 +37,6 @@ class LoopGuard:
     name = "loopguard"
     description = "mark robot mail so nothing automatic ever answers it"
 
-    def process(self, ctx: Context) -> None:
-        assert ctx.message is not None
-        ctx.automatic = automatic_reason(ctx.message, ctx.config.own_addresses)
+    def process(self, prep: Prepared, config: Config, blobs: BlobWriter) -> None:
+        assert prep.message is not None
+        prep.automatic = automatic_reason(prep.message, config.own_addresses)

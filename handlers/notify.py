@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.header import Header
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from email.policy import compat32
 from email.utils import format_datetime, formataddr, make_msgid
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from daemon.clock import Duration
 from daemon.config import Config
 from daemon.resources import shipped_dir
+from daemon.store.db import insert_row, scalar
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 
 _UNIT_WORDS = {
@@ -119,27 +119,43 @@ def new_message_id(config: Config) -> str:
 
 def thread_ids(session: Session, ticket: Ticket) -> list[str]:
     """The conversation's Message-IDs, oldest first, for References (bounded like MUAs do)."""
-    ids = session.scalars(
-        select(TimelineEntry.message_id)
-        .where(TimelineEntry.ticket_id == ticket.id, TimelineEntry.message_id.is_not(None))
-        .order_by(TimelineEntry.id)
-    ).all()
+    session.flush()
+    ids = (
+        session.connection()
+        .execute(
+            select(TimelineEntry.message_id)
+            .where(TimelineEntry.ticket_id == ticket.id, TimelineEntry.message_id.is_not(None))
+            .order_by(TimelineEntry.id)
+        )
+        .scalars()
+        .all()
+    )
     found = [i for i in ids if i]
     return found[:1] + found[1:][-9:] if len(found) > 10 else found
 
 
 def rate_limited(session: Session, config: Config, recipient: str, now: datetime) -> bool:
     """SPEC §6: automatic mail to one address is capped per hour, the last line against loops."""
-    recent = session.scalar(
-        select(func.count())
-        .select_from(OutboxMessage)
-        .where(
-            OutboxMessage.recipient == recipient.lower(),
-            OutboxMessage.automatic.is_(True),
-            OutboxMessage.created_at > now - timedelta(hours=1),
+    session.flush()
+    recent = (
+        session.connection()
+        .execute(
+            _RECENT_AUTOMATIC, {"recipient": recipient.lower(), "since": now - timedelta(hours=1)}
         )
+        .scalar()
     )
     return (recent or 0) >= config.intake.auto_mail_per_address_per_hour
+
+
+_RECENT_AUTOMATIC = (
+    select(func.count())
+    .select_from(OutboxMessage)
+    .where(
+        OutboxMessage.recipient == bindparam("recipient"),
+        OutboxMessage.automatic.is_(True),
+        OutboxMessage.created_at > bindparam("since", type_=OutboxMessage.created_at.type),
+    )
+)
 
 
 def queue_mail(
@@ -155,13 +171,19 @@ def queue_mail(
     in_reply_to: str | None = None,
     automatic: bool = True,
     recipient: str | None = None,
-) -> OutboxMessage | None:
+    references: list[str] | None = None,
+) -> str | None:
     """Render one mail about a case and queue it, once per intent, with its timeline entry.
 
-    Returns None when the intent was already queued or the recipient's hourly cap is reached.
+    Returns its Message-ID, or None when the intent was already queued or the recipient's
+    hourly cap is reached. `references` is the conversation when the caller already knows it:
+    a case opened in this very transaction, which can have queued nothing yet (the outbox's
+    unique intent still guards it). Otherwise it is read from the case's timeline.
     """
     to = (recipient or ticket.complainant_email).strip()
-    if session.scalar(select(OutboxMessage.id).where(OutboxMessage.intent == intent)):
+    if references is None and scalar(
+        session, select(OutboxMessage.id).where(OutboxMessage.intent == intent)
+    ):
         return None
     if automatic and rate_limited(session, config, to, now):
         session.add(
@@ -180,7 +202,7 @@ def queue_mail(
     mail = templates.render(kind, ticket.language, ticket=ticket, **context)
     subject = header_safe(f"[{ticket.number}] {mail.subject}", 300)
     message_id = new_message_id(config)
-    references = thread_ids(session, ticket)
+    references = list(references) if references is not None else thread_ids(session, ticket)
     if in_reply_to and in_reply_to not in references:
         references.append(in_reply_to)
     parent = in_reply_to or (references[-1] if references else None)
@@ -199,7 +221,9 @@ def queue_mail(
     }
     raw = build_mime(headers, mail)
 
-    row = OutboxMessage(
+    insert_row(
+        session,
+        OutboxMessage,
         ticket_id=ticket.id,
         kind=kind,
         intent=intent,
@@ -212,38 +236,60 @@ def queue_mail(
         created_at=now,
         next_attempt_at=now,
         attempts=0,
+        sent_at=None,
+        last_error=None,
     )
-    session.add(row)
-    session.add(
-        TimelineEntry(
-            ticket_id=ticket.id,
-            at=now,
-            kind="message_out",
-            actor=config.support_address,
-            direction="out",
-            message_id=message_id,
-            subject=subject,
-            text=mail.text,
-            internal=False,
-            raw_sha256=hashlib.sha256(raw).hexdigest(),
-            data={"mail_kind": kind},
-        )
+    insert_row(
+        session,
+        TimelineEntry,
+        ticket_id=ticket.id,
+        at=now,
+        kind="message_out",
+        actor=config.support_address,
+        direction="out",
+        message_id=message_id,
+        subject=subject,
+        text=mail.text,
+        internal=False,
+        raw_sha256=hashlib.sha256(raw).hexdigest(),
+        data={"mail_kind": kind},
     )
-    return row
-
-
-_WIRE = compat32.clone(linesep="\r\n")  # stored as it goes on the wire: CRLF line ends
+    return message_id
 
 
 def build_mime(headers: dict[str, str | None], mail: RenderedMail) -> bytes:
-    """multipart/alternative (text + HTML, UTF-8, base64); header values are already safe."""
-    msg = MIMEMultipart("alternative")
+    """multipart/alternative (text + HTML, UTF-8, base64) with CRLF line ends, as on the wire.
+
+    Assembled directly: the email package's generator costs more than the rest of an
+    acknowledgement together. Header values are already free of CR/LF (header_safe); non-ASCII
+    and long values are RFC 2047-encoded and folded by email.header.
+    """
+    boundary = f"=_caseloop_{secrets.token_hex(12)}"
+    lines = []
     for name, value in headers.items():
-        if value is not None:
-            msg[name] = value if value.isascii() else Header(value, "utf-8", header_name=name)  # type: ignore[assignment]
-    msg.attach(MIMEText(mail.text, "plain", "utf-8"))
-    msg.attach(MIMEText(mail.html, "html", "utf-8"))
-    return msg.as_bytes(policy=_WIRE)
+        if value is None:
+            continue
+        if not value.isascii():
+            value = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+        elif len(name) + len(value) > 76:
+            value = Header(value, "us-ascii", header_name=name).encode(linesep="\r\n")
+        lines.append(f"{name}: {value}")
+    lines += [
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        "",
+    ]
+    for subtype, body in (("plain", mail.text), ("html", mail.html)):
+        encoded = base64.encodebytes(body.encode("utf-8")).decode("ascii")
+        lines += [
+            f"--{boundary}",
+            f'Content-Type: text/{subtype}; charset="utf-8"',
+            "Content-Transfer-Encoding: base64",
+            "",
+            encoded.rstrip("\n").replace("\n", "\r\n"),
+        ]
+    lines += [f"--{boundary}--", ""]
+    return "\r\n".join(lines).encode("ascii")
 
 
 def _from_name(language: str) -> str:

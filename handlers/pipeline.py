@@ -1,8 +1,12 @@
-"""The ordered steps one incoming message goes through, in one list."""
+"""The ordered steps one incoming message goes through, in one place.
+
+Two stages: PREPARE needs only the bytes and the config (parse, loop guard, classify) and may
+run in worker processes; DECIDE needs the database (duplicates, threading, the case, the
+acknowledgement) and runs in the one transaction that also records the source's dedupe key.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -11,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from daemon.clock import Clock, WorkCalendar
 from daemon.config import Config
-from daemon.store.models import Ticket, TimelineEntry
+from daemon.store.models import Ticket
 from handlers.notify import Templates
 from handlers.parse import ParsedMessage
 
@@ -26,6 +30,16 @@ class Incoming:
     label: str  # how an operator finds it: a file name, "INBOX uid 42"
 
 
+@dataclass(frozen=True)
+class StoredAttachment:
+    """An attachment already written to the blob store."""
+
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+
+
 class BlobWriter(Protocol):
     def put(self, data: bytes) -> str:
         """Store bytes content-addressed; return their sha256."""
@@ -33,23 +47,17 @@ class BlobWriter(Protocol):
 
 
 @dataclass
-class Context:
-    """What the handlers know and decide about one incoming item."""
+class Prepared:
+    """What the database-free steps found out about one item (picklable)."""
 
-    config: Config
-    session: Session
-    clock: Clock
-    calendar: WorkCalendar
-    templates: Templates
-    blobs: BlobWriter
     item: Incoming
-    now: datetime
     message: ParsedMessage | None = None
     raw_sha256: str | None = None
+    attachments: list[StoredAttachment] = field(default_factory=list)
     automatic: str | None = None  # why this is robot mail that must never be answered
-    ticket: Ticket | None = None
-    new_ticket: bool = False
-    entry: TimelineEntry | None = None
+    category: str = "other"  # for a new case, from the rules
+    priority: str = "normal"
+    language: str = "zh-CN"  # of the consumer's own words
     outcome: str = "pending"  # ticket | entry | duplicate | quarantined | ignored
     reason: str | None = None
     notes: list[str] = field(default_factory=list)  # what the operator's summary reports
@@ -62,41 +70,91 @@ class Context:
         return self.outcome != "pending"
 
 
-class Handler(Protocol):
+@dataclass
+class Context:
+    """A prepared item plus the database: what the deciding steps see and record."""
+
+    prep: Prepared
+    config: Config
+    session: Session
+    clock: Clock
+    calendar: WorkCalendar
+    templates: Templates
+    now: datetime
+    ticket: Ticket | None = None
+    new_ticket: bool = False
+    entry_id: int | None = None  # the timeline entry this message became
+
+    @property
+    def message(self) -> ParsedMessage:
+        assert self.prep.message is not None, "deciding steps run only on parsed mail"
+        return self.prep.message
+
+    @property
+    def stopped(self) -> bool:
+        return self.prep.stopped
+
+    def stop(self, outcome: str, reason: str) -> None:
+        self.prep.stop(outcome, reason)
+
+
+class PrepareStep(Protocol):
+    name: str
+    description: str
+
+    def process(self, prep: Prepared, config: Config, blobs: BlobWriter) -> None: ...
+
+
+class DecideStep(Protocol):
     name: str
     description: str
 
     def process(self, ctx: Context) -> None: ...
 
 
-def build_pipeline() -> list[Handler]:
-    """The whole flow at a glance; each step may stop it by setting an outcome."""
-    from handlers.acknowledge import Acknowledge
+def prepare_steps() -> list[PrepareStep]:
     from handlers.classify import Classify
-    from handlers.intake import Deduplicate, OpenOrThread, Parse
+    from handlers.intake import Parse
     from handlers.loopguard import LoopGuard
+
+    return [
+        Parse(),  # bytes -> ParsedMessage and stored blobs, or quarantine with the reason
+        LoopGuard(),  # robots, lists, bounces, ourselves: never answered
+        Classify(),  # language, category and priority from the consumer's words
+    ]
+
+
+def decide_steps() -> list[DecideStep]:
+    from handlers.acknowledge import Acknowledge
+    from handlers.intake import Deduplicate, OpenOrThread
     from handlers.threading import FindCase
 
     return [
-        Parse(),  # bytes -> ParsedMessage, or quarantine with the reason
         Deduplicate(),  # a Message-ID we already hold is one entry, not two
-        LoopGuard(),  # robots, lists, bounces, ourselves: never answered
         FindCase(),  # In-Reply-To/References, then the [NUMBER] subject tag
         OpenOrThread(),  # a new case, or an entry on the case found
-        Classify(),  # category and priority from the rules
         Acknowledge(),  # the templated acknowledgement for a new case
     ]
 
 
-def run_pipeline(
-    pipeline: list[Handler], ctx: Context, on_step: Callable[[str], None] | None = None
-) -> Context:
-    for handler in pipeline:
+def prepare(
+    item: Incoming, config: Config, blobs: BlobWriter, steps: list[PrepareStep]
+) -> Prepared:
+    """Run the database-free steps; the result carries no raw bytes (they are stored)."""
+    prep = Prepared(item=item, language=config.tickets.default_language)
+    for step in steps:
+        if prep.stopped:
+            break
+        step.process(prep, config, blobs)
+    prep.item = Incoming(item.source, item.key, b"", item.label)
+    return prep
+
+
+def decide(ctx: Context, steps: list[DecideStep]) -> Context:
+    for step in steps:
         if ctx.stopped:
             break
-        if on_step:
-            on_step(handler.name)
-        handler.process(ctx)
+        step.process(ctx)
     if not ctx.stopped:
-        ctx.outcome = "ticket" if ctx.new_ticket else "entry"
+        ctx.prep.outcome = "ticket" if ctx.new_ticket else "entry"
     return ctx

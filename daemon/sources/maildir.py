@@ -59,6 +59,10 @@ class MaildirSource:
             items.append(Incoming(source=self.name, key=name.split(":", 1)[0], raw=raw, label=name))
         return items
 
+    def settle_batch(self, settled: list[tuple[Incoming, str]]) -> None:
+        for item, outcome in settled:
+            self.settle(item, outcome)
+
     def settle(self, item: Incoming, outcome: str) -> None:
         """After commit: processed mail to cur/ (seen), quarantined or ignored mail aside."""
         src = self.path / "new" / item.label

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Executable, Table, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.resources import shipped_dir
+from daemon.store.models import Base
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -28,6 +29,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: a whole batch stays in memory
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -37,6 +39,31 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def insert_row(session: Session, model: type[Base], **values: Any) -> int:
+    """INSERT one row straight through Core and return its id.
+
+    The intake hot path writes rows it never reads back this way: about a fifth of the cost of
+    the ORM unit of work. Every column without a server default must be given.
+    """
+    table = cast(Table, model.__table__)
+    statement = _INSERTS.get(table)
+    if statement is None:
+        statement = _INSERTS[table] = table.insert().returning(table.c.id)
+    return int(session.connection().execute(statement, values).scalar_one())
+
+
+_INSERTS: dict[Table, Any] = {}  # built once per table: construction costs more than running
+
+
+def scalar(session: Session, statement: Executable) -> Any:
+    """A one-value query on the session's connection, after flushing pending ORM changes.
+
+    Cheaper than Session.scalar on the hot path; rows written with insert_row are visible.
+    """
+    session.flush()
+    return session.connection().execute(statement).scalar()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
