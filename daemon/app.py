@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session
 from daemon import log as logfmt
 from daemon.clock import Clock, SystemClock, WorkCalendar
 from daemon.config import Config
+from daemon.prepare import Preparer
 from daemon.sender import make_transport, send_due
 from daemon.sources.maildir import MaildirSource
 from daemon.store.blobs import BlobStore
 from daemon.store.db import insert_row, make_engine, migrate, needs_migration, session_factory
 from daemon.store.models import SourceItem, SourceState
-from daemon.workers import Preparer
 from handlers.notify import Templates
 from handlers.pipeline import Context, Incoming, Prepared, decide, decide_steps
 from handlers.workflow import Services
@@ -95,7 +95,6 @@ class App:
         self._stop = threading.Event()
 
     def close(self) -> None:
-        self.preparer.close()
         self.blobs.close()
         self.engine.dispose()
 
@@ -122,10 +121,11 @@ class App:
         fresh = [i for i in items if i.key not in known]
         results: list[Context] = []
         if fresh:
+            # Parse outside the transaction (its blobs are on disk when this returns), so the
+            # database is locked only while deciding.
+            prepared = self.preparer.prepare_all(fresh)
             with self.sessions.begin() as session:
-                for chunk in self.preparer.chunks(fresh):
-                    results += [self._decide(session, prep) for prep in chunk]
-                self.blobs.flush()  # every blob a row names is on disk before the rows commit
+                results = [self._decide(session, prep) for prep in prepared]
         for ctx in results:
             settled.append((ctx.prep.item, ctx.prep.outcome))
             self._summarise(summary, ctx)

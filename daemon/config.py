@@ -147,7 +147,6 @@ class IntakeConfig:
     auto_mail_per_address_per_hour: int = 5
     poll_interval: Duration = parse_duration("30s")
     batch_size: int = 200
-    workers: int = 0  # processes that parse beside the database work (0: parse inline)
 
 
 @dataclass(frozen=True)
@@ -508,15 +507,6 @@ def _positive_int(r: _Reader, name: str, default: int) -> int:
     return value
 
 
-def _workers(r: _Reader) -> int:
-    value = r.get("workers", (int, str), "auto")
-    if value == "auto":
-        return min(2, os.cpu_count() or 1) if (os.cpu_count() or 1) > 1 else 0
-    if isinstance(value, str) or not 0 <= value <= 64:
-        raise r.fail("workers", f'must be "auto" or a number 0-64, got {value!r}')
-    return value
-
-
 def _intake(file: str, base: Path, table: dict[str, Any]) -> IntakeConfig:
     r = _Reader(file, base, table, "intake.")
     intake = IntakeConfig(
@@ -528,7 +518,6 @@ def _intake(file: str, base: Path, table: dict[str, Any]) -> IntakeConfig:
         auto_mail_per_address_per_hour=_positive_int(r, "auto_mail_per_address_per_hour", 5),
         poll_interval=r.duration("poll_interval", IntakeConfig.poll_interval),
         batch_size=_positive_int(r, "batch_size", 200),
-        workers=_workers(r),
     )
     r.done()
     return intake

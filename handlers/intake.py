@@ -53,6 +53,11 @@ class Parse:
         prep.message = replace(message, raw=b"", attachments=(), headers=dict(message.headers))
 
 
+_CASE_OF_MESSAGE = select(TimelineEntry.ticket_id).where(
+    TimelineEntry.message_id == bindparam("message_id")
+)
+
+
 class Deduplicate:
     name = "deduplicate"
     description = "the same Message-ID delivered twice (two aliases, a resend) is taken in once"
@@ -62,10 +67,7 @@ class Deduplicate:
         message_id = ctx.message.message_id
         if message_id is None:
             return
-        ticket_id = scalar(
-            ctx.session,
-            select(TimelineEntry.ticket_id).where(TimelineEntry.message_id == message_id),
-        )
+        ticket_id = scalar(ctx.session, _CASE_OF_MESSAGE, {"message_id": message_id})
         if ticket_id is not None:
             ctx.ticket = ctx.session.get(Ticket, ticket_id)
             ctx.stop("duplicate", f"Message-ID {message_id} already taken in")

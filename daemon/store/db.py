@@ -57,13 +57,13 @@ def insert_row(session: Session, model: type[Base], **values: Any) -> int:
 _INSERTS: dict[Table, Any] = {}  # built once per table: construction costs more than running
 
 
-def scalar(session: Session, statement: Executable) -> Any:
+def scalar(session: Session, statement: Executable, params: dict[str, Any] | None = None) -> Any:
     """A one-value query on the session's connection, after flushing pending ORM changes.
 
     Cheaper than Session.scalar on the hot path; rows written with insert_row are visible.
     """
     session.flush()
-    return session.connection().execute(statement).scalar()
+    return session.connection().execute(statement, params).scalar()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
