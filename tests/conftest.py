@@ -159,3 +159,35 @@ def smtp_sink(smtp_server: tuple[SmtpSink, int]) -> tuple[SmtpSink, int]:
     sink.messages.clear()
     sink.refuse.clear()
     return sink, port
+
+
+# -- Dovecot: the real IMAP peer (helpers in tests/dovecot.py) ------------------------------
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[object]:
+    """One Dovecot per session on a free loopback port, from a config in a temp folder."""
+    from dovecot import DOVECOT, Dovecot
+
+    if not os.path.exists(DOVECOT):
+        server_missing(f"Dovecot is not installed ({DOVECOT}; Debian package dovecot-imapd)")
+    server = Dovecot()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        server.remove()
+        pytest.fail(f"Dovecot is installed but would not start: {exc}")
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def imap_box(dovecot: object) -> object:
+    """The session's Dovecot, running, with every user's mailbox empty (INBOX only)."""
+    from dovecot import Dovecot
+
+    assert isinstance(dovecot, Dovecot)
+    dovecot.start()  # a test may have left it stopped
+    for user in dovecot.users:
+        dovecot.wipe(user)
+    return dovecot
