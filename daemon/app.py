@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Protocol
 
@@ -28,6 +28,10 @@ from handlers.pipeline import Context, Incoming, Prepared, decide, decide_steps
 from handlers.workflow import Services
 
 log = logging.getLogger("caseloop")
+
+
+class _ItemFailed(Exception):
+    """One item of a batch raised; the batch is redone item by item."""
 
 
 class Source(Protocol):
@@ -95,13 +99,12 @@ class App:
         self._stop = threading.Event()
 
     def close(self) -> None:
-        self.blobs.close()
         self.engine.dispose()
 
     # -- intake ---------------------------------------------------------------------------
 
     def poll(self, source: Source) -> Summary:
-        """Take in one batch from a source: one transaction, one savepoint per message."""
+        """Take in one batch from a source in one transaction; one bad message is set aside."""
         summary = Summary()
         items = source.fetch(self.config.intake.batch_size)
         if not items:
@@ -121,11 +124,14 @@ class App:
         fresh = [i for i in items if i.key not in known]
         results: list[Context] = []
         if fresh:
-            # Parse outside the transaction (its blobs are on disk when this returns), so the
-            # database is locked only while deciding.
+            # Parse outside the transaction, so the database is locked only while deciding.
             prepared = self.preparer.prepare_all(fresh)
-            with self.sessions.begin() as session:
-                results = [self._decide(session, prep) for prep in prepared]
+            try:
+                results = self._decide_batch(prepared, isolate=False)
+            except _ItemFailed:
+                # One message raised and the batch rolled back: redo it with a savepoint per
+                # message, so that one is set aside and its neighbours are kept.
+                results = self._decide_batch(prepared, isolate=True)
         for ctx in results:
             settled.append((ctx.prep.item, ctx.prep.outcome))
             self._summarise(summary, ctx)
@@ -133,7 +139,19 @@ class App:
         self._record_poll(source, None)
         return summary
 
-    def _decide(self, session: Session, prep: Prepared) -> Context:
+    def _decide_batch(self, prepared: list[Prepared], *, isolate: bool) -> list[Context]:
+        """Decide every prepared item in one transaction.
+
+        The fast path (isolate=False) spends no savepoints and raises _ItemFailed, rolling the
+        whole batch back, when any item fails; isolate=True gives each item a savepoint.
+        """
+        with self.sessions.begin() as session:
+            return [
+                self._decide(session, replace(prep, notes=list(prep.notes)), isolate)
+                for prep in prepared
+            ]
+
+    def _decide(self, session: Session, prep: Prepared, isolate: bool) -> Context:
         now = self.clock.now()
         ctx = Context(
             prep=prep,
@@ -144,6 +162,14 @@ class App:
             templates=self.templates,
             now=now,
         )
+        if not isolate:
+            try:
+                if not prep.stopped:
+                    decide(ctx, self.decide_steps)
+                self._record_item(session, ctx)
+            except Exception as exc:
+                raise _ItemFailed from exc
+            return ctx
         savepoint = session.begin_nested()
         try:
             if not prep.stopped:
@@ -171,6 +197,9 @@ class App:
             reason=prep.reason,
             ticket_id=ctx.ticket.id if ctx.ticket is not None else None,
             raw_sha256=prep.raw_sha256,
+            # The original as received, kept for staff and audits (a duplicate's is there
+            # already; oversized mail stays in the source's quarantine only).
+            raw=None if prep.outcome == "duplicate" or prep.raw_sha256 is None else prep.item.raw,
             at=ctx.now,
         )
 

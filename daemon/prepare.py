@@ -1,7 +1,7 @@
-"""Runs the PREPARE steps (parse, store blobs, loop guard, classify) for a batch of items.
+"""Runs the PREPARE steps (parse, store attachments, loop guard, classify) for a batch of items.
 
-One item's failure is that item's quarantine, not the batch's. Every blob a prepared item names
-is on disk before the items are handed on, so no row can commit naming a missing blob.
+One item's failure is that item's quarantine, not the batch's. Every attachment a prepared item
+names is on disk before the items are handed on, so no row commits naming a missing file.
 Worker processes for this stage were measured and dropped: on 2 cores, moving parsed mail
 between processes and the workers' competition for the CPU made intake slower than this.
 """
@@ -29,10 +29,9 @@ class Preparer:
                 done.append(prepare(item, self.config, self.blobs, self.steps))
             except Exception as exc:  # bad input never stops the queue
                 log.exception("event=prepare.error source=%s item=%s", item.source, item.label)
-                failed = Prepared(item=Incoming(item.source, item.key, b"", item.label))
+                failed = Prepared(item=item)
                 failed.stop(
                     "quarantined", f"internal error while parsing: {type(exc).__name__}: {exc}"
                 )
                 done.append(failed)
-        self.blobs.flush()
         return done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import replace
 from datetime import datetime
@@ -28,12 +29,12 @@ class Parse:
         if len(raw) > limit:
             prep.stop("quarantined", f"message is {len(raw)} bytes, over max_message_size {limit}")
             return
+        prep.raw_sha256 = hashlib.sha256(raw).hexdigest()  # the bytes go into source_items
         try:
             message = parse_message(raw)
         except ParseError as exc:
             prep.stop("quarantined", str(exc))
             return
-        prep.raw_sha256 = blobs.put(raw)
         for part in message.attachments:
             if len(part.payload) > config.intake.max_attachment_size:
                 prep.notes.append(
@@ -49,7 +50,7 @@ class Parse:
                     sha256=blobs.put(part.payload),
                 )
             )
-        # The bytes now live in the blob store; what travels on is the parsed view.
+        # Attachments now live in the blob store; what travels on is the parsed view.
         prep.message = replace(message, raw=b"", attachments=(), headers=dict(message.headers))
 
 

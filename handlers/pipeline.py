@@ -118,7 +118,7 @@ def prepare_steps() -> list[PrepareStep]:
     from handlers.loopguard import LoopGuard
 
     return [
-        Parse(),  # bytes -> ParsedMessage and stored blobs, or quarantine with the reason
+        Parse(),  # bytes -> ParsedMessage, attachments stored, or quarantine with the reason
         LoopGuard(),  # robots, lists, bounces, ourselves: never answered
         Classify(),  # language, category and priority from the consumer's words
     ]
@@ -140,13 +140,12 @@ def decide_steps() -> list[DecideStep]:
 def prepare(
     item: Incoming, config: Config, blobs: BlobWriter, steps: list[PrepareStep]
 ) -> Prepared:
-    """Run the database-free steps; the result carries no raw bytes (they are stored)."""
+    """Run the database-free steps on one item."""
     prep = Prepared(item=item, language=config.tickets.default_language)
     for step in steps:
         if prep.stopped:
             break
         step.process(prep, config, blobs)
-    prep.item = Incoming(item.source, item.key, b"", item.label)
     return prep
 
 

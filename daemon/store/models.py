@@ -104,7 +104,7 @@ class TimelineEntry(Base):
     message_id: Mapped[str | None] = mapped_column(String(998), unique=True)
     subject: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
-    raw_sha256: Mapped[str | None] = mapped_column(String(64))  # full original in the mail store
+    raw_sha256: Mapped[str | None] = mapped_column(String(64))  # see source_items.raw
     internal: Mapped[bool] = mapped_column(default=False)  # staff-only (auto mail, third party)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
@@ -170,7 +170,8 @@ class SourceItem(Base):
     outcome: Mapped[str] = mapped_column(String(16))  # ticket | entry | duplicate | quarantined
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
     reason: Mapped[str | None] = mapped_column(Text)
-    raw_sha256: Mapped[str | None] = mapped_column(String(64))
+    raw_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)  # the message exactly as received
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (UniqueConstraint("source", "key", name="uq_source_items_source_key"),)

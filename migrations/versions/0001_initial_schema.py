@@ -122,11 +122,17 @@ def upgrade() -> None:
         sa.Column("ticket_id", sa.Integer(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("raw_sha256", sa.String(length=64), nullable=True),
+        sa.Column("raw", sa.LargeBinary(), nullable=True),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["ticket_id"], ["tickets.id"], ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("source", "key", name="uq_source_items_source_key"),
     )
+    with op.batch_alter_table("source_items", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_source_items_raw_sha256"), ["raw_sha256"], unique=False
+        )
+
     op.create_table(
         "timeline_entries",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -174,6 +180,9 @@ def downgrade() -> None:
         batch_op.drop_index("ix_timeline_ticket")
 
     op.drop_table("timeline_entries")
+    with op.batch_alter_table("source_items", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_source_items_raw_sha256"))
+
     op.drop_table("source_items")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_outbox_ticket_id"))
