@@ -8,7 +8,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from types import FrameType
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
@@ -19,6 +19,7 @@ from daemon.clock import Clock, SystemClock, WorkCalendar
 from daemon.config import Config
 from daemon.prepare import Preparer
 from daemon.sender import make_transport, send_due
+from daemon.sources.imap import ImapSource
 from daemon.sources.maildir import MaildirSource
 from daemon.store.blobs import BlobStore
 from daemon.store.db import insert_row, make_engine, migrate, needs_migration, session_factory
@@ -42,6 +43,18 @@ class Source(Protocol):
     def describe(self) -> str: ...
     def check(self) -> str: ...
     def backlog(self) -> int: ...
+
+
+class WaitingSource(Source, Protocol):
+    """A source that can block until the server announces mail (IMAP IDLE): it gets a thread."""
+
+    def wait_for_mail(self, timeout: float) -> bool: ...
+    def wake(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def waits(source: Source) -> TypeGuard[WaitingSource]:
+    return hasattr(source, "wait_for_mail")
 
 
 @dataclass
@@ -74,6 +87,8 @@ def build_sources(config: Config) -> list[Source]:
         if box.type == "maildir":
             assert box.path is not None and box.quarantine_path is not None
             sources.append(MaildirSource(box.name, box.path, box.quarantine_path))
+        elif box.type == "imap":
+            sources.append(ImapSource(box))
     return sources
 
 
@@ -97,8 +112,12 @@ class App:
         self.sources = build_sources(config)
         self.transport = make_transport(config)
         self._stop = threading.Event()
+        self._send_lock = threading.Lock()  # the outbox job and the IDLE threads both deliver
 
     def close(self) -> None:
+        for source in self.sources:
+            if waits(source):
+                source.close()
         self.engine.dispose()
 
     # -- intake ---------------------------------------------------------------------------
@@ -108,7 +127,7 @@ class App:
         summary = Summary()
         items = source.fetch(self.config.intake.batch_size)
         if not items:
-            self._record_poll(source, None)
+            self._record_poll(source, getattr(source, "last_error", None))
             return summary
         with self.sessions.begin() as session:
             known = dict(
@@ -136,7 +155,7 @@ class App:
             settled.append((ctx.prep.item, ctx.prep.outcome))
             self._summarise(summary, ctx)
         source.settle_batch(settled)
-        self._record_poll(source, None)
+        self._record_poll(source, getattr(source, "last_error", None))
         return summary
 
     def _decide_batch(self, prepared: list[Prepared], *, isolate: bool) -> list[Context]:
@@ -243,9 +262,9 @@ class App:
             if error is not None:
                 state.last_error, state.last_error_at = error, now
 
-    def poll_all(self) -> Summary:
+    def poll_all(self, sources: list[Source] | None = None) -> Summary:
         summary = Summary()
-        for source in self.sources:
+        for source in self.sources if sources is None else sources:
             if self._stop.is_set():
                 break
             try:
@@ -259,9 +278,10 @@ class App:
 
     def send_outbox(self) -> Summary:
         summary = Summary()
-        summary.sent, summary.not_sent = send_due(
-            self.sessions, self.transport, self.clock, self.config.support_address
-        )
+        with self._send_lock:
+            summary.sent, summary.not_sent = send_due(
+                self.sessions, self.transport, self.clock, self.config.support_address
+            )
         if summary.sent or summary.not_sent:
             logfmt.event(
                 log,
@@ -287,15 +307,21 @@ class App:
 
     def stop(self) -> None:
         self._stop.set()
+        for source in self.sources:
+            if waits(source):
+                source.wake()  # an IDLE in progress returns within a quarter second
 
     def run_forever(self) -> None:
         """The daemon: scheduled polls and deliveries until SIGTERM/SIGINT."""
         scheduler = BackgroundScheduler(timezone=self.config.timezone)
         poll_every = self.config.intake.poll_interval.as_timedelta().total_seconds()
         send_every = self.config.delivery.interval.as_timedelta().total_seconds()
+        waiting = [s for s in self.sources if waits(s)]
+        scheduled = [s for s in self.sources if not waits(s)]
         scheduler.add_job(
             self._poll_and_send,
             "interval",
+            args=(scheduled,),
             seconds=poll_every,
             id="poll",
             max_instances=1,
@@ -318,6 +344,12 @@ class App:
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
         scheduler.start()
+        threads = [
+            threading.Thread(target=self._intake_loop, args=(s,), name=f"intake-{s.name}")
+            for s in waiting
+        ]
+        for thread in threads:
+            thread.start()
         logfmt.event(
             log,
             "daemon.started",
@@ -329,10 +361,29 @@ class App:
             while not self._stop.wait(1.0):
                 pass
         finally:
+            self.stop()  # also when the loop above ended by an exception: wake the threads
+            for thread in threads:
+                thread.join()  # each finishes its batch in hand; stop() woke their waits
             scheduler.shutdown(wait=True)  # the batch in hand is finished and committed
             logfmt.event(log, "daemon.stopped")
 
-    def _poll_and_send(self) -> None:
-        summary = self.poll_all()
+    def _poll_and_send(self, sources: list[Source]) -> None:
+        summary = self.poll_all(sources)
         if sum(summary.outcomes.values()):
             self.send_outbox()
+
+    def _intake_loop(self, source: WaitingSource) -> None:
+        """One thread per waiting source: take in until dry, deliver, then wait for new mail."""
+        poll_every = self.config.intake.poll_interval.as_timedelta().total_seconds()
+        while not self._stop.is_set():
+            try:
+                summary = self.poll(source)
+            except Exception as exc:  # a broken batch must not end the thread
+                log.exception("event=source.error source=%s", source.name)
+                self._record_poll(source, f"{type(exc).__name__}: {exc}")
+                self._stop.wait(poll_every)
+                continue
+            if sum(summary.outcomes.values()):
+                self.send_outbox()
+            if not self._stop.is_set():
+                source.wait_for_mail(poll_every)

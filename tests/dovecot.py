@@ -74,6 +74,29 @@ protocol imap {{
 """
 
 
+def _group_alive(group: int) -> bool:
+    """Does any process of the group still run? Zombies waiting for init to reap them hold no
+    socket and do not count (init may take seconds to reap the orphaned children)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -166,8 +189,13 @@ class Dovecot:
         self.stop()
         raise RuntimeError(f"dovecot did not greet on port {self.port}: {self.log_text()}")
 
-    def stop(self) -> None:
-        """End the master and every process it started, as a crash or reboot of the host would.
+    def crash(self) -> None:
+        """SIGKILL every process of the instance, then start it again: clients get no BYE."""
+        self.stop(signal.SIGKILL)
+        self.start()
+
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> None:
+        """End the master and every process it started, as a shutdown of the host would.
 
         Dovecot's master alone does not take its imap processes down with it: an open session
         would keep working against a stopped server. So the whole process group is signalled.
@@ -176,7 +204,7 @@ class Dovecot:
             return
         group = self.process.pid  # start_new_session: the group id is the master's pid
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGTERM)
+            os.killpg(group, how)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -184,9 +212,7 @@ class Dovecot:
             self.process.wait(timeout=10)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            try:
-                os.killpg(group, 0)
-            except ProcessLookupError:
+            if not _group_alive(group):
                 break
             time.sleep(0.02)
         else:
