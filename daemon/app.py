@@ -8,7 +8,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from types import FrameType
-from typing import Protocol, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
@@ -22,7 +22,14 @@ from daemon.sender import make_transport, send_due
 from daemon.sources.imap import ImapSource
 from daemon.sources.maildir import MaildirSource
 from daemon.store.blobs import BlobStore
-from daemon.store.db import insert_row, make_engine, migrate, needs_migration, session_factory
+from daemon.store.db import (
+    deferred_inserts,
+    insert_later,
+    make_engine,
+    migrate,
+    needs_migration,
+    session_factory,
+)
 from daemon.store.models import SourceItem, SourceState
 from handlers.notify import Templates
 from handlers.pipeline import Context, Incoming, Prepared, decide, decide_steps
@@ -164,13 +171,15 @@ class App:
         The fast path (isolate=False) spends no savepoints and raises _ItemFailed, rolling the
         whole batch back, when any item fails; isolate=True gives each item a savepoint.
         """
-        with self.sessions.begin() as session:
+        with self.sessions.begin() as session, deferred_inserts(session) as pending:
             return [
-                self._decide(session, replace(prep, notes=list(prep.notes)), isolate)
+                self._decide(session, replace(prep, notes=list(prep.notes)), isolate, pending)
                 for prep in prepared
             ]
 
-    def _decide(self, session: Session, prep: Prepared, isolate: bool) -> Context:
+    def _decide(
+        self, session: Session, prep: Prepared, isolate: bool, pending: list[Any]
+    ) -> Context:
         now = self.clock.now()
         ctx = Context(
             prep=prep,
@@ -189,7 +198,7 @@ class App:
             except Exception as exc:
                 raise _ItemFailed from exc
             return ctx
-        savepoint = session.begin_nested()
+        savepoint, pending_before = session.begin_nested(), len(pending)
         try:
             if not prep.stopped:
                 decide(ctx, self.decide_steps)
@@ -197,6 +206,7 @@ class App:
             savepoint.commit()
         except Exception as exc:  # bad input never stops the queue: set it aside for a human
             savepoint.rollback()
+            del pending[pending_before:]  # the failed item's batched rows go with it
             log.exception("event=intake.error source=%s item=%s", prep.item.source, prep.item.label)
             ctx.ticket = None
             prep.stop(
@@ -207,7 +217,7 @@ class App:
 
     def _record_item(self, session: Session, ctx: Context) -> None:
         prep = ctx.prep
-        insert_row(
+        insert_later(
             session,
             SourceItem,
             source=prep.item.source,

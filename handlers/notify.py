@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from daemon.clock import Duration
 from daemon.config import Config
 from daemon.resources import shipped_dir
-from daemon.store.db import insert_row, scalar
+from daemon.store.db import insert_later, insert_row, scalar
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 
 _UNIT_WORDS = {
@@ -239,7 +239,7 @@ def queue_mail(
         sent_at=None,
         last_error=None,
     )
-    insert_row(
+    insert_later(
         session,
         TimelineEntry,
         ticket_id=ticket.id,

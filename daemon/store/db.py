@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import groupby
 from typing import Any, cast
 
 from alembic import command
@@ -55,6 +58,40 @@ def insert_row(session: Session, model: type[Base], **values: Any) -> int:
 
 
 _INSERTS: dict[Table, Any] = {}  # built once per table: construction costs more than running
+
+
+def insert_later(session: Session, model: type[Base], **values: Any) -> None:
+    """INSERT a row nothing reads back in this transaction; batched when a batch is open.
+
+    Inside `deferred_inserts` the rows are written together, one executemany per table, when
+    the block ends; elsewhere at once.
+    """
+    pending = session.info.get(_DEFERRED)
+    if pending is None:
+        insert_row(session, model, **values)
+    else:
+        pending.append((cast(Table, model.__table__), values))
+
+
+@contextmanager
+def deferred_inserts(session: Session) -> Iterator[list[tuple[Table, dict[str, Any]]]]:
+    """Collect insert_later rows for the block; write them at its end (not if it raises).
+
+    Yields the pending list: a caller that rolls back a savepoint truncates it to the length
+    it had when the savepoint began.
+    """
+    pending: list[tuple[Table, dict[str, Any]]] = []
+    session.info[_DEFERRED] = pending
+    try:
+        yield pending
+    finally:
+        del session.info[_DEFERRED]
+    conn = session.connection()
+    for table, rows in groupby(pending, key=lambda row: row[0]):
+        conn.execute(table.insert(), [values for _, values in rows])
+
+
+_DEFERRED = "caseloop.deferred_inserts"
 
 
 def scalar(session: Session, statement: Executable, params: dict[str, Any] | None = None) -> Any:
