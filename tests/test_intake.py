@@ -250,3 +250,54 @@ def test_language_follows_the_consumers_own_text(make_app) -> None:
     with app.sessions() as session:
         langs = sorted(session.scalars(select(Ticket.language)).all())
     assert langs == ["en", "zh-CN"]
+
+
+def test_a_failure_while_deciding_sets_aside_one_message_and_keeps_its_neighbours(
+    make_app, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app: App = make_app(CORPUS)
+    drop(app, "en-plain.eml", "gb18030.eml", "big5.eml")
+    from handlers import acknowledge
+
+    real = acknowledge.queue_mail
+
+    def fail_for_one(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs["ticket"].complainant_email.startswith("chan"):
+            raise RuntimeError("template exploded")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(acknowledge, "queue_mail", fail_for_one)
+    summary = app.run_once()
+    assert len(summary.opened) == 2
+    assert [how for _, _, how, _ in summary.set_aside] == ["quarantined"]
+    assert "template exploded" in summary.set_aside[0][3]
+    with app.sessions() as session:
+        # the failed message left nothing behind: no half case, no orphan timeline entry
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 2
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 2
+        assert session.scalar(select(func.count()).select_from(TimelineEntry)) == 4
+        assert session.scalar(select(func.count()).select_from(SourceItem)) == 3
+
+
+def test_oversized_mail_is_quarantined_with_its_size(make_app) -> None:
+    app: App = make_app(CORPUS + 'max_message_size = "1KB"\n')
+    drop(app, "rfc2231-attachment-zh.eml")
+    summary = app.run_once()
+    assert summary.opened == []
+    assert "over max_message_size 1000" in summary.set_aside[0][3]
+
+
+def test_consumer_text_cannot_inject_headers_into_our_mail(make_app) -> None:
+    app: App = make_app(CORPUS)
+    raw = (DATA / "en-plain.eml").read_bytes()
+    evil = email.message_from_bytes(raw)
+    del evil["Subject"]
+    evil["Subject"] = "=?utf-8?q?Hello=0D=0ABcc=3A_victim=40example=2Eorg?="
+    inbox = app.config.mailboxes[0].path
+    assert inbox is not None
+    deliver_to_maildir(inbox, evil.as_bytes(), name="evil")
+    app.run_once()
+    (ack,) = outbox_mails(app)
+    assert ack["Bcc"] is None
+    assert "victim@example.org" not in ack.get_all("To", [])[0]
+    assert "\n" not in str(ack["Subject"])
