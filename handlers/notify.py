@@ -22,6 +22,7 @@ from daemon.config import Config
 from daemon.resources import shipped_dir
 from daemon.store.db import insert_later, insert_row, scalar
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
+from handlers.threading import reply_address
 
 _UNIT_WORDS = {
     "en": {
@@ -216,6 +217,7 @@ def queue_mail(
         "In-Reply-To": parent,
         "References": " ".join(references) if references else None,
         "Auto-Submitted": "auto-replied" if automatic else None,
+        "Reply-To": reply_address(config, ticket),
         "X-Auto-Response-Suppress": "All",
         "X-Caseloop-Ticket": ticket.number,
     }

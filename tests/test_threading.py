@@ -1,0 +1,139 @@
+"""Replies land on their case by Message-ID, subject tag or reply token; strangers change nothing."""
+
+from __future__ import annotations
+
+import email
+from email import policy
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+from sqlalchemy import func, select
+
+from daemon.app import App
+from daemon.sources.maildir import deliver_to_maildir
+from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
+
+CONFIG = '[intake]\nack_max_age = "365 days"\n'
+
+
+def send_in(app: App, sender: str, subject: str, body: str, **headers: str) -> str:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = headers.pop("to", "support@example.com")
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="example.net")
+    msg["Date"] = "Tue, 24 Nov 2026 09:30:00 +0800"
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(body)
+    inbox = app.config.mailboxes[0].path
+    assert inbox is not None
+    deliver_to_maildir(inbox, msg.as_bytes())
+    app.run_once()
+    return str(msg["Message-ID"])
+
+
+def first_case(app: App) -> tuple[str, EmailMessage]:
+    """Open one case from a consumer and return its number and our acknowledgement."""
+    send_in(
+        app, "Li Lei <li.lei@example.net>", "电饭煲坏了", "电饭煲用了三天就不加热了，要求退货。"
+    )
+    with app.sessions() as session:
+        ticket = session.scalars(select(Ticket)).one()
+        row = session.scalars(select(OutboxMessage)).one()
+    ack = email.message_from_bytes(row.raw, policy=policy.default)
+    return ticket.number, ack  # type: ignore[return-value]
+
+
+def counts(app: App) -> tuple[int, int]:
+    with app.sessions() as session:
+        return (
+            session.scalar(select(func.count()).select_from(Ticket)) or 0,
+            session.scalar(select(func.count()).select_from(OutboxMessage)) or 0,
+        )
+
+
+def entries(app: App, number: str) -> list[TimelineEntry]:
+    with app.sessions() as session:
+        ticket = session.scalars(select(Ticket).where(Ticket.number == number)).one()
+        return list(ticket.timeline)
+
+
+def test_reply_with_in_reply_to_our_ack_threads_without_a_second_ack(make_app) -> None:
+    app: App = make_app(CONFIG)
+    number, ack = first_case(app)
+    send_in(
+        app,
+        "li.lei@example.net",
+        "Re: whatever",
+        "订单号 2026112400001",
+        In_Reply_To=ack["Message-ID"],
+        References=ack["Message-ID"],
+    )
+    assert counts(app) == (1, 1)
+    inbound = [e for e in entries(app, number) if e.direction == "in"]
+    assert len(inbound) == 2 and not inbound[1].internal
+
+
+def test_qq_style_reply_with_only_the_subject_tag_threads(make_app) -> None:
+    app: App = make_app(CONFIG)
+    number, _ = first_case(app)
+    send_in(app, "li.lei@example.net", f"回复：答复: Re:[{number}] 我们已收到您的投诉", "补充照片")
+    assert counts(app) == (1, 1)
+    assert len([e for e in entries(app, number) if e.direction == "in"]) == 2
+
+
+def test_reply_token_threads_when_subject_and_headers_are_gone(make_app) -> None:
+    app: App = make_app(CONFIG)
+    number, ack = first_case(app)
+    reply_to = ack["Reply-To"]
+    assert reply_to.startswith(f"support+{number}.")
+    send_in(app, "li.lei@example.net", "another subject", "还是没人处理", to=reply_to)
+    assert counts(app) == (1, 1)
+
+
+def test_a_guessed_token_does_not_thread(make_app) -> None:
+    app: App = make_app(CONFIG)
+    number, _ = first_case(app)
+    send_in(
+        app,
+        "li.lei@example.net",
+        "new topic",
+        "a different complaint",
+        to=f"support+{number}.0000000000000000@example.com",
+    )
+    assert counts(app)[0] == 2
+
+
+def test_a_tag_naming_no_case_opens_a_new_case(make_app) -> None:
+    app: App = make_app(CONFIG)
+    first_case(app)
+    send_in(app, "han.meimei@example.net", "Re: [TS-20200101-0001] old", "new complaint")
+    assert counts(app) == (2, 2)
+
+
+def test_a_third_party_with_a_tag_is_recorded_for_staff_and_nobody_is_mailed(make_app) -> None:
+    app: App = make_app(CONFIG)
+    number, _ = first_case(app)
+    send_in(app, "stranger@example.org", f"Fwd: [{number}] 电饭煲坏了", "FYI")
+    assert counts(app) == (1, 1)
+    inbound = [e for e in entries(app, number) if e.direction == "in"]
+    assert inbound[-1].actor == "stranger@example.org" and inbound[-1].internal
+    with app.sessions() as session:
+        assert session.scalars(select(Ticket)).one().status == "received"
+
+
+def test_an_auto_reply_to_our_ack_threads_for_staff_and_is_never_answered(make_app) -> None:
+    app: App = make_app(CONFIG)
+    number, ack = first_case(app)
+    send_in(
+        app,
+        "li.lei@example.net",
+        "自动回复: 我们已收到您的投诉",
+        "我正在休假",
+        In_Reply_To=ack["Message-ID"],
+        Auto_Submitted="auto-replied",
+    )
+    assert counts(app) == (1, 1)
+    inbound = [e for e in entries(app, number) if e.direction == "in"]
+    assert inbound[-1].internal
