@@ -20,8 +20,16 @@ def test_migrations_match_the_models(db_url: str) -> None:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == []
         tables = set(inspect(engine).get_table_names())
-        assert {"tickets", "timeline_entries", "attachments", "outbox", "source_items",
-                "ticket_counters", "source_state", "alembic_version"} <= tables
+        assert {
+            "tickets",
+            "timeline_entries",
+            "attachments",
+            "outbox",
+            "source_items",
+            "ticket_counters",
+            "source_state",
+            "alembic_version",
+        } <= tables
         migrate(engine)  # running it again is harmless
     finally:
         engine.dispose()

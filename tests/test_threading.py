@@ -1,4 +1,4 @@
-"""Replies land on their case by Message-ID, subject tag or reply token; strangers change nothing."""
+"""Replies land on their case by Message-ID, subject tag or reply token; strangers change none."""
 
 from __future__ import annotations
 

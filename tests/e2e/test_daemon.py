@@ -30,9 +30,14 @@ def test_daemon_takes_in_new_mail_while_running_and_stops_on_sigterm(tmp_path: P
         '[delivery]\ninterval = "1s"\n'
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(config), "run"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "--config", str(config), "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     outbox = tmp_path / "caseloop-data/outbox/new"
     inbox = tmp_path / "caseloop-data/inbox"
     try:
