@@ -17,6 +17,7 @@ from daemon.store.db import insert_row, scalar
 from daemon.store.models import Attachment, Ticket, TicketCounter, TimelineEntry
 from handlers.parse import ParseError, parse_message
 from handlers.pipeline import BlobWriter, Context, Prepared, StoredAttachment
+from handlers.workflow import Services, consumer_replied
 
 
 class Parse:
@@ -184,3 +185,11 @@ class OpenOrThread:
             )
         if not ctx.new_ticket:
             ticket.updated_at = ctx.now
+            if not internal:
+                consumer_replied(
+                    ctx.session,
+                    Services(ctx.config, ctx.calendar, ctx.templates),
+                    ticket,
+                    actor=sender,
+                    now=ctx.now,
+                )

@@ -93,6 +93,8 @@ def apply_transition(
         ticket.due_resolution = None
     elif new == "closed":
         ticket.closed_at = now
+    elif new == "waiting":
+        ticket.extra = {**ticket.extra, "resume_to": old}  # where the consumer's answer leads
     elif new == "in_progress" and old in ("resolved", "closed"):
         ticket.reopened_count += 1
         ticket.resolved_at = None
@@ -123,3 +125,21 @@ def apply_transition(
             context={"event": event, "reason": reason},
         )
     return entry
+
+
+def consumer_replied(
+    session: Session, services: Services, ticket: Ticket, *, actor: str, now: datetime
+) -> None:
+    """The complainant answered: a case waiting on them goes back to where it was."""
+    if ticket.status == "waiting":
+        resume_to = ticket.extra.get("resume_to", "in_progress")
+        apply_transition(
+            session,
+            services,
+            ticket,
+            resume_to,
+            actor=actor,
+            now=now,
+            reason="the consumer replied",
+            notify=False,
+        )

@@ -137,3 +137,27 @@ def test_an_auto_reply_to_our_ack_threads_for_staff_and_is_never_answered(make_a
     assert counts(app) == (1, 1)
     inbound = [e for e in entries(app, number) if e.direction == "in"]
     assert inbound[-1].internal
+
+
+def test_a_case_waiting_on_the_consumer_resumes_when_they_reply(make_app) -> None:
+    from handlers import staff
+
+    app: App = make_app(CONFIG)
+    number, ack = first_case(app)
+    with app.sessions.begin() as session:
+        ticket = session.scalars(select(Ticket).where(Ticket.number == number)).one()
+        staff.set_fields(
+            session,
+            app.services,
+            ticket,
+            actor="agent@example.com",
+            now=app.clock.now(),
+            status="waiting",
+            reason="need the order number",
+        )
+    send_in(app, "li.lei@example.net", f"Re: [{number}]", "订单号 2026112400001")
+    with app.sessions() as session:
+        ticket = session.scalars(select(Ticket).where(Ticket.number == number)).one()
+        assert ticket.status == "received"
+        moves = [(e.data["from"], e.data["to"]) for e in ticket.timeline if e.kind == "status"]
+    assert moves == [("received", "waiting"), ("waiting", "received")]
