@@ -31,5 +31,7 @@ def _quote(value: Any) -> str:
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log `event=<name> key=value ...`; None values are left out."""
+    if not logger.isEnabledFor(level):
+        return
     parts = [f"event={name}"] + [f"{k}={_quote(v)}" for k, v in fields.items() if v is not None]
     logger.log(level, " ".join(parts))

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from daemon import log as logfmt
 from daemon.clock import Clock
 from daemon.config import Config, SmtpConfig
-from daemon.sources.maildir import deliver_to_maildir
+from daemon.sources.maildir import ensure_maildir
 from daemon.store.models import OutboxMessage
 
 log = logging.getLogger("caseloop.sender")
@@ -52,9 +52,12 @@ class MaildirTransport:
         self._taken: set[str] = set()
 
     def open(self) -> None:
-        # Files a mail reader already moved to cur/ (name:2,FLAGS), listed once per batch.
-        cur = self.path / "cur"
-        self._taken = {n.split(":", 1)[0] for n in os.listdir(cur)} if cur.is_dir() else set()
+        # What is already there, listed once per batch: in new/, or moved by a mail reader to
+        # cur/ as name:2,FLAGS.
+        ensure_maildir(self.path)
+        self._taken = {
+            n.split(":", 1)[0] for sub in ("new", "cur") for n in os.listdir(self.path / sub)
+        }
 
     def close(self) -> None:
         pass
@@ -64,9 +67,13 @@ class MaildirTransport:
 
     def deliver(self, sender: str, recipient: str, message_id: str, raw: bytes) -> None:
         name = f"caseloop-{hashlib.sha256(message_id.encode()).hexdigest()[:24]}"
-        if name in self._taken or (self.path / "new" / name).exists():
+        if name in self._taken:
             return
-        deliver_to_maildir(self.path, raw, name)
+        tmp, final = f"{self.path}/tmp/{name}", f"{self.path}/new/{name}"
+        with open(tmp, "wb") as out:
+            out.write(raw)
+        os.replace(tmp, final)  # the Maildir way: a reader never sees half a mail
+        self._taken.add(name)
 
 
 class SmtpTransport:

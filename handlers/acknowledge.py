@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 
+from daemon.store.fastpath import FastStatement
 from daemon.store.models import Ticket
 from handlers.notify import queue_mail
 from handlers.pipeline import Context
+
+_ACKNOWLEDGED = FastStatement(
+    update(Ticket)
+    .where(Ticket.id == bindparam("ticket_id"))
+    .values(acknowledged_at=bindparam("at", type_=Ticket.acknowledged_at.type))
+)
 
 
 class Acknowledge:
@@ -39,6 +46,4 @@ class Acknowledge:
         )
         if queued is not None:
             ticket.acknowledged_at = ctx.now
-            ctx.session.connection().execute(
-                update(Ticket).where(Ticket.id == ticket.id).values(acknowledged_at=ctx.now)
-            )
+            _ACKNOWLEDGED.first(ctx.session.connection(), {"ticket_id": ticket.id, "at": ctx.now})

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from daemon.config import Config
 from daemon.store.db import insert_row, scalar
+from daemon.store.fastpath import FastStatement
 from daemon.store.models import Attachment, Ticket, TicketCounter, TimelineEntry
 from handlers.parse import ParseError, parse_message
 from handlers.pipeline import BlobWriter, Context, Prepared, StoredAttachment
@@ -55,8 +56,8 @@ class Parse:
         prep.message = replace(message, raw=b"", attachments=(), headers=dict(message.headers))
 
 
-_CASE_OF_MESSAGE = select(TimelineEntry.ticket_id).where(
-    TimelineEntry.message_id == bindparam("message_id")
+_CASE_OF_MESSAGE = FastStatement(
+    select(TimelineEntry.ticket_id).where(TimelineEntry.message_id == bindparam("message_id"))
 )
 
 
@@ -81,7 +82,7 @@ def next_number(session: Session, config: Config, now: datetime) -> str:
     day = now.astimezone(config.timezone).date()
     conn = session.connection()
     upsert = _COUNTER_UPSERTS[conn.dialect.name]
-    value = int(conn.execute(upsert, {"prefix": prefix, "day": day}).scalar_one())
+    value = int(upsert.scalar(conn, {"prefix": prefix, "day": day}))
     return f"{prefix}-{day:%Y%m%d}-{value:04d}"
 
 
@@ -99,8 +100,8 @@ def _counter_upsert(insert: Any) -> Any:
 
 # Built once: statement construction costs more than running it.
 _COUNTER_UPSERTS = {
-    "sqlite": _counter_upsert(sqlite.insert),
-    "postgresql": _counter_upsert(postgresql.insert),
+    "sqlite": FastStatement(_counter_upsert(sqlite.insert)),
+    "postgresql": FastStatement(_counter_upsert(postgresql.insert)),
 }
 
 

@@ -21,6 +21,7 @@ from daemon.clock import Duration
 from daemon.config import Config
 from daemon.resources import shipped_dir
 from daemon.store.db import insert_later, insert_row, scalar
+from daemon.store.fastpath import FastStatement
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 from handlers.threading import reply_address
 
@@ -137,18 +138,15 @@ def thread_ids(session: Session, ticket: Ticket) -> list[str]:
 
 def rate_limited(session: Session, config: Config, recipient: str, now: datetime) -> bool:
     """SPEC §6: automatic mail to one address is capped per hour, the last line against loops."""
-    session.flush()
-    recent = (
-        session.connection()
-        .execute(
-            _RECENT_AUTOMATIC, {"recipient": recipient.lower(), "since": now - timedelta(hours=1)}
-        )
-        .scalar()
+    recent = scalar(
+        session,
+        _RECENT_AUTOMATIC,
+        {"recipient": recipient.lower(), "since": now - timedelta(hours=1)},
     )
     return (recent or 0) >= config.intake.auto_mail_per_address_per_hour
 
 
-_RECENT_AUTOMATIC = (
+_RECENT_AUTOMATIC = FastStatement(
     select(func.count())
     .select_from(OutboxMessage)
     .where(
@@ -156,6 +154,11 @@ _RECENT_AUTOMATIC = (
         OutboxMessage.automatic.is_(True),
         OutboxMessage.created_at > bindparam("since", type_=OutboxMessage.created_at.type),
     )
+)
+
+
+_INTENT_TAKEN = FastStatement(
+    select(OutboxMessage.id).where(OutboxMessage.intent == bindparam("intent"))
 )
 
 
@@ -182,9 +185,7 @@ def queue_mail(
     unique intent still guards it). Otherwise it is read from the case's timeline.
     """
     to = (recipient or ticket.complainant_email).strip()
-    if references is None and scalar(
-        session, select(OutboxMessage.id).where(OutboxMessage.intent == intent)
-    ):
+    if references is None and scalar(session, _INTENT_TAKEN, {"intent": intent}):
         return None
     if automatic and rate_limited(session, config, to, now):
         session.add(

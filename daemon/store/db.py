@@ -11,10 +11,11 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, Executable, Table, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.resources import shipped_dir
+from daemon.store.fastpath import FastStatement
 from daemon.store.models import Base
 
 
@@ -53,11 +54,12 @@ def insert_row(session: Session, model: type[Base], **values: Any) -> int:
     table = cast(Table, model.__table__)
     statement = _INSERTS.get(table)
     if statement is None:
-        statement = _INSERTS[table] = table.insert().returning(table.c.id)
-    return int(session.connection().execute(statement, values).scalar_one())
+        statement = _INSERTS[table] = FastStatement(table.insert().returning(table.c.id))
+    return int(statement.scalar(session.connection(), values))
 
 
-_INSERTS: dict[Table, Any] = {}  # built once per table: construction costs more than running
+_INSERTS: dict[Table, FastStatement] = {}  # built once per table
+_BULK_INSERTS: dict[Table, FastStatement] = {}
 
 
 def insert_later(session: Session, model: type[Base], **values: Any) -> None:
@@ -87,20 +89,23 @@ def deferred_inserts(session: Session) -> Iterator[list[tuple[Table, dict[str, A
     finally:
         del session.info[_DEFERRED]
     conn = session.connection()
-    for table, rows in groupby(pending, key=lambda row: row[0]):
-        conn.execute(table.insert(), [values for _, values in rows])
+    for (table, _keys), rows in groupby(pending, key=lambda row: (row[0], tuple(row[1]))):
+        statement = _BULK_INSERTS.get(table)
+        if statement is None:
+            statement = _BULK_INSERTS[table] = FastStatement(table.insert())
+        statement.executemany(conn, [values for _, values in rows])
 
 
 _DEFERRED = "caseloop.deferred_inserts"
 
 
-def scalar(session: Session, statement: Executable, params: dict[str, Any] | None = None) -> Any:
-    """A one-value query on the session's connection, after flushing pending ORM changes.
+def scalar(session: Session, statement: FastStatement, params: dict[str, Any]) -> Any:
+    """A one-value statement on the session's connection, after flushing pending ORM changes.
 
     Cheaper than Session.scalar on the hot path; rows written with insert_row are visible.
     """
     session.flush()
-    return session.connection().execute(statement, params).scalar()
+    return statement.scalar(session.connection(), params)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
