@@ -275,14 +275,17 @@ def _word_bytes(encoding: str, payload: str) -> bytes | None:
 _ADDR_SPEC = re.compile(r"[^\s<>()\[\]\",;:@]+@[^\s<>()\[\]\",;:@]+")
 _ANGLE_ADDR = re.compile(r"<\s*([^<>\s][^<>]*)>")
 _MSG_ID = re.compile(r"<([^<>]+)>")
+_BARE_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
 def _addresses(values: list[str], decoder: _Decoder, where: str) -> list[tuple[str, str]]:
     """(display name still RFC 2047-encoded, address) pairs from every occurrence of a header."""
     pairs: list[tuple[str, str]] = []
     for raw in values:
-        value = decoder.unfold(raw, where)
-        if value.strip():
+        value = decoder.unfold(raw, where).strip()
+        if _BARE_ADDRESS.fullmatch(value):  # the common "a@b.c": no parser needed
+            pairs.append(("", value))
+        elif value:
             pairs.extend((name, addr.strip()) for name, addr in get_addresses(value) if addr)
     return pairs
 

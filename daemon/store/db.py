@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from itertools import groupby
 from typing import Any, cast
 
 from alembic import command
@@ -88,12 +87,15 @@ def deferred_inserts(session: Session) -> Iterator[list[tuple[Table, dict[str, A
         yield pending
     finally:
         del session.info[_DEFERRED]
+    groups: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for table, values in pending:  # one executemany per table and set of columns
+        groups.setdefault((table, tuple(values)), []).append(values)
     conn = session.connection()
-    for (table, _keys), rows in groupby(pending, key=lambda row: (row[0], tuple(row[1]))):
+    for (table, _columns), rows in groups.items():
         statement = _BULK_INSERTS.get(table)
         if statement is None:
             statement = _BULK_INSERTS[table] = FastStatement(table.insert())
-        statement.executemany(conn, [values for _, values in rows])
+        statement.executemany(conn, rows)
 
 
 _DEFERRED = "caseloop.deferred_inserts"
