@@ -301,3 +301,13 @@ def test_consumer_text_cannot_inject_headers_into_our_mail(make_app) -> None:
     assert ack["Bcc"] is None
     assert "victim@example.org" not in ack.get_all("To", [])[0]
     assert "\n" not in str(ack["Subject"])
+
+
+def test_a_batch_is_bounded_in_bytes_as_well_as_in_messages(make_app, monkeypatch) -> None:
+    from daemon.sources import maildir
+
+    monkeypatch.setattr(maildir, "BATCH_BYTES", 1)  # every mail is "huge"
+    app: App = make_app(CORPUS)
+    drop(app, "en-plain.eml", "gb18030.eml", "big5.eml")
+    assert len(app.sources[0].fetch(200)) == 1
+    assert len(app.run_once().opened) == 3  # and the rest follow, batch by batch

@@ -12,6 +12,8 @@ from handlers.pipeline import Incoming
 
 log = logging.getLogger("caseloop.maildir")
 
+BATCH_BYTES = 64 * 1024 * 1024  # memory bound of one batch, however large the mails
+
 
 def ensure_maildir(path: Path) -> None:
     for sub in ("new", "cur", "tmp"):
@@ -49,14 +51,19 @@ class MaildirSource:
         return sum(1 for _ in os.scandir(self.path / "new"))
 
     def fetch(self, limit: int) -> list[Incoming]:
+        """The oldest messages in new/: at most `limit`, and about BATCH_BYTES of mail."""
         names = sorted(e.name for e in os.scandir(self.path / "new") if e.is_file())[:limit]
-        items = []
+        items: list[Incoming] = []
+        taken = 0
         for name in names:
             try:
                 raw = (self.path / "new" / name).read_bytes()
             except FileNotFoundError:  # taken by another reader meanwhile
                 continue
             items.append(Incoming(source=self.name, key=name.split(":", 1)[0], raw=raw, label=name))
+            taken += len(raw)
+            if taken >= BATCH_BYTES:  # a few huge mails make a batch of their own
+                break
         return items
 
     def settle_batch(self, settled: list[tuple[Incoming, str]]) -> None:
