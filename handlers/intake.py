@@ -105,9 +105,7 @@ _COUNTER_UPSERTS = {
 }
 
 
-def open_ticket(
-    ctx: Context, *, channel: str, email: str, name: str | None, subject: str
-) -> Ticket:
+def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> Ticket:
     """A new case in `received`, numbered, with its SLA due times.
 
     Inserted straight through Core (the hot path); the returned Ticket is a plain, unattached
@@ -118,15 +116,15 @@ def open_ticket(
     values: dict[str, Any] = dict(
         number=next_number(ctx.session, ctx.config, now),
         status="received",
-        channel=channel,
+        channel=prep.channel,
         category=prep.category,
         priority=prep.priority,
         language=prep.language,
         subject=subject,
         complainant_name=name or None,
         complainant_email=email,
-        complainant_phone=None,
-        respondent=None,
+        complainant_phone=prep.fields.get("phone"),
+        respondent=prep.fields.get("respondent"),
         assignee=None,
         source=prep.item.source,
         reply_token=secrets.token_hex(8),
@@ -134,7 +132,7 @@ def open_ticket(
         updated_at=now,
         escalation_level=0,
         reopened_count=0,
-        extra={},
+        extra={k: v for k, v in prep.fields.items() if k not in ("phone", "respondent")},
         due_first_response=ctx.calendar.add(now, policy.first_response),
         due_acceptance=ctx.calendar.add(now, policy.acceptance),
     )
@@ -152,9 +150,7 @@ class OpenOrThread:
             if prep.automatic:
                 ctx.stop("ignored", f"{prep.automatic}; matches no case")
                 return
-            ctx.ticket = open_ticket(
-                ctx, channel="email", email=sender, name=msg.from_name, subject=msg.subject
-            )
+            ctx.ticket = open_ticket(ctx, email=sender, name=msg.from_name, subject=msg.subject)
             ctx.new_ticket = True
         ticket = ctx.ticket
         # Only the complainant speaks for the case; robots and third parties are for staff.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,8 @@ class Incoming:
     source: str
     key: str
     raw: bytes
-    label: str  # how an operator finds it: a file name, "INBOX uid 42"
+    label: str  # how an operator finds it: a file name, "INBOX uid 42", "web.csv row 7"
+    kind: str = "mail"  # "mail": raw RFC 5322 bytes; "form": a web-form row as JSON
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class Prepared:
     category: str = "other"  # for a new case, from the rules
     priority: str = "normal"
     language: str = "zh-CN"  # of the consumer's own words
+    channel: str = "email"  # email | form
+    # Registration fields known beyond the mail itself (a form row's columns): phone,
+    # respondent, order_number, purchase_date, amount, demand; unmapped columns under "extra".
+    fields: dict[str, Any] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # registration essentials still to ask for
     outcome: str = "pending"  # ticket | entry | duplicate | quarantined | ignored
     reason: str | None = None
     notes: list[str] = field(default_factory=list)  # what the operator's summary reports
