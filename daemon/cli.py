@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from daemon import config as configmod
@@ -24,8 +25,8 @@ from daemon.resources import shipped_dir
 from daemon.sender import check_smtp, make_transport
 from daemon.sources.maildir import deliver_to_maildir, ensure_maildir
 from daemon.store.db import make_engine, migrate
-from daemon.store.models import OutboxMessage, Ticket
-from daemon.views import outbox_json, ticket_json, ticket_text
+from daemon.store.models import OutboxMessage, SourceState, Ticket
+from daemon.views import iso, outbox_json, ticket_json, ticket_text
 from handlers import staff
 from handlers.workflow import STATUSES, TransitionRefused
 
@@ -341,6 +342,81 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    with open_app(args) as app, app.sessions() as session:
+        report = status_report(app, session)
+    if args.json:
+        print_json(report)
+        return EXIT_OK
+    for src in report["sources"]:
+        print(
+            f"source {src['name']}: {src['describe']}; last poll {src['last_poll_at'] or '-'}; "
+            f"backlog {src['backlog']}"
+            + (f"; last error {src['last_error']}" if src["last_error"] else "")
+        )
+    box = report["outbox"]
+    print(f"outbox: {box['queued']} queued, {box['failed']} failed, {box['sent']} sent")
+    cases = report["cases"]
+    print(f"cases: {cases['open']} open, {cases['overdue']} overdue, {cases['urgent']} urgent open")
+    for key, value in cases["by_status"].items():
+        print(f"  {key}: {value}")
+    return EXIT_OK
+
+
+def status_report(app: App, session: Session) -> dict[str, Any]:
+    """SPEC §2 `status`: sources, outbox, open/overdue/urgent counts."""
+    zone, now = app.config.timezone, app.clock.now()
+    states = {s.source: s for s in session.scalars(select(SourceState))}
+    sources = []
+    for source in app.sources:
+        state = states.get(source.name)
+        sources.append(
+            {
+                "name": source.name,
+                "describe": source.describe(),
+                "backlog": source.backlog(),
+                "last_poll_at": iso(state.last_poll_at, zone) if state else None,
+                "last_error": state.last_error if state else None,
+                "last_error_at": iso(state.last_error_at, zone) if state else None,
+            }
+        )
+    outbox = dict(
+        session.execute(
+            select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+        ).all()
+    )
+    by_status = dict(
+        session.execute(select(Ticket.status, func.count()).group_by(Ticket.status)).all()
+    )
+    open_statuses = [s for s in STATUSES if s not in ("closed", "rejected")]
+    is_open = Ticket.status.in_(open_statuses)
+    overdue = session.scalar(
+        select(func.count())
+        .select_from(Ticket)
+        .where(
+            is_open,
+            or_(
+                Ticket.due_first_response < now,
+                Ticket.due_acceptance < now,
+                Ticket.due_resolution < now,
+            ),
+        )
+    )
+    urgent = session.scalar(
+        select(func.count()).select_from(Ticket).where(is_open, Ticket.priority == "urgent")
+    )
+    return {
+        "sources": sources,
+        "outbox": {k: outbox.get(k, 0) for k in ("queued", "failed", "sent")},
+        "cases": {
+            "open": sum(by_status.get(s, 0) for s in open_statuses),
+            "overdue": overdue,
+            "urgent": urgent,
+            "by_status": by_status,
+        },
+    }
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -415,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_outbox_list)
+    p = sub.add_parser("status", help="sources, outbox and case counts")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
     p = outbox.add_parser("retry")
     p.add_argument("id", type=int)
     p.set_defaults(func=cmd_outbox_retry)

@@ -28,6 +28,7 @@ def ticket_json(ticket: Ticket, zone: ZoneInfo, *, timeline: bool) -> dict[str, 
             "phone": ticket.complainant_phone,
         },
         "respondent": ticket.respondent,
+        "extra": ticket.extra or {},  # registration details beyond SPEC §5 (order number...)
         "assignee": ticket.assignee,
         "escalation_level": ticket.escalation_level,
         "created_at": iso(ticket.created_at, zone),

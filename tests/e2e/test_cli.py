@@ -134,3 +134,15 @@ def test_staff_reply_set_and_note_from_the_cli(site: Path) -> None:
 def test_unknown_case_exits_2(site: Path) -> None:
     result = caseloop("tickets", "show", "TS-20000101-0001", cwd=site, check=False)
     assert result.returncode == 2 and "no case" in result.stderr
+
+
+def test_status_reports_sources_outbox_and_cases(site: Path) -> None:
+    caseloop("run", "--once", cwd=site)
+    report = json.loads(caseloop("status", "--json", cwd=site).stdout)
+    (local,) = report["sources"]
+    assert local["name"] == "local" and local["last_poll_at"] and local["backlog"] == 0
+    assert report["outbox"] == {"queued": 0, "failed": 0, "sent": 4}
+    assert report["cases"]["open"] == 4 and report["cases"]["by_status"] == {"received": 4}
+    assert report["cases"]["urgent"] == 1  # the exploded pressure cooker
+    text = caseloop("status", cwd=site).stdout
+    assert "source local" in text and "4 open" in text
