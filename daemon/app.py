@@ -378,8 +378,12 @@ class App:
             logfmt.event(log, "daemon.stopped")
 
     def _poll_and_send(self, sources: list[Source]) -> None:
-        summary = self.poll_all(sources)
-        if sum(summary.outcomes.values()):
+        """One scheduled tick: take in until the sources are dry (a backlog does not wait for
+        the next tick), delivering after each round."""
+        while not self._stop.is_set():
+            summary = self.poll_all(sources)
+            if not sum(summary.outcomes.values()):
+                break
             self.send_outbox()
 
     def _intake_loop(self, source: WaitingSource) -> None:
