@@ -487,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="outbox_cmd", required=True
     )
     p = outbox.add_parser("list")
-    p.add_argument("--status", choices=["queued", "sent", "failed"])
+    p.add_argument("--status", choices=["queued", "sent", "failed", "bounced"])
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_outbox_list)

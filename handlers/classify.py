@@ -83,6 +83,6 @@ class Classify:
     def process(self, prep: Prepared, config: Config, blobs: BlobWriter) -> None:
         if prep.automatic or prep.message is None:
             return
-        text = f"{prep.message.subject}\n{prep.message.text}"
+        text = f"{prep.message.subject}\n{prep.new_text or prep.message.text}"
         prep.language = detect_language(text, config.tickets.default_language)
         prep.category, prep.priority = classify(text, config.rules)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +17,7 @@ from daemon.store.fastpath import FastStatement
 from daemon.store.models import Attachment, Ticket, TicketCounter, TimelineEntry
 from handlers.parse import ParseError, parse_message
 from handlers.pipeline import BlobWriter, Context, Prepared, StoredAttachment
+from handlers.quotes import strip_quotes
 from handlers.workflow import Services, consumer_replied
 
 
@@ -52,8 +52,8 @@ class Parse:
                     sha256=blobs.put(part.payload),
                 )
             )
-        # Attachments now live in the blob store; what travels on is the parsed view.
-        prep.message = replace(message, raw=b"", attachments=(), headers=dict(message.headers))
+        prep.new_text = strip_quotes(message.text)
+        prep.message = message  # the raw bytes travel once, in prep.item
 
 
 _CASE_OF_MESSAGE = FastStatement(
@@ -165,7 +165,7 @@ class OpenOrThread:
             direction="in",
             message_id=msg.message_id,
             subject=msg.subject,
-            text=msg.text,
+            text=prep.new_text or msg.text,  # the full original stays in source_items.raw
             raw_sha256=prep.raw_sha256,
             internal=internal,
             data={"automatic": prep.automatic} if prep.automatic else {},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -18,6 +18,9 @@ from daemon.config import Config
 from daemon.store.models import Ticket
 from handlers.notify import Templates
 from handlers.parse import ParsedMessage
+
+if TYPE_CHECKING:
+    from handlers.bounce import Bounce
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,9 @@ class Prepared:
     message: ParsedMessage | None = None
     raw_sha256: str | None = None
     attachments: list[StoredAttachment] = field(default_factory=list)
+    new_text: str = ""  # what the sender wrote, quoted history and signature cut off
     automatic: str | None = None  # why this is robot mail that must never be answered
+    bounce: Bounce | None = None  # a delivery report about mail we sent
     category: str = "other"  # for a new case, from the rules
     priority: str = "normal"
     language: str = "zh-CN"  # of the consumer's own words
@@ -132,11 +137,13 @@ def prepare_steps() -> list[PrepareStep]:
 
 def decide_steps() -> list[DecideStep]:
     from handlers.acknowledge import Acknowledge
+    from handlers.bounce import RecordBounce
     from handlers.intake import Deduplicate, OpenOrThread
     from handlers.threading import FindCase
 
     return [
         Deduplicate(),  # a Message-ID we already hold is one entry, not two
+        RecordBounce(),  # a bounce marks our outgoing mail and lands on its case, for staff
         FindCase(),  # In-Reply-To/References, then the [NUMBER] subject tag
         OpenOrThread(),  # a new case, or an entry on the case found
         Acknowledge(),  # the templated acknowledgement for a new case

@@ -73,6 +73,8 @@ class FindCase:
     description = "thread a reply onto its case by Message-ID, then by subject tag"
 
     def process(self, ctx: Context) -> None:
+        if ctx.ticket is not None:  # an earlier step (a bounce) already knows the case
+            return
         msg = ctx.message
         assert msg is not None
         ids = list(msg.references) + [i for i in msg.in_reply_to if i not in msg.references]

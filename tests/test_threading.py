@@ -161,3 +161,58 @@ def test_a_case_waiting_on_the_consumer_resumes_when_they_reply(make_app) -> Non
         assert ticket.status == "received"
         moves = [(e.data["from"], e.data["to"]) for e in ticket.timeline if e.kind == "status"]
     assert moves == [("received", "waiting"), ("waiting", "received")]
+
+
+def test_a_bounce_marks_our_mail_and_lands_on_the_case_without_an_answer(make_app) -> None:
+    app: App = make_app(CONFIG)
+    number, ack = first_case(app)
+    dsn = (
+        "From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\r\n"
+        "To: support@example.com\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Message-ID: <bounce-1@mx.example.net>\r\n"
+        "Date: Tue, 24 Nov 2026 10:05:00 +0800\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.net\r\n\r\n"
+        "Final-Recipient: rfc822; li.lei@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 mailbox unknown\r\n\r\n"
+        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: {ack['Message-ID']}\r\nTo: li.lei@example.net\r\n"
+        f"Subject: {ack['Subject']}\r\n\r\n--B--\r\n"
+    ).encode()
+    inbox = app.config.mailboxes[0].path
+    assert inbox is not None
+    deliver_to_maildir(inbox, dsn, name="dsn")
+    app.run_once()
+    assert counts(app) == (1, 1)  # no new case, no mail to a robot
+    with app.sessions() as session:
+        row = session.scalars(select(OutboxMessage)).one()
+        assert row.status == "bounced" and "5.1.1" in (row.last_error or "")
+    bounce = [e for e in entries(app, number) if e.direction == "in"][-1]
+    assert bounce.internal and bounce.actor.startswith("mailer-daemon")
+
+
+def test_the_timeline_shows_what_the_consumer_wrote_not_the_quoted_history(make_app) -> None:
+    app: App = make_app(CONFIG)
+    number, _ = first_case(app)
+    body = (
+        "好的，订单号是 2026112400001。\n\n"
+        "------------------ 原始邮件 ------------------\n"
+        '发件人: "客户服务中心"<support@example.com>;\n'
+        "发送时间: 2026年11月24日(星期二) 上午10:00\n"
+        f"主题: [{number}] 我们已收到您的投诉\n\n感谢您的反馈。您的投诉已登记。\n"
+    )
+    send_in(app, "li.lei@example.net", f"回复：[{number}] 我们已收到您的投诉", body)
+    reply = [e for e in entries(app, number) if e.direction == "in"][-1]
+    assert reply.text == "好的，订单号是 2026112400001。"
+    with app.sessions() as session:  # the full original is kept
+        from daemon.store.models import SourceItem
+
+        raws = [
+            r for r in session.scalars(select(SourceItem.raw)) if r and "原始邮件".encode() in r
+        ]
+    assert len(raws) == 1
