@@ -173,12 +173,14 @@ def queue_mail(
     now: datetime,
     context: dict[str, Any],
     in_reply_to: str | None = None,
-    automatic: bool = True,
+    automatic: str | None = "auto-replied",
     recipient: str | None = None,
     references: list[str] | None = None,
 ) -> str | None:
     """Render one mail about a case and queue it, once per intent, with its timeline entry.
 
+    `automatic` is the RFC 3834 Auto-Submitted value: "auto-replied" for an answer to the
+    consumer's mail, "auto-generated" for scheduled mail, None for a person's (staff) mail.
     Returns its Message-ID, or None when the intent was already queued or the recipient's
     hourly cap is reached. `references` is the conversation when the caller already knows it:
     a case opened in this very transaction, which can have queued nothing yet (the outbox's
@@ -187,7 +189,7 @@ def queue_mail(
     to = (recipient or ticket.complainant_email).strip()
     if references is None and scalar(session, _INTENT_TAKEN, {"intent": intent}):
         return None
-    if automatic and rate_limited(session, config, to, now):
+    if automatic is not None and rate_limited(session, config, to, now):
         session.add(
             TimelineEntry(
                 ticket_id=ticket.id,
@@ -217,7 +219,7 @@ def queue_mail(
         "Message-ID": message_id,
         "In-Reply-To": parent,
         "References": " ".join(references) if references else None,
-        "Auto-Submitted": "auto-replied" if automatic else None,
+        "Auto-Submitted": automatic,
         "Reply-To": reply_address(config, ticket),
         "X-Auto-Response-Suppress": "All",
         "X-Caseloop-Ticket": ticket.number,
@@ -235,7 +237,7 @@ def queue_mail(
         message_id=message_id,
         subject=subject,
         raw=raw,
-        automatic=automatic,
+        automatic=automatic is not None,
         created_at=now,
         next_attempt_at=now,
         attempts=0,

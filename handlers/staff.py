@@ -36,7 +36,7 @@ def reply(
         kind="reply",
         intent=f"reply:{ticket.number}:{secrets.token_hex(8)}",  # each staff reply is its own
         now=now,
-        automatic=False,
+        automatic=None,  # a person's decision, not an automatic answer
         context={"message": message},
     )
     if ticket.first_response_at is None:

@@ -121,7 +121,7 @@ def apply_transition(
             kind="status",
             intent=f"status:{ticket.number}:{entry.id}",
             now=now,
-            automatic=False,
+            automatic=None,  # a person's decision, not an automatic answer
             context={"event": event, "reason": reason},
         )
     return entry

@@ -1,0 +1,143 @@
+"""Mail we send: templates in both languages, RFC 3834 marks, threading headers, the hourly cap."""
+
+from __future__ import annotations
+
+import email
+from datetime import timedelta
+from email import policy
+
+import pytest
+from sqlalchemy import select
+
+from daemon.app import App
+from daemon.clock import parse_duration
+from daemon.store.models import OutboxMessage, Ticket
+from handlers.notify import describe_duration, header_safe, queue_mail
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "words"),
+    [
+        ("24h", "zh-CN", "24小时"),
+        ("3 working days", "zh-CN", "3个工作日"),
+        ("15 days", "en", "15 days"),
+        ("1 working days", "en", "1 working day"),
+    ],
+)
+def test_deadlines_read_naturally_in_each_language(text: str, language: str, words: str) -> None:
+    assert describe_duration(parse_duration(text), language) == words
+
+
+def test_header_safe_removes_line_breaks() -> None:
+    assert header_safe("a\r\nBcc: x@example.org") == "a Bcc: x@example.org"
+
+
+def _open_case(app: App, language: str) -> Ticket:
+    now = app.clock.now()
+    with app.sessions.begin() as session:
+        ticket = Ticket(
+            number=f"TS-20261124-{'0001' if language == 'en' else '0002'}",
+            status="received",
+            channel="email",
+            language=language,
+            subject="Broken kettle",
+            complainant_email="jane@example.org",
+            source="t",
+            reply_token="a" * 16,
+            created_at=now,
+            updated_at=now,
+            extra={},
+        )
+        session.add(ticket)
+    return ticket
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_scheduled_mail_is_auto_generated_and_replies_are_auto_replied(
+    make_app, language: str
+) -> None:
+    app: App = make_app()
+    ticket = _open_case(app, language)
+    with app.sessions.begin() as session:
+        ticket = session.merge(ticket)
+        for kind, automatic in (("ack", "auto-replied"), ("status", "auto-generated")):
+            queue_mail(
+                session,
+                app.config,
+                app.templates,
+                ticket=ticket,
+                kind=kind,
+                intent=f"{kind}:x",
+                now=app.clock.now(),
+                automatic=automatic,
+                context={
+                    "policy": app.config.sla.default,
+                    "original_subject": "x",
+                    "event": "accepted",
+                    "reason": None,
+                },
+            )
+        queue_mail(
+            session,
+            app.config,
+            app.templates,
+            ticket=ticket,
+            kind="reply",
+            intent="reply:x",
+            now=app.clock.now(),
+            automatic=None,
+            context={"message": "We are on it."},
+        )
+    with app.sessions() as session:
+        rows = {r.kind: r for r in session.scalars(select(OutboxMessage))}
+    mails = {k: email.message_from_bytes(r.raw, policy=policy.default) for k, r in rows.items()}
+    assert mails["ack"]["Auto-Submitted"] == "auto-replied"
+    assert mails["status"]["Auto-Submitted"] == "auto-generated"
+    assert mails["reply"]["Auto-Submitted"] is None  # a person wrote it
+    for mail in mails.values():
+        assert mail["Reply-To"].startswith(f"support+{ticket.number}.")
+        assert mail["Subject"].startswith(f"[{ticket.number}]")
+        assert mail["X-Auto-Response-Suppress"] == "All"
+        plain = mail.get_body(("plain",)).get_content()
+        html = mail.get_body(("html",)).get_content()
+        assert ticket.number in plain and ticket.number in html
+    # later mail threads onto the earlier ones
+    assert mails["ack"]["Message-ID"] in mails["reply"]["References"]
+
+
+def test_automatic_mail_to_one_address_is_capped_per_hour(make_app) -> None:
+    app: App = make_app("[intake]\nauto_mail_per_address_per_hour = 2\n")
+    ticket = _open_case(app, "en")
+    queued = []
+    with app.sessions.begin() as session:
+        ticket = session.merge(ticket)
+        for i in range(4):
+            queued.append(
+                queue_mail(
+                    session,
+                    app.config,
+                    app.templates,
+                    ticket=ticket,
+                    kind="ack",
+                    intent=f"a{i}",
+                    now=app.clock.now() + timedelta(minutes=i),
+                    context={"policy": app.config.sla.default, "original_subject": "x"},
+                )
+            )
+    assert [q is not None for q in queued] == [True, True, False, False]
+    app.clock.move(timedelta(hours=2))  # type: ignore[attr-defined]
+    with app.sessions.begin() as session:
+        ticket = session.merge(ticket)
+        assert (
+            queue_mail(
+                session,
+                app.config,
+                app.templates,
+                ticket=ticket,
+                kind="ack",
+                intent="later",
+                now=app.clock.now(),
+                context={"policy": app.config.sla.default, "original_subject": "x"},
+            )
+            is not None
+        )
