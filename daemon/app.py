@@ -110,6 +110,7 @@ class App:
         if self.engine.dialect.name == "sqlite" and needs_migration(self.engine):
             migrate(self.engine)  # the embedded default migrates itself on start
         self.sessions = session_factory(self.engine)
+        self.reads = session_factory(self.engine, read_only=True)
         self.calendar = WorkCalendar(config.sla.calendar, config.timezone)
         self.templates = Templates(config)
         self.services = Services(config=config, calendar=self.calendar, templates=self.templates)
@@ -290,7 +291,7 @@ class App:
         summary = Summary()
         with self._send_lock:
             summary.sent, summary.not_sent = send_due(
-                self.sessions, self.transport, self.clock, self.config.support_address
+                self.sessions, self.reads, self.transport, self.clock, self.config.support_address
             )
         if summary.sent or summary.not_sent:
             logfmt.event(
@@ -305,14 +306,47 @@ class App:
     # -- running --------------------------------------------------------------------------
 
     def run_once(self) -> Summary:
-        """Every job until no work is left (SPEC §2 `run --once`)."""
+        """Every job until no work is left (SPEC §2 `run --once`).
+
+        When the transport waits on a server (SMTP), delivery runs in its own thread beside
+        intake, as in the daemon, so mail goes out while the next batch is fetched and decided.
+        A Maildir outbox is written in turn: in this process it would only contend for the GIL.
+        """
         total = Summary()
-        while not self._stop.is_set():
-            round_summary = self.poll_all()
-            round_summary.add(self.send_outbox())
-            total.add(round_summary)
-            if round_summary.work_done == 0:
-                break
+        if not self.transport.overlaps_intake:
+            while not self._stop.is_set():
+                round_summary = self.poll_all()
+                round_summary.add(self.send_outbox())
+                total.add(round_summary)
+                if round_summary.work_done == 0:
+                    break
+            return total
+        intake_done = threading.Event()
+        delivered: list[Summary] = []
+
+        def deliver() -> None:
+            while True:
+                finished = intake_done.is_set()  # read before sending: no mail left behind
+                summary = self.send_outbox()
+                delivered.append(summary)
+                if finished and summary.sent == 0:
+                    return
+                if summary.sent == 0:
+                    intake_done.wait(0.05)
+
+        sender = threading.Thread(target=deliver, name="deliver-once")
+        sender.start()
+        try:
+            while not self._stop.is_set():
+                round_summary = self.poll_all()
+                total.add(round_summary)
+                if sum(round_summary.outcomes.values()) == 0:
+                    break
+        finally:
+            intake_done.set()
+            sender.join()
+        for summary in delivered:
+            total.add(summary)
         return total
 
     def stop(self) -> None:

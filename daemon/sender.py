@@ -23,7 +23,7 @@ from daemon.store.models import OutboxMessage
 
 log = logging.getLogger("caseloop.sender")
 
-MAX_ATTEMPTS = 12  # about two days of backoff before a 4xx mail is given up
+MAX_ATTEMPTS = 18  # about two days of backoff (10 s doubling to 6 h) before a 4xx mail is given up
 
 
 class DeliveryError(Exception):
@@ -35,6 +35,7 @@ class DeliveryError(Exception):
 class Transport(Protocol):
     # how many deliveries may share one "sent" commit: what a crash could make us resend
     commit_every: int
+    overlaps_intake: bool  # delivering beside intake pays off (run --once)
 
     def open(self) -> None: ...
     def deliver(self, sender: str, recipient: str, message_id: str, raw: bytes) -> None: ...
@@ -46,6 +47,7 @@ class MaildirTransport:
     """Writes each mail once into <data_dir>/outbox; a resend of the same mail overwrites itself."""
 
     commit_every = 200  # a resend overwrites itself, so batching costs nothing
+    overlaps_intake = False  # local file writes: nothing to wait for
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -80,6 +82,7 @@ class SmtpTransport:
     """One SMTP connection reused across a batch; 4xx retried later, 5xx failed for good."""
 
     commit_every = 10  # a crash after the server's 250 resends at most this many
+    overlaps_intake = True  # mostly waiting for the server: worth a thread of its own
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
@@ -152,11 +155,13 @@ def make_transport(config: Config) -> Transport:
 
 
 def backoff(attempts: int) -> timedelta:
-    return timedelta(seconds=min(60 * 2 ** max(attempts - 1, 0), 6 * 3600))
+    """10 s after the first failure, doubling to at most 6 h (MAX_ATTEMPTS: about two days)."""
+    return timedelta(seconds=min(10 * 2 ** max(attempts - 1, 0), 6 * 3600))
 
 
 def send_due(
     sessions: sessionmaker[Session],
+    reads: sessionmaker[Session],
     transport: Transport,
     clock: Clock,
     sender: str,
@@ -168,7 +173,7 @@ def send_due(
     carries the same Message-ID (and the Maildir transport skips it).
     """
     now = clock.now()
-    with sessions() as session:
+    with reads() as session:
         due = (
             session.execute(
                 select(OutboxMessage.id)
@@ -191,7 +196,7 @@ def send_due(
     try:
         for start in range(0, len(due), transport.commit_every):
             ids = due[start : start + transport.commit_every]
-            with sessions() as session:
+            with reads() as session:
                 rows = session.execute(
                     select(
                         OutboxMessage.id,

@@ -32,13 +32,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: a whole batch stays in memory
+            cur.execute("PRAGMA cache_size=-16384")  # 16 MiB: a batch's pages stay in memory
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            # Take the write lock up front: no deadlock-prone read->write upgrades.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front (no deadlock-prone read->write upgrades);
+            # readers (read_only sessions) do not wait for it: WAL lets them read meanwhile.
+            read_only = conn.get_execution_options().get("read_only", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
@@ -110,8 +112,10 @@ def scalar(session: Session, statement: FastStatement, params: dict[str, Any]) -
     return statement.scalar(session.connection(), params)
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions on the engine; read_only ones never block (nor wait for) a writer on SQLite."""
+    bind = engine.execution_options(read_only=True) if read_only else engine
+    return sessionmaker(bind, expire_on_commit=False)
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
