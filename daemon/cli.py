@@ -159,10 +159,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         report = source.check()
         failed |= report.startswith("FAILED")
         print(f"source {source.name}: {source.describe()}: {report}")
-    for form in config.forms:
-        state = "ok" if form.path.is_dir() else "FAILED: folder missing"
-        failed |= state != "ok"
-        print(f"form {form.name}: {form.path}: {state}")
     if config.smtp is not None:
         report = check_smtp(config.smtp)
         failed |= report.startswith("FAILED")
@@ -194,6 +190,8 @@ def print_summary(summary: Summary, app: App) -> None:
         )
     )
     print(f"replies threaded onto cases: {acks['entry']}")
+    if acks["known"]:
+        print(f"taken in before (repeated export rows): {acks['known']}")
     if acks["duplicate"]:
         print(f"duplicates taken in once: {acks['duplicate']}")
     print(

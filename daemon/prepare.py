@@ -20,13 +20,13 @@ log = logging.getLogger("caseloop.prepare")
 class Preparer:
     def __init__(self, config: Config, blobs: BlobStore) -> None:
         self.config, self.blobs = config, blobs
-        self.steps = prepare_steps()
+        self.steps = {kind: prepare_steps(kind) for kind in ("mail", "form")}
 
     def prepare_all(self, items: list[Incoming]) -> list[Prepared]:
         done = []
         for item in items:
             try:
-                done.append(prepare(item, self.config, self.blobs, self.steps))
+                done.append(prepare(item, self.config, self.blobs, self.steps[item.kind]))
             except Exception as exc:  # bad input never stops the queue
                 log.exception("event=prepare.error source=%s item=%s", item.source, item.label)
                 failed = Prepared(item=item)

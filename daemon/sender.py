@@ -51,15 +51,9 @@ class MaildirTransport:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._taken: set[str] = set()
 
     def open(self) -> None:
-        # What is already there, listed once per batch: in new/, or moved by a mail reader to
-        # cur/ as name:2,FLAGS.
         ensure_maildir(self.path)
-        self._taken = {
-            n.split(":", 1)[0] for sub in ("new", "cur") for n in os.listdir(self.path / sub)
-        }
 
     def close(self) -> None:
         pass
@@ -69,13 +63,18 @@ class MaildirTransport:
 
     def deliver(self, sender: str, recipient: str, message_id: str, raw: bytes) -> None:
         name = f"caseloop-{hashlib.sha256(message_id.encode()).hexdigest()[:24]}"
-        if name in self._taken:
+        final = f"{self.path}/new/{name}"
+        # Already written (a resend after a crash)? In new/, or seen by a reader in cur/.
+        if (
+            os.path.exists(final)
+            or os.path.exists(f"{self.path}/cur/{name}:2,S")
+            or os.path.exists(f"{self.path}/cur/{name}:2,")
+        ):
             return
-        tmp, final = f"{self.path}/tmp/{name}", f"{self.path}/new/{name}"
+        tmp = f"{self.path}/tmp/{name}"
         with open(tmp, "wb") as out:
             out.write(raw)
         os.replace(tmp, final)  # the Maildir way: a reader never sees half a mail
-        self._taken.add(name)
 
 
 class SmtpTransport:

@@ -34,7 +34,7 @@ class Acknowledge:
             ctx.config,
             ctx.templates,
             ticket=ticket,
-            kind="ack",
+            kind="request_info" if ctx.prep.missing else "ack",
             intent=f"ack:{ticket.number}",
             now=ctx.now,
             in_reply_to=msg.message_id,
@@ -42,6 +42,7 @@ class Acknowledge:
             context={
                 "policy": ctx.config.sla.policy(ticket.priority),
                 "original_subject": msg.subject,
+                "missing": ctx.prep.missing,
             },
         )
         if queued is not None:

@@ -84,5 +84,6 @@ class Classify:
         if prep.automatic or prep.message is None:
             return
         text = f"{prep.message.subject}\n{prep.new_text or prep.message.text}"
-        prep.language = detect_language(text, config.tickets.default_language)
+        if prep.channel != "form":  # a form row's language comes from its own words already
+            prep.language = detect_language(text, config.tickets.default_language)
         prep.category, prep.priority = classify(text, config.rules)

@@ -47,7 +47,7 @@ _LABELS = {
         "purchase_date": "购买日期",
         "amount": "金额",
         "form": "来源",
-        "row": "{source} 表单，{label}",
+        "row": "{source} 表单，{file} 第 {row} 行",
     },
     "en": {
         "demand": "Demand",
@@ -58,7 +58,7 @@ _LABELS = {
         "purchase_date": "Purchase date",
         "amount": "Amount",
         "form": "Source",
-        "row": "form {source}, {label}",
+        "row": "form {source}, {file} row {row}",
     },
 }
 
@@ -168,7 +168,7 @@ def form_subject(fields: Mapping[str, str]) -> str:
     return ": ".join(part for part in (respondent, description) if part)
 
 
-def form_text(fields: Mapping[str, str], language: str, source: str, label: str) -> str:
+def form_text(fields: Mapping[str, str], language: str, source: str, file: str, row: int) -> str:
     """The consumer's words first, then the other fields as "label: value" lines."""
     labels = _LABELS.get(language, _LABELS["en"])
     sep = "：" if language == "zh-CN" else ": "
@@ -182,7 +182,8 @@ def form_text(fields: Mapping[str, str], language: str, source: str, label: str)
         for f in ("name", "phone", "respondent", "order_number", "purchase_date", "amount")
         if fields.get(f)
     ]
-    details.append(f"{labels['form']}{sep}{labels['row'].format(source=source, label=label)}")
+    origin = labels["row"].format(source=source, file=file, row=row)
+    details.append(f"{labels['form']}{sep}{origin}")
     parts.append("\n".join(details))
     return "\n\n".join(parts) + "\n"
 
@@ -207,6 +208,7 @@ class ParseFormRow:
             fields = {str(k): str(v) for k, v in row["fields"].items() if v not in (None, "")}
             extra = {str(k): v for k, v in (row.get("extra") or {}).items()}
             problems = [str(p) for p in row.get("problems") or ()]
+            file, number = str(row.get("file", "")), int(row.get("row", 0))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             prep.stop("quarantined", f"{item.label}: not a form row ({type(exc).__name__})")
             return
@@ -236,7 +238,7 @@ class ParseFormRow:
             return_path=None,
             subject=form_subject(fields),
             date=None,
-            text=form_text(fields, prep.language, item.source, item.label),
+            text=form_text(fields, prep.language, item.source, file, number),
             html=None,
             attachments=(),
             headers={},

@@ -123,11 +123,18 @@ class DecideStep(Protocol):
     def process(self, ctx: Context) -> None: ...
 
 
-def prepare_steps() -> list[PrepareStep]:
+def prepare_steps(kind: str = "mail") -> list[PrepareStep]:
     from handlers.classify import Classify
+    from handlers.forms import ParseFormRow
     from handlers.intake import Parse
     from handlers.loopguard import LoopGuard
 
+    if kind == "form":
+        return [
+            ParseFormRow(),  # a web-form row (JSON) -> message, registration fields, missing
+            LoopGuard(),  # a row giving our own or a robot address is never answered
+            Classify(),  # category and priority from the consumer's words
+        ]
     return [
         Parse(),  # bytes -> ParsedMessage, attachments stored, or quarantine with the reason
         LoopGuard(),  # robots, lists, bounces, ourselves: never answered
