@@ -24,7 +24,7 @@ from daemon.sources.imap import ImapSource
 from daemon.sources.maildir import MaildirSource
 from daemon.store.blobs import BlobStore
 from daemon.store.db import (
-    deferred_inserts,
+    deferred_writes,
     insert_later,
     make_engine,
     migrate,
@@ -177,7 +177,7 @@ class App:
         The fast path (isolate=False) spends no savepoints and raises _ItemFailed, rolling the
         whole batch back, when any item fails; isolate=True gives each item a savepoint.
         """
-        with self.sessions.begin() as session, deferred_inserts(session) as pending:
+        with self.sessions.begin() as session, deferred_writes(session) as pending:
             return [
                 self._decide(session, replace(prep, notes=list(prep.notes)), isolate, pending)
                 for prep in prepared

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, update
 
+from daemon.store.db import execute_later
 from daemon.store.fastpath import FastStatement
 from daemon.store.models import Ticket
 from handlers.notify import queue_mail
@@ -47,4 +48,4 @@ class Acknowledge:
         )
         if queued is not None:
             ticket.acknowledged_at = ctx.now
-            _ACKNOWLEDGED.first(ctx.session.connection(), {"ticket_id": ticket.id, "at": ctx.now})
+            execute_later(ctx.session, _ACKNOWLEDGED, {"ticket_id": ticket.id, "at": ctx.now})

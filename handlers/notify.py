@@ -79,6 +79,7 @@ class Templates:
             "loader": loader,
             "undefined": jinja2.StrictUndefined,
             "keep_trailing_newline": True,
+            "auto_reload": False,  # templates are read once; a changed override needs a restart
         }
         self._text = jinja2.Environment(autoescape=False, **common)  # noqa: S701 plain text
         self._html = jinja2.Environment(autoescape=True, **common)

@@ -64,43 +64,49 @@ _BULK_INSERTS: dict[Table, FastStatement] = {}
 
 
 def insert_later(session: Session, model: type[Base], **values: Any) -> None:
-    """INSERT a row nothing reads back in this transaction; batched when a batch is open.
+    """INSERT a row nothing reads back in this transaction; batched when a batch is open."""
+    table = cast(Table, model.__table__)
+    statement = _BULK_INSERTS.get(table)
+    if statement is None:
+        statement = _BULK_INSERTS[table] = FastStatement(table.insert())
+    execute_later(session, statement, values)
 
-    Inside `deferred_inserts` the rows are written together, one executemany per table, when
-    the block ends; elsewhere at once.
+
+def execute_later(session: Session, statement: FastStatement, params: dict[str, Any]) -> None:
+    """Run a write nothing reads back in this transaction.
+
+    Inside `deferred_writes` the writes run together when the block ends, one executemany per
+    statement and set of parameters; elsewhere at once.
     """
     pending = session.info.get(_DEFERRED)
     if pending is None:
-        insert_row(session, model, **values)
+        statement.first(session.connection(), params)
     else:
-        pending.append((cast(Table, model.__table__), values))
+        pending.append((statement, params))
 
 
 @contextmanager
-def deferred_inserts(session: Session) -> Iterator[list[tuple[Table, dict[str, Any]]]]:
-    """Collect insert_later rows for the block; write them at its end (not if it raises).
+def deferred_writes(session: Session) -> Iterator[list[tuple[FastStatement, dict[str, Any]]]]:
+    """Collect execute_later writes for the block; run them at its end (not if it raises).
 
     Yields the pending list: a caller that rolls back a savepoint truncates it to the length
     it had when the savepoint began.
     """
-    pending: list[tuple[Table, dict[str, Any]]] = []
+    pending: list[tuple[FastStatement, dict[str, Any]]] = []
     session.info[_DEFERRED] = pending
     try:
         yield pending
     finally:
         del session.info[_DEFERRED]
-    groups: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
-    for table, values in pending:  # one executemany per table and set of columns
-        groups.setdefault((table, tuple(values)), []).append(values)
+    groups: dict[tuple[FastStatement, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for statement, params in pending:  # in order of first appearance, one executemany each
+        groups.setdefault((statement, tuple(params)), []).append(params)
     conn = session.connection()
-    for (table, _columns), rows in groups.items():
-        statement = _BULK_INSERTS.get(table)
-        if statement is None:
-            statement = _BULK_INSERTS[table] = FastStatement(table.insert())
+    for (statement, _names), rows in groups.items():
         statement.executemany(conn, rows)
 
 
-_DEFERRED = "caseloop.deferred_inserts"
+_DEFERRED = "caseloop.deferred_writes"
 
 
 def scalar(session: Session, statement: FastStatement, params: dict[str, Any]) -> Any:
