@@ -151,7 +151,7 @@ def decide_steps() -> list[DecideStep]:
     return [
         Deduplicate(),  # a Message-ID we already hold is one entry, not two
         RecordBounce(),  # a bounce marks our outgoing mail and lands on its case, for staff
-        FindCase(),  # In-Reply-To/References, then the [NUMBER] subject tag
+        FindCase(),  # In-Reply-To/References, the [NUMBER] subject tag, the Reply-To token
         OpenOrThread(),  # a new case, or an entry on the case found
         Acknowledge(),  # the templated acknowledgement for a new case
     ]
