@@ -113,6 +113,7 @@ class App:
             migrate(self.engine)  # the embedded default migrates itself on start
         self.sessions = session_factory(self.engine)
         self.reads = session_factory(self.engine, read_only=True)
+        self.try_writes = session_factory(self.engine, nowait=True)
         self.calendar = WorkCalendar(config.sla.calendar, config.timezone)
         self.templates = Templates(config)
         self.services = Services(config=config, calendar=self.calendar, templates=self.templates)
@@ -296,7 +297,12 @@ class App:
         summary = Summary()
         with self._send_lock:
             summary.sent, summary.not_sent = send_due(
-                self.sessions, self.reads, self.transport, self.clock, self.config.support_address
+                self.sessions,
+                self.reads,
+                self.transport,
+                self.clock,
+                self.config.support_address,
+                try_sessions=self.try_writes,
             )
         if summary.sent or summary.not_sent:
             logfmt.event(

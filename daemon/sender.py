@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon import log as logfmt
@@ -35,6 +36,7 @@ class DeliveryError(Exception):
 class Transport(Protocol):
     # how many deliveries may share one "sent" commit: what a crash could make us resend
     commit_every: int
+    max_unmarked: int  # delivered mails whose "sent" may wait for a busy database
     overlaps_intake: bool  # delivering beside intake pays off (run --once)
 
     def open(self) -> None: ...
@@ -47,6 +49,7 @@ class MaildirTransport:
     """Writes each mail once into <data_dir>/outbox; a resend of the same mail overwrites itself."""
 
     commit_every = 200  # a resend overwrites itself, so batching costs nothing
+    max_unmarked = 200
     overlaps_intake = False  # local file writes: nothing to wait for
 
     def __init__(self, path: Path) -> None:
@@ -80,7 +83,8 @@ class MaildirTransport:
 class SmtpTransport:
     """One SMTP connection reused across a batch; 4xx retried later, 5xx failed for good."""
 
-    commit_every = 10  # a crash after the server's 250 resends at most this many
+    commit_every = 10  # a crash after the server's 250 resends at most this many...
+    max_unmarked = 100  # ...or this many while another writer holds the database
     overlaps_intake = True  # mostly waiting for the server: worth a thread of its own
 
     def __init__(self, config: SmtpConfig) -> None:
@@ -165,11 +169,15 @@ def send_due(
     clock: Clock,
     sender: str,
     limit: int = 500,
+    try_sessions: sessionmaker[Session] | None = None,
 ) -> tuple[int, int]:
-    """Deliver queued mail that is due; each outcome is committed right after the server's answer.
+    """Deliver queued mail that is due, recording "sent" soon after the server's answer.
 
-    Returns (sent, not sent). A crash between delivery and commit may resend a mail; the resend
-    carries the same Message-ID (and the Maildir transport skips it).
+    Returns (sent, not sent). Sent marks are committed every `transport.commit_every` mails;
+    with `try_sessions` (which fail at once when another writer holds the database), a busy
+    database does not stall delivery: marks wait, up to `transport.max_unmarked`. A crash
+    between delivery and commit resends those mails; the resend carries the same Message-ID
+    (and the Maildir transport skips it).
     """
     now = clock.now()
     with reads() as session:
@@ -192,6 +200,7 @@ def send_due(
         _record_failure(sessions, list(due), str(exc), False, clock.now())
         return 0, len(due)
     sent = failed = 0
+    unmarked: list[int] = []  # delivered, "sent" not yet committed
     try:
         for start in range(0, len(due), transport.commit_every):
             ids = due[start : start + transport.commit_every]
@@ -206,7 +215,6 @@ def send_due(
                     .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "queued")
                     .order_by(OutboxMessage.id)
                 ).all()
-            delivered = []
             for row_id, recipient, message_id, raw in rows:
                 try:
                     transport.deliver(sender, recipient, message_id, raw)
@@ -223,23 +231,37 @@ def send_due(
                         error=exc,
                     )
                     continue
-                delivered.append(row_id)
-            if delivered:
-                with sessions.begin() as session:
-                    session.execute(
-                        update(OutboxMessage)
-                        .where(OutboxMessage.id.in_(delivered))
-                        .values(
-                            status="sent",
-                            sent_at=clock.now(),
-                            last_error=None,
-                            attempts=OutboxMessage.attempts + 1,
-                        )
-                    )
-                sent += len(delivered)
+                unmarked.append(row_id)
+            must_wait = try_sessions is None or len(unmarked) >= transport.max_unmarked
+            if unmarked and _mark_sent(
+                sessions if must_wait else try_sessions, unmarked, clock.now()
+            ):
+                sent += len(unmarked)
+                unmarked = []
     finally:
+        if unmarked and _mark_sent(sessions, unmarked, clock.now()):
+            sent += len(unmarked)
         transport.close()
     return sent, failed
+
+
+def _mark_sent(sessions: sessionmaker[Session] | None, ids: list[int], now: datetime) -> bool:
+    """Commit "sent" for these rows; False when a nowait session found the database busy."""
+    assert sessions is not None
+    try:
+        with sessions.begin() as session:
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(ids))
+                .values(
+                    status="sent", sent_at=now, last_error=None, attempts=OutboxMessage.attempts + 1
+                )
+            )
+    except OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        return False
+    return True
 
 
 def _record_failure(

@@ -39,8 +39,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         def _sqlite_begin(conn: Any) -> None:
             # Writers take the write lock up front (no deadlock-prone read->write upgrades);
             # readers (read_only sessions) do not wait for it: WAL lets them read meanwhile.
-            read_only = conn.get_execution_options().get("read_only", False)
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            options = conn.get_execution_options()
+            if options.get("read_only", False):
+                conn.exec_driver_sql("BEGIN")
+            elif options.get("nowait", False):  # take the write lock now or fail at once
+                conn.exec_driver_sql("PRAGMA busy_timeout=0")
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                finally:
+                    conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
@@ -118,9 +127,12 @@ def scalar(session: Session, statement: FastStatement, params: dict[str, Any]) -
     return statement.scalar(session.connection(), params)
 
 
-def session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
-    """Sessions on the engine; read_only ones never block (nor wait for) a writer on SQLite."""
-    bind = engine.execution_options(read_only=True) if read_only else engine
+def session_factory(
+    engine: Engine, *, read_only: bool = False, nowait: bool = False
+) -> sessionmaker[Session]:
+    """Sessions on the engine. On SQLite, read_only ones never block (nor wait for) a writer;
+    nowait ones raise OperationalError at once instead of waiting for the write lock."""
+    bind = engine.execution_options(read_only=read_only, nowait=nowait)
     return sessionmaker(bind, expire_on_commit=False)
 
 
