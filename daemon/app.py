@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import signal
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, Protocol, TypeGuard
@@ -37,6 +39,30 @@ from handlers.pipeline import Context, Incoming, Prepared, decide, decide_steps
 from handlers.workflow import Services
 
 log = logging.getLogger("caseloop")
+
+
+def _deliver_until(app: App, intake_done: Any, report: Callable[[Summary], None]) -> None:
+    """Deliver until intake is done and nothing is left to send."""
+    while True:
+        finished = intake_done.is_set()  # read before sending: no mail left behind
+        summary = app.send_outbox()
+        report(summary)
+        if finished and summary.sent == 0:
+            return
+        if summary.sent == 0:
+            intake_done.wait(0.05)
+
+
+def _deliver_aside(config: Config, log_level: int, intake_done: Any, results: Any) -> None:
+    """The delivery process of run --once (see App._run_once_delivering_aside)."""
+    logfmt.setup(logging.getLevelName(log_level))
+    app = App(config)
+    total = Summary()
+    try:
+        _deliver_until(app, intake_done, total.add)
+    finally:
+        app.close()
+        results.put((total.sent, total.not_sent))
 
 
 class _ItemFailed(Exception):
@@ -332,32 +358,55 @@ class App:
                 if round_summary.work_done == 0:
                     break
             return total
+        if isinstance(self.clock, SystemClock):
+            return self._run_once_delivering_aside()
         intake_done = threading.Event()
         delivered: list[Summary] = []
 
         def deliver() -> None:
-            while True:
-                finished = intake_done.is_set()  # read before sending: no mail left behind
-                summary = self.send_outbox()
-                delivered.append(summary)
-                if finished and summary.sent == 0:
-                    return
-                if summary.sent == 0:
-                    intake_done.wait(0.05)
+            _deliver_until(self, intake_done, delivered.append)
 
         sender = threading.Thread(target=deliver, name="deliver-once")
         sender.start()
         try:
-            while not self._stop.is_set():
-                round_summary = self.poll_all()
-                total.add(round_summary)
-                if sum(round_summary.outcomes.values()) == 0:
-                    break
+            total.add(self._drain())
         finally:
             intake_done.set()
             sender.join()
         for summary in delivered:
             total.add(summary)
+        return total
+
+    def _run_once_delivering_aside(self) -> Summary:
+        """run --once with delivery in a process of its own: SMTP waits and smtplib's work then
+        overlap intake without sharing its GIL (a thread here reached about half the rate)."""
+        context = multiprocessing.get_context("spawn")
+        intake_done, results = context.Event(), context.SimpleQueue()
+        level = logging.getLogger().level
+        sender = context.Process(
+            target=_deliver_aside,
+            name="deliver-once",
+            args=(self.config, level, intake_done, results),
+        )
+        sender.start()
+        total = Summary()
+        try:
+            total.add(self._drain())
+        finally:
+            intake_done.set()
+            sender.join()
+        if sender.exitcode != 0:
+            raise RuntimeError(f"delivery process failed (exit code {sender.exitcode})")
+        total.sent, total.not_sent = results.get()
+        return total
+
+    def _drain(self) -> Summary:
+        total = Summary()
+        while not self._stop.is_set():
+            round_summary = self.poll_all()
+            total.add(round_summary)
+            if sum(round_summary.outcomes.values()) == 0:
+                break
         return total
 
     def stop(self) -> None:
