@@ -41,10 +41,15 @@ from handlers.workflow import Services
 log = logging.getLogger("caseloop")
 
 
-def _deliver_until(app: App, intake_done: Any, report: Callable[[Summary], None]) -> None:
-    """Deliver until intake is done and nothing is left to send."""
+def _deliver_until(
+    app: App,
+    intake_done: Any,
+    report: Callable[[Summary], None],
+    orphaned: Callable[[], bool] = lambda: False,
+) -> None:
+    """Deliver until intake is done (or its process is gone) and nothing is left to send."""
     while True:
-        finished = intake_done.is_set()  # read before sending: no mail left behind
+        finished = intake_done.is_set() or orphaned()  # read before sending: none left behind
         summary = app.send_outbox()
         report(summary)
         if finished and summary.sent == 0:
@@ -59,7 +64,14 @@ def _deliver_aside(config: Config, log_level: int, intake_done: Any, results: An
     app = App(config)
     total = Summary()
     try:
-        _deliver_until(app, intake_done, total.add)
+        parent = multiprocessing.parent_process()
+        # If intake's process is killed, deliver what is due and end: never linger.
+        _deliver_until(
+            app,
+            intake_done,
+            total.add,
+            orphaned=lambda: parent is not None and not parent.is_alive(),
+        )
     finally:
         app.close()
         results.put((total.sent, total.not_sent))
