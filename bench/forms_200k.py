@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from servers import vm_kb  # bench/servers.py: RSS from /proc
+
 HEADER = ["提交编号", "提交时间", "姓名", "邮箱", "电话", "被投诉方", "订单号", "购买日期", "金额"]
 HEADER += ["投诉内容", "诉求", "来源渠道"]
 FORMS_TOML = """
@@ -101,17 +103,6 @@ def write_export(path: Path, n: int, encoding: str, seed: int = 11) -> dict[str,
     then = time.time() - 60  # dropped a minute ago: complete, as far as the source can tell
     os.utime(path, (then, then))
     return counts
-
-
-def vm_kb(pid: int, field: str = "VmRSS") -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None
 
 
 def sample(
