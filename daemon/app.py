@@ -357,12 +357,13 @@ class App:
     def run_once(self) -> Summary:
         """Every job until no work is left (SPEC §2 `run --once`).
 
-        When the transport waits on a server (SMTP), delivery runs in its own thread beside
-        intake, as in the daemon, so mail goes out while the next batch is fetched and decided.
-        A Maildir outbox is written in turn: in this process it would only contend for the GIL.
+        When the transport waits on a server (SMTP), delivery runs beside intake, so mail goes
+        out while the next batch is fetched and decided: in a process of its own (its own GIL),
+        or in a thread when a test drives a movable clock a child process could not share.
+        A Maildir outbox is written in turn: beside intake it would only contend for the CPU.
         """
-        total = Summary()
         if not self.transport.overlaps_intake:
+            total = Summary()
             while not self._stop.is_set():
                 round_summary = self.poll_all()
                 round_summary.add(self.send_outbox())
@@ -372,6 +373,7 @@ class App:
             return total
         if isinstance(self.clock, SystemClock):
             return self._run_once_delivering_aside()
+        total = Summary()
         intake_done = threading.Event()
         delivered: list[Summary] = []
 
