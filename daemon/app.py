@@ -9,10 +9,12 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from types import FrameType
 from typing import Any, Protocol, TypeGuard
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -34,6 +36,7 @@ from daemon.store.db import (
     session_factory,
 )
 from daemon.store.models import SourceItem, SourceState
+from handlers import digest, sla, survey
 from handlers.notify import Templates
 from handlers.pipeline import Context, Incoming, Prepared, decide, decide_steps
 from handlers.workflow import Services
@@ -113,6 +116,7 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     sent: int = 0
     not_sent: int = 0
+    swept: int = 0  # clock steps taken: reminders, escalations, surveys, digests
 
     def add(self, other: Summary) -> None:
         self.outcomes.update(other.outcomes)
@@ -121,10 +125,11 @@ class Summary:
         self.notes += other.notes
         self.sent += other.sent
         self.not_sent += other.not_sent
+        self.swept += other.swept
 
     @property
     def work_done(self) -> int:
-        return sum(self.outcomes.values()) + self.sent
+        return sum(self.outcomes.values()) + self.sent + self.swept
 
 
 def build_sources(config: Config) -> list[Source]:
@@ -162,6 +167,7 @@ class App:
         self.transport = make_transport(config)
         self._stop = threading.Event()
         self._send_lock = threading.Lock()  # the outbox job and the IDLE threads both deliver
+        self._sweep_lock = threading.Lock()  # the sweep and digest jobs share the clock steps
 
     def close(self) -> None:
         for source in self.sources:
@@ -329,6 +335,37 @@ class App:
                 self._record_poll(source, f"{type(exc).__name__}: {exc}")
         return summary
 
+    # -- clocks ---------------------------------------------------------------------------
+
+    def sweep(self) -> Summary:
+        """The clock jobs: SLA reminders and escalations, surveys due or expired, the digest.
+
+        Each runs in its own transaction, so one failing does not hold back the others.
+        """
+        summary = Summary()
+        with self._sweep_lock:
+            self._sweep_jobs(summary)
+        return summary
+
+    def _sweep_jobs(self, summary: Summary) -> None:
+        jobs: list[tuple[str, Callable[[Session, Services, datetime], int]]] = [
+            ("sla", sla.sweep),
+            ("survey", survey.sweep),
+            ("digest", digest.scheduled),
+        ]
+        for name, job in jobs:
+            if self._stop.is_set():
+                break
+            try:
+                with self.sessions.begin() as session:
+                    taken = job(session, self.services, self.clock.now())
+            except Exception:  # a broken clock job must not stop intake or the others
+                log.exception("event=sweep.error job=%s", name)
+                continue
+            if taken:
+                logfmt.event(log, "sweep.done", job=name, steps=taken)
+            summary.swept += taken
+
     # -- delivery -------------------------------------------------------------------------
 
     def send_outbox(self) -> Summary:
@@ -366,6 +403,7 @@ class App:
             total = Summary()
             while not self._stop.is_set():
                 round_summary = self.poll_all()
+                round_summary.add(self.sweep())
                 round_summary.add(self.send_outbox())
                 total.add(round_summary)
                 if round_summary.work_done == 0:
@@ -418,8 +456,9 @@ class App:
         total = Summary()
         while not self._stop.is_set():
             round_summary = self.poll_all()
+            round_summary.add(self.sweep())
             total.add(round_summary)
-            if sum(round_summary.outcomes.values()) == 0:
+            if sum(round_summary.outcomes.values()) + round_summary.swept == 0:
                 break
         return total
 
@@ -454,6 +493,24 @@ class App:
             max_instances=1,
             coalesce=True,
         )
+        scheduler.add_job(
+            self._sweep_and_send,
+            "interval",
+            seconds=self.config.escalation.sweep_interval.as_timedelta().total_seconds(),
+            id="sweep",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=self.clock.now(),
+        )
+        scheduler.add_job(
+            self._sweep_and_send,
+            CronTrigger.from_crontab(
+                self.config.escalation.digest_cron, timezone=self.config.timezone
+            ),
+            id="digest",
+            max_instances=1,
+            coalesce=True,
+        )
 
         def _on_signal(signum: int, _frame: FrameType | None) -> None:
             logfmt.event(log, "daemon.stopping", signal=signal.Signals(signum).name)
@@ -484,6 +541,10 @@ class App:
                 thread.join()  # each finishes its batch in hand; stop() woke their waits
             scheduler.shutdown(wait=True)  # the batch in hand is finished and committed
             logfmt.event(log, "daemon.stopped")
+
+    def _sweep_and_send(self) -> None:
+        if self.sweep().swept:
+            self.send_outbox()
 
     def _poll_and_send(self, sources: list[Source]) -> None:
         """One scheduled tick: take in until the sources are dry (a backlog does not wait for

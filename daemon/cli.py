@@ -9,6 +9,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from daemon.sources.maildir import deliver_to_maildir, ensure_maildir
 from daemon.store.db import make_engine, migrate
 from daemon.store.models import OutboxMessage, SourceState, Ticket
 from daemon.views import iso, outbox_json, ticket_json, ticket_text
-from handlers import staff
+from handlers import digest, report, staff
 from handlers.workflow import STATUSES, TransitionRefused
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -309,6 +310,35 @@ def cmd_tickets_note(args: argparse.Namespace) -> int:
     return _staff_action(args, action)
 
 
+def cmd_digest(args: argparse.Namespace) -> int:
+    with open_app(args) as app:
+        now = app.clock.now()
+        if args.print:
+            with app.reads() as session:
+                print(digest.print_digest(session, app.services, now), end="")
+            return EXIT_OK
+        with app.sessions.begin() as session:
+            queued = digest.send_digest(session, app.services, now)
+        sent = app.send_outbox()
+        print(f"digest: {queued} queued, {sent.sent} sent")
+    return EXIT_OK
+
+
+def _local_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    if args.since and args.until and args.since > args.until:
+        raise UsageError(f"--since {args.since} is after --until {args.until}")
+    with open_app(args) as app, app.reads() as session:
+        sys.stdout.write(report.render(session, app.config, args.since, args.until, args.format))
+    return EXIT_OK
+
+
 def cmd_outbox_list(args: argparse.Namespace) -> int:
     with open_app(args) as app, app.sessions() as session:
         query = select(OutboxMessage).order_by(OutboxMessage.id.desc())
@@ -495,6 +525,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = outbox.add_parser("retry")
     p.add_argument("id", type=int)
     p.set_defaults(func=cmd_outbox_retry)
+
+    p = sub.add_parser("digest", help="the supervisor digest now")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--print", action="store_true", help="print its text, send nothing")
+    how.add_argument("--send", action="store_true", help="mail it to the supervisors")
+    p.set_defaults(func=cmd_digest)
+    p = sub.add_parser("report", help="statistics over a period")
+    p.add_argument("--since", type=_local_date, help="first local date (YYYY-MM-DD)")
+    p.add_argument("--until", type=_local_date, help="last local date, inclusive")
+    p.add_argument("--format", choices=["text", "csv", "html"], default="text")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -108,6 +108,7 @@ class SmtpConfig:
 class TicketsConfig:
     number_prefix: str = "TS"
     default_language: str = "zh-CN"
+    notify_in_progress: bool = False  # also mail the consumer when work on the case starts
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ class SlaConfig:
     survey_after: Duration = parse_duration("72h")
     survey_close_after: Duration = parse_duration("7 days")
     by_priority: dict[str, SlaPolicy] = field(default_factory=dict)
+    # Working hours of a working day (local time) for "working hours" durations; None: all day.
+    business_hours: tuple[time, time] | None = None
 
     def policy(self, priority: str) -> SlaPolicy:
         return self.by_priority.get(priority, self.default)
@@ -137,6 +140,11 @@ class EscalationConfig:
     remind_at: float = 0.8
     level2_after: Duration = parse_duration("2 working days")
     trusted_authserv_ids: tuple[str, ...] = ()
+    # A group complaint (群体性投诉): this many complainants against one respondent in the window.
+    group_threshold: int = 5
+    group_window: Duration = parse_duration("7 days")
+    sweep_interval: Duration = parse_duration("60s")  # how often SLA and survey clocks are checked
+    digest_when_empty: bool = False  # send a digest even when nothing is overdue or waiting
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,7 @@ class StaffMember:
     address: str
     name: str = ""
     groups: tuple[str, ...] = ()
+    language: str = "zh-CN"  # of the mail we send them; default: [tickets] default_language
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,7 @@ class ClassifyRule:
     match: re.Pattern[str]
     priority: str | None = None
     category: str | None = None
+    reject_reason: str | None = None  # suggested to staff (never applied): out of scope, why
 
 
 @dataclass(frozen=True)
@@ -214,6 +224,16 @@ class Config:
             found.add(box.address.lower())
             found.update(alias.lower() for alias in box.aliases)
         return frozenset(found)
+
+    def staff_member(self, address: str) -> StaffMember | None:
+        """The [[staff]] entry for an address (any case), or None."""
+        wanted = address.strip().lower()
+        return next((s for s in self.staff if s.address.lower() == wanted), None)
+
+    def language_of(self, address: str) -> str:
+        """The language mail to a staff member or supervisor is written in."""
+        member = self.staff_member(address)
+        return member.language if member is not None else self.tickets.default_language
 
     @property
     def outbox_dir(self) -> Path:
@@ -473,6 +493,7 @@ def _sla(file: str, base: Path, table: dict[str, Any]) -> SlaConfig:
         survey_after=r.duration("survey_after", SlaConfig.survey_after),
         survey_close_after=r.duration("survey_close_after", SlaConfig.survey_close_after),
         by_priority=overrides,
+        business_hours=r.convert("business_hours", None, _hours),
     )
     r.done()
     return sla
@@ -495,6 +516,10 @@ def _escalation(file: str, base: Path, table: dict[str, Any]) -> EscalationConfi
         remind_at=remind_at,
         level2_after=r.duration("level2_after", EscalationConfig.level2_after),
         trusted_authserv_ids=r.strings("trusted_authserv_ids"),
+        group_threshold=_positive_int(r, "group_threshold", 5),
+        group_window=r.duration("group_window", EscalationConfig.group_window),
+        sweep_interval=r.duration("sweep_interval", EscalationConfig.sweep_interval),
+        digest_when_empty=r.get("digest_when_empty", bool, False),
     )
     r.done()
     return esc
@@ -563,8 +588,11 @@ def _rule(file: str, base: Path, table: dict[str, Any], i: int) -> ClassifyRule:
     category = r.get("category", str, None)
     if category is not None and category not in CATEGORIES:
         raise r.fail("category", f"must be one of {', '.join(CATEGORIES)}, got {category!r}")
+    reject_reason = r.get("reject_reason", str, None)
     r.done()
-    return ClassifyRule(match=pattern, priority=priority, category=category)
+    return ClassifyRule(
+        match=pattern, priority=priority, category=category, reject_reason=reject_reason
+    )
 
 
 def _list_of_tables(r: _Reader, name: str) -> list[dict[str, Any]]:
@@ -625,7 +653,9 @@ def build(table: dict[str, Any], *, file: str, base: Path) -> Config:
     if not re.fullmatch(r"[A-Z][A-Z0-9]{0,9}", prefix):
         raise tr.fail("number_prefix", f"must be 1-10 capital letters or digits, got {prefix!r}")
     tickets = TicketsConfig(
-        number_prefix=prefix, default_language=tr.choice("default_language", LANGUAGES, "zh-CN")
+        number_prefix=prefix,
+        default_language=tr.choice("default_language", LANGUAGES, "zh-CN"),
+        notify_in_progress=tr.get("notify_in_progress", bool, False),
     )
     tr.done()
 
@@ -641,6 +671,7 @@ def build(table: dict[str, Any], *, file: str, base: Path) -> Config:
                 address=sr.address("address"),
                 name=sr.get("name", str, ""),
                 groups=sr.strings("groups"),
+                language=sr.choice("language", LANGUAGES, tickets.default_language),
             )
         )
         sr.done()

@@ -15,6 +15,7 @@ from daemon.config import Config
 from daemon.store.db import insert_row, scalar
 from daemon.store.fastpath import FastStatement
 from daemon.store.models import Attachment, Ticket, TicketCounter, TimelineEntry
+from handlers import sla
 from handlers.parse import ParseError, parse_message
 from handlers.pipeline import BlobWriter, Context, Prepared, StoredAttachment
 from handlers.quotes import strip_quotes
@@ -112,7 +113,6 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
     copy of the row for the steps after this one.
     """
     now, prep = ctx.now, ctx.prep
-    policy = ctx.config.sla.policy(prep.priority)
     values: dict[str, Any] = dict(
         number=next_number(ctx.session, ctx.config, now),
         status="received",
@@ -132,9 +132,9 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
         updated_at=now,
         escalation_level=0,
         reopened_count=0,
+        needs_review=False,
         extra={k: v for k, v in prep.fields.items() if k not in ("phone", "respondent")},
-        due_first_response=ctx.calendar.add(now, policy.first_response),
-        due_acceptance=ctx.calendar.add(now, policy.acceptance),
+        **sla.initial_dues(ctx.config, ctx.calendar, prep.priority, now),
     )
     return Ticket(id=insert_row(ctx.session, Ticket, **values), **values)
 

@@ -146,13 +146,16 @@ def decide_steps() -> list[DecideStep]:
     from handlers.acknowledge import Acknowledge
     from handlers.bounce import RecordBounce
     from handlers.intake import Deduplicate, OpenOrThread
+    from handlers.survey import FindSurveyCase, SurveyAnswer
     from handlers.threading import FindCase
 
     return [
         Deduplicate(),  # a Message-ID we already hold is one entry, not two
         RecordBounce(),  # a bounce marks our outgoing mail and lands on its case, for staff
         FindCase(),  # In-Reply-To/References, the [NUMBER] subject tag, the Reply-To token
+        FindSurveyCase(),  # a one-click survey answer names its case by the survey token
         OpenOrThread(),  # a new case, or an entry on the case found
+        SurveyAnswer(),  # the complainant's answer to the survey closes or reopens the case
         Acknowledge(),  # the templated acknowledgement for a new case
     ]
 

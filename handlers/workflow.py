@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from daemon.clock import WorkCalendar
 from daemon.config import Config
 from daemon.store.models import Ticket, TimelineEntry
+from handlers import sla, survey
 from handlers.notify import Templates, queue_mail
 
 STATUSES = ("received", "accepted", "rejected", "in_progress", "waiting", "resolved", "closed")
@@ -79,27 +80,22 @@ def apply_transition(
     """Move a case to `new`, record who/when/why, stamp its clocks, queue the consumer's mail."""
     old = ticket.status
     check_transition(ticket, new)
-    policy = services.config.sla.policy(ticket.priority)
     ticket.status = new
     ticket.updated_at = now
     if new == "accepted":
         ticket.accepted_at = now
-        ticket.due_acceptance = None
-        ticket.due_resolution = services.calendar.add(now, policy.resolution)
-    elif new == "rejected":
-        ticket.due_acceptance = None
     elif new == "resolved":
         ticket.resolved_at = now
-        ticket.due_resolution = None
     elif new == "closed":
         ticket.closed_at = now
     elif new == "waiting":
         ticket.extra = {**ticket.extra, "resume_to": old}  # where the consumer's answer leads
     elif new == "in_progress" and old in ("resolved", "closed"):
-        ticket.reopened_count += 1
+        ticket.reopened_count += 1  # an appeal (SPEC §4)
         ticket.resolved_at = None
         ticket.closed_at = None
-        ticket.due_resolution = services.calendar.add(now, policy.resolution)
+    sla.on_transition(ticket, old, new, services, now)
+    survey.on_transition(ticket, old, new, services, now)
     entry = TimelineEntry(
         ticket_id=ticket.id,
         at=now,

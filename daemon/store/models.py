@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -82,6 +83,20 @@ class Ticket(Base):
     satisfaction_score: Mapped[int | None] = mapped_column(Integer)
     satisfaction_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     satisfaction_comment: Mapped[str | None] = mapped_column(Text)
+    # satisfied | neutral | dissatisfied | no_answer (handlers/survey.py)
+    satisfaction_outcome: Mapped[str | None] = mapped_column(String(16))
+    needs_review: Mapped[bool] = mapped_column(
+        default=False, server_default=false()
+    )  # a neutral answer, for the digest
+    # SLA (handlers/sla.py): when `waiting` began (the clocks are paused until it ends), and
+    # the earliest moment the escalation sweep has something to do for this case.
+    sla_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sla_next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # Survey (handlers/survey.py): when it is due, when sent, its token, when silence closes.
+    survey_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    survey_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    survey_token: Mapped[str | None] = mapped_column(String(32), unique=True)
+    survey_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     timeline: Mapped[list[TimelineEntry]] = relationship(
@@ -157,6 +172,50 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+
+class StaffToken(Base):
+    """The address token one staff member got for one case: their proof when acting by mail."""
+
+    __tablename__ = "staff_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    address: Mapped[str] = mapped_column(String(320))
+    token: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("ticket_id", "address", name="uq_staff_tokens_case"),)
+
+
+class EscalationStep(Base):
+    """One rung of the escalation ladder taken for one case and one deadline, exactly once."""
+
+    __tablename__ = "escalation_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    clock: Mapped[str] = mapped_column(String(16))  # first_response | acceptance | resolution
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime)  # a recomputed deadline starts anew
+    step: Mapped[str] = mapped_column(String(32))  # remind | level1 | level2 | daily:YYYY-MM-DD
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    in_digest_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # reported to supervisors
+
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "clock", "deadline", "step", name="uq_escalation_once"),
+        Index("ix_escalation_steps_at", "at"),
+    )
+
+
+class DigestRun(Base):
+    """One supervisor digest schedule slot, taken once across restarts and instances."""
+
+    __tablename__ = "digest_runs"
+
+    slot: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent: Mapped[int] = mapped_column(Integer, default=0)  # digests queued (0: nothing to say)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class SourceItem(Base):
