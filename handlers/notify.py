@@ -177,6 +177,9 @@ def queue_mail(
     automatic: str | None = "auto-replied",
     recipient: str | None = None,
     references: list[str] | None = None,
+    language: str | None = None,
+    internal: bool = False,
+    reply_to: str | None = None,
 ) -> str | None:
     """Render one mail about a case and queue it, once per intent, with its timeline entry.
 
@@ -186,6 +189,10 @@ def queue_mail(
     hourly cap is reached. `references` is the conversation when the caller already knows it:
     a case opened in this very transaction, which can have queued nothing yet (the outbox's
     unique intent still guards it). Otherwise it is read from the case's timeline.
+
+    Mail to staff or supervisors about a case passes `recipient`, their `language`,
+    `internal=True` (its timeline entry is for staff only) and, for staff who may act by reply,
+    their own `reply_to` address (handlers/staff.py staff_reply_address).
     """
     to = (recipient or ticket.complainant_email).strip()
     if references is None and scalar(session, _INTENT_TAKEN, {"intent": intent}):
@@ -204,7 +211,8 @@ def queue_mail(
             )
         )
         return None
-    mail = templates.render(kind, ticket.language, ticket=ticket, **context)
+    language = language or ticket.language
+    mail = templates.render(kind, language, ticket=ticket, **context)
     subject = header_safe(f"[{ticket.number}] {mail.subject}", 300)
     message_id = new_message_id(config)
     references = list(references) if references is not None else thread_ids(session, ticket)
@@ -213,7 +221,7 @@ def queue_mail(
     parent = in_reply_to or (references[-1] if references else None)
 
     headers = {
-        "From": formataddr((_from_name(ticket.language), config.support_address), "utf-8"),
+        "From": formataddr((_from_name(language), config.support_address), "utf-8"),
         "To": header_safe(to, 320),
         "Subject": subject,
         "Date": format_datetime(now.astimezone(config.timezone)),
@@ -221,7 +229,7 @@ def queue_mail(
         "In-Reply-To": parent,
         "References": " ".join(references) if references else None,
         "Auto-Submitted": automatic,
-        "Reply-To": reply_address(config, ticket),
+        "Reply-To": reply_to or reply_address(config, ticket),
         "X-Auto-Response-Suppress": "All",
         "X-Caseloop-Ticket": ticket.number,
     }
@@ -256,7 +264,7 @@ def queue_mail(
         message_id=message_id,
         subject=subject,
         text=mail.text,
-        internal=False,
+        internal=internal,
         raw_sha256=hashlib.sha256(raw).hexdigest(),
         data={"mail_kind": kind},
     )

@@ -103,6 +103,9 @@ class Ticket(Base):
         back_populates="ticket", order_by="TimelineEntry.id", cascade="all, delete-orphan"
     )
 
+    # group complaints: complainants against one respondent within a window (handlers/classify)
+    __table_args__ = (Index("ix_tickets_respondent_created", "respondent", "created_at"),)
+
 
 class TimelineEntry(Base):
     """One thing that happened on a case: a message in or out, a status change, a note."""

@@ -78,11 +78,15 @@ def upgrade() -> None:
             batch_op.f("ix_tickets_survey_expires_at"), ["survey_expires_at"], unique=False
         )
         batch_op.create_unique_constraint("uq_tickets_survey_token", ["survey_token"])
+        batch_op.create_index(
+            "ix_tickets_respondent_created", ["respondent", "created_at"], unique=False
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("tickets", schema=None) as batch_op:
         batch_op.drop_constraint("uq_tickets_survey_token", type_="unique")
+        batch_op.drop_index("ix_tickets_respondent_created")
         batch_op.drop_index(batch_op.f("ix_tickets_survey_expires_at"))
         batch_op.drop_index(batch_op.f("ix_tickets_survey_due_at"))
         batch_op.drop_index(batch_op.f("ix_tickets_sla_next_check_at"))
