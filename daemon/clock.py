@@ -101,55 +101,126 @@ def parse_duration(text: str) -> Duration:
 
 
 class WorkCalendar:
-    """Working days of one country (public holidays off, make-up weekend workdays on)."""
+    """Working time of one country: public holidays off, make-up weekend workdays (调休) on,
+    and optionally only the business hours of each working day."""
 
-    def __init__(self, country: str, zone: ZoneInfo) -> None:
+    def __init__(
+        self, country: str, zone: ZoneInfo, business_hours: tuple[time, time] | None = None
+    ) -> None:
         self.zone = zone
+        self.business_hours = business_hours
         self._holidays = holidays.country_holidays(country)
+        self._country = country
+
+    def with_hours(self, business_hours: tuple[time, time] | None) -> WorkCalendar:
+        """The same calendar with other business hours (this one when they are the same)."""
+        if business_hours == self.business_hours:
+            return self
+        return WorkCalendar(self._country, self.zone, business_hours)
 
     def is_working_day(self, day: date) -> bool:
         return bool(self._holidays.is_working_day(day))
 
+    @property
+    def day_length(self) -> timedelta:
+        """The working time of one working day: its business hours, or all of it."""
+        if self.business_hours is None:
+            return timedelta(days=1)
+        start, end = self.business_hours
+        return datetime.combine(date.min, end) - datetime.combine(date.min, start)
+
+    def _window(self, day: date) -> tuple[datetime, datetime] | None:
+        """The working interval of a local day, or None on a day off."""
+        if not self.is_working_day(day):
+            return None
+        if self.business_hours is None:
+            return (
+                datetime.combine(day, time(0), self.zone),
+                datetime.combine(day + timedelta(days=1), time(0), self.zone),
+            )
+        start, end = self.business_hours
+        return datetime.combine(day, start, self.zone), datetime.combine(day, end, self.zone)
+
+    def working_length(self, duration: Duration) -> timedelta:
+        """A working duration as working time ("3 working days" = 3 working days' hours)."""
+        if duration.unit == "days":
+            return self.day_length * duration.amount
+        return timedelta(hours=duration.amount)
+
     def add(self, start: datetime, duration: Duration) -> datetime:
-        """The moment `duration` after `start`, counting only working time when it says so."""
+        """The moment `duration` after `start`, counting only working time when it says so.
+
+        Without business hours a working day is a whole day: "3 working days" from Wednesday
+        16:00 ends at 16:00 on the third working day after it; from a day off, at the end of
+        the third working day. With business hours it is that many days' business hours.
+        """
         if not duration.working:
             return start + duration.as_timedelta()
-        local = start.astimezone(self.zone)
-        if duration.unit == "days":
-            return self._add_working_days(local, duration.amount).astimezone(UTC)
-        return self._add_working_hours(local, timedelta(hours=duration.amount)).astimezone(UTC)
+        return self.add_working(start, self.working_length(duration))
 
-    def _add_working_days(self, local: datetime, amount: float) -> datetime:
-        whole = int(amount)
-        day = local.date()
-        at = local.timetz() if self.is_working_day(day) else time(0, tzinfo=None)
-        counted = 0
-        while counted < whole:
+    def subtract(self, end: datetime, duration: Duration) -> datetime:
+        """The moment `duration` before `end` (working time when it says so)."""
+        if not duration.working:
+            return end - duration.as_timedelta()
+        return self.add_working(end, -self.working_length(duration))
+
+    def add_working(self, start: datetime, amount: timedelta) -> datetime:
+        """`start` moved by `amount` of working time (backwards when negative), in UTC."""
+        cursor = start.astimezone(self.zone)
+        remaining = abs(amount)
+        forward = amount >= timedelta(0)
+        day = cursor.date()
+        for _ in range(3660):  # ten years of days: a bound, never reached by real durations
+            window = self._window(day)
+            if window is not None:
+                lo, hi = window
+                if forward and cursor < hi:
+                    begin = max(cursor, lo)
+                    if remaining <= hi - begin:
+                        return (begin + remaining).astimezone(UTC)
+                    remaining -= hi - begin
+                elif not forward and cursor > lo:
+                    finish = min(cursor, hi)
+                    if remaining <= finish - lo:
+                        return (finish - remaining).astimezone(UTC)
+                    remaining -= finish - lo
+            day += timedelta(days=1 if forward else -1)
+            cursor = datetime.combine(
+                day if forward else day + timedelta(days=1), time(0), self.zone
+            )
+        raise ValueError(f"no working time found within ten years of {start.isoformat()}")
+
+    def working_between(self, start: datetime, end: datetime) -> timedelta:
+        """How much working time lies between two moments (zero when end <= start)."""
+        total = timedelta(0)
+        lo_local, hi_local = start.astimezone(self.zone), end.astimezone(self.zone)
+        day = lo_local.date()
+        while day <= hi_local.date():
+            window = self._window(day)
+            if window is not None:
+                begin, finish = max(window[0], lo_local), min(window[1], hi_local)
+                if finish > begin:
+                    total += finish - begin
             day += timedelta(days=1)
-            if self.is_working_day(day):
-                counted += 1
-        if not self.is_working_day(local.date()):
-            # Received on a day off: the clock starts with the next working day, so the
-            # deadline is the end of the n-th working day.
-            end = datetime.combine(day + timedelta(days=1), time(0), self.zone)
-        else:
-            end = datetime.combine(day, at.replace(tzinfo=None), self.zone)
-        fraction = amount - whole
-        if fraction:
-            end = self._add_working_hours(end, timedelta(days=fraction))
-        return end
+        return total
 
-    def _add_working_hours(self, local: datetime, remaining: timedelta) -> datetime:
-        cursor = local
-        while remaining > timedelta(0):
-            next_midnight = datetime.combine(cursor.date() + timedelta(days=1), time(0), self.zone)
-            if not self.is_working_day(cursor.date()):
-                cursor = next_midnight
-                continue
-            step = min(remaining, next_midnight - cursor)
-            cursor += step
-            remaining -= step
-        return cursor
+    def next_send_time(self, moment: datetime, default_hours: tuple[time, time]) -> datetime:
+        """The first moment at or after `moment` a person may be mailed about work (LESSONS 10).
+
+        Inside the business hours of a working day, or `default_hours` when none are set:
+        a reminder due at midnight or on a holiday waits for the next working morning.
+        """
+        start, end = self.business_hours or default_hours
+        local = moment.astimezone(self.zone)
+        day = local.date()
+        for _ in range(3660):
+            if self.is_working_day(day):
+                lo = datetime.combine(day, start, self.zone)
+                hi = datetime.combine(day, end, self.zone)
+                if local < hi:
+                    return max(local, lo).astimezone(UTC)
+            day += timedelta(days=1)
+        raise ValueError(f"no working day found within ten years of {moment.isoformat()}")
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?\s*$", re.IGNORECASE)
