@@ -9,6 +9,7 @@ from daemon.store.fastpath import FastStatement
 from daemon.store.models import Ticket
 from handlers.notify import queue_mail
 from handlers.pipeline import Context
+from handlers.workflow import Services, apply_transition
 
 _ACKNOWLEDGED = FastStatement(
     update(Ticket)
@@ -19,7 +20,7 @@ _ACKNOWLEDGED = FastStatement(
 
 class Acknowledge:
     name = "acknowledge"
-    description = "queue the acknowledgement of a new case in the case's language"
+    description = "acknowledge a new case, or ask for its missing registration details"
 
     def process(self, ctx: Context) -> None:
         ticket = ctx.ticket
@@ -46,6 +47,24 @@ class Acknowledge:
                 "missing": ctx.prep.missing,
             },
         )
-        if queued is not None:
-            ticket.acknowledged_at = ctx.now
-            execute_later(ctx.session, _ACKNOWLEDGED, {"ticket_id": ticket.id, "at": ctx.now})
+        if queued is None:
+            return
+        ticket.acknowledged_at = ctx.now
+        execute_later(ctx.session, _ACKNOWLEDGED, {"ticket_id": ticket.id, "at": ctx.now})
+        if ctx.prep.missing and ticket.channel == "email":
+            # Waiting on the consumer for the details just asked for: the clocks pause and
+            # their reply brings the case back to `received` (a form case stays `received`,
+            # issue 4). The request above is the consumer's mail for this move.
+            case = ctx.session.get(Ticket, ticket.id)
+            assert case is not None
+            apply_transition(
+                ctx.session,
+                Services(ctx.config, ctx.calendar, ctx.templates),
+                case,
+                "waiting",
+                actor="caseloop",
+                now=ctx.now,
+                reason="registration details missing: " + ", ".join(ctx.prep.missing),
+                notify=False,
+            )
+            ctx.ticket = case

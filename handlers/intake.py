@@ -139,6 +139,37 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
     return Ticket(id=insert_row(ctx.session, Ticket, **values), **values)
 
 
+def record_message(ctx: Context, *, internal: bool, data: dict[str, Any]) -> None:
+    """The incoming message as a timeline entry of ctx.ticket, with its attachments."""
+    msg, prep = ctx.message, ctx.prep
+    assert ctx.ticket is not None
+    ctx.entry_id = insert_row(
+        ctx.session,
+        TimelineEntry,
+        ticket_id=ctx.ticket.id,
+        at=ctx.now,
+        kind="message_in",
+        actor=msg.from_address.lower(),
+        direction="in",
+        message_id=msg.message_id,
+        subject=msg.subject,
+        text=prep.new_text or msg.text,  # the full original stays in source_items.raw
+        raw_sha256=prep.raw_sha256,
+        internal=internal,
+        data=data,
+    )
+    for att in prep.attachments:
+        insert_row(
+            ctx.session,
+            Attachment,
+            entry_id=ctx.entry_id,
+            filename=att.filename,
+            content_type=att.content_type,
+            size=att.size,
+            sha256=att.sha256,
+        )
+
+
 class OpenOrThread:
     name = "open-or-thread"
     description = "open a case for new mail, or add the mail to the case it belongs to"
@@ -155,31 +186,9 @@ class OpenOrThread:
         ticket = ctx.ticket
         # Only the complainant speaks for the case; robots and third parties are for staff.
         internal = bool(prep.automatic) or sender != ticket.complainant_email
-        ctx.entry_id = insert_row(
-            ctx.session,
-            TimelineEntry,
-            ticket_id=ticket.id,
-            at=ctx.now,
-            kind="message_in",
-            actor=sender,
-            direction="in",
-            message_id=msg.message_id,
-            subject=msg.subject,
-            text=prep.new_text or msg.text,  # the full original stays in source_items.raw
-            raw_sha256=prep.raw_sha256,
-            internal=internal,
-            data={"automatic": prep.automatic} if prep.automatic else {},
+        record_message(
+            ctx, internal=internal, data={"automatic": prep.automatic} if prep.automatic else {}
         )
-        for att in prep.attachments:
-            insert_row(
-                ctx.session,
-                Attachment,
-                entry_id=ctx.entry_id,
-                filename=att.filename,
-                content_type=att.content_type,
-                size=att.size,
-                sha256=att.sha256,
-            )
         if not ctx.new_ticket:
             ticket.updated_at = ctx.now
             if not internal:

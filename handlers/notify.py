@@ -121,13 +121,18 @@ def new_message_id(config: Config) -> str:
 
 
 def thread_ids(session: Session, ticket: Ticket) -> list[str]:
-    """The conversation's Message-IDs, oldest first, for References (bounded like MUAs do)."""
+    """The consumer's conversation's Message-IDs, oldest first, for References (bounded like
+    MUAs do); staff and third-party mail is not part of it."""
     session.flush()
     ids = (
         session.connection()
         .execute(
             select(TimelineEntry.message_id)
-            .where(TimelineEntry.ticket_id == ticket.id, TimelineEntry.message_id.is_not(None))
+            .where(
+                TimelineEntry.ticket_id == ticket.id,
+                TimelineEntry.message_id.is_not(None),
+                TimelineEntry.internal.is_(False),  # staff mail stays out of the consumer's thread
+            )
             .order_by(TimelineEntry.id)
         )
         .scalars()

@@ -144,8 +144,10 @@ def prepare_steps(kind: str = "mail") -> list[PrepareStep]:
 
 def decide_steps() -> list[DecideStep]:
     from handlers.acknowledge import Acknowledge
+    from handlers.assign import Assign
     from handlers.bounce import RecordBounce
     from handlers.intake import Deduplicate, OpenOrThread
+    from handlers.staffmail import StaffMail
     from handlers.survey import FindSurveyCase, SurveyAnswer
     from handlers.threading import FindCase
 
@@ -154,9 +156,11 @@ def decide_steps() -> list[DecideStep]:
         RecordBounce(),  # a bounce marks our outgoing mail and lands on its case, for staff
         FindCase(),  # In-Reply-To/References, the [NUMBER] subject tag, the Reply-To token
         FindSurveyCase(),  # a one-click survey answer names its case by the survey token
+        StaffMail(),  # staff with proof: commands applied, text relayed; without: third party
         OpenOrThread(),  # a new case, or an entry on the case found
         SurveyAnswer(),  # the complainant's answer to the survey closes or reopens the case
-        Acknowledge(),  # the templated acknowledgement for a new case
+        Acknowledge(),  # the acknowledgement, or the request for missing registration details
+        Assign(),  # routing to the least-loaded staff member; urgent cases alert at once
     ]
 
 

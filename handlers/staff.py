@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 
 from daemon.config import CATEGORIES, PRIORITIES, Config
 from daemon.store.models import StaffToken, Ticket, TimelineEntry
+from handlers import sla
+from handlers.assign import alert_urgent, assign
 from handlers.notify import queue_mail
 from handlers.workflow import Services, TransitionRefused, apply_transition, check_transition
 
@@ -59,18 +61,28 @@ def set_fields(
     category: str | None = None,
     priority: str | None = None,
     reason: str | None = None,
+    message: str | None = None,
 ) -> list[str]:
-    """Apply a staff change; every field is checked before anything changes."""
+    """Apply a staff change; every field is checked before anything changes.
+
+    Overrides of category and priority are kept in the timeline; a new assignee is told (and
+    the previous one); a case raised to urgent alerts compliance and the supervisors.
+    """
     if category is not None and category not in CATEGORIES:
         raise TransitionRefused(f"unknown category {category!r} ({', '.join(CATEGORIES)})")
     if priority is not None and priority not in PRIORITIES:
         raise TransitionRefused(f"unknown priority {priority!r} ({', '.join(PRIORITIES)})")
+    if assignee is not None and services.config.staff_member(assignee) is None:
+        known = ", ".join(s.address for s in services.config.staff) or "none configured"
+        raise TransitionRefused(f"{assignee} is not a [[staff]] address (staff: {known})")
     if status is not None and status != ticket.status:
         check_transition(ticket, status)
+        if status == "rejected" and not (reason or "").strip():
+            raise TransitionRefused(f"{ticket.number}: a rejection needs a reason (--reason)")
     changes: list[str] = []
-    for field, value in (("assignee", assignee), ("category", category), ("priority", priority)):
+    for field, value in (("category", category), ("priority", priority)):
         if value is not None and getattr(ticket, field) != value:
-            changes.append(f"{field}: {getattr(ticket, field)} -> {value}")
+            changes.append(f"{field}: {getattr(ticket, field)} -> {value} (override)")
             setattr(ticket, field, value)
     if changes:
         session.add(
@@ -81,12 +93,22 @@ def set_fields(
                 actor=actor,
                 internal=True,
                 text="; ".join(changes) + (f" ({reason})" if reason else ""),
-                data={"changes": changes},
+                data={"changes": changes, "override": True},
             )
         )
         ticket.updated_at = now
+    if priority is not None and any(c.startswith("priority") for c in changes):
+        sla.on_priority_change(ticket, services, now)
+        if priority == "urgent":
+            alert_urgent(session, services, ticket, now, f"raised to urgent by {actor}")
+    if assignee is not None and assign(
+        session, services, ticket, assignee, actor=actor, now=now, reason=reason
+    ):
+        changes.append(f"assignee -> {ticket.assignee}")
     if status is not None and status != ticket.status:
-        apply_transition(session, services, ticket, status, actor=actor, now=now, reason=reason)
+        apply_transition(
+            session, services, ticket, status, actor=actor, now=now, reason=reason, message=message
+        )
         changes.append(f"status -> {status}")
     return changes
 

@@ -26,13 +26,14 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "closed": frozenset({"in_progress"}),
 }
 
-# transitions the consumer is told about, and the event word their mail uses
+# transitions the consumer is told about, and the kind of mail (templates/<lang>/<kind>.*)
 VISIBLE: dict[tuple[str, str], str] = {
     ("received", "accepted"): "accepted",
     ("received", "rejected"): "rejected",
-    ("received", "waiting"): "waiting",
-    ("accepted", "waiting"): "waiting",
-    ("in_progress", "waiting"): "waiting",
+    ("received", "waiting"): "info_requested",
+    ("accepted", "waiting"): "info_requested",
+    ("in_progress", "waiting"): "info_requested",
+    ("accepted", "in_progress"): "in_progress",  # only with [tickets] notify_in_progress
     ("accepted", "resolved"): "resolved",
     ("in_progress", "resolved"): "resolved",
     ("waiting", "resolved"): "resolved",
@@ -40,6 +41,8 @@ VISIBLE: dict[tuple[str, str], str] = {
     ("resolved", "in_progress"): "reopened",
     ("closed", "in_progress"): "reopened",
 }
+OPTIONAL = frozenset({"in_progress"})  # mails the config may turn off
+OPEN = frozenset({"received", "accepted", "in_progress", "waiting"})  # someone must act
 
 
 class TransitionRefused(Exception):
@@ -57,6 +60,8 @@ class Services:
 
 def check_transition(ticket: Ticket, new: str) -> None:
     """Raise TransitionRefused unless the table allows the case to move to `new`."""
+    if new == ticket.status:
+        raise TransitionRefused(f"{ticket.number} is already {new}")
     if new not in STATUSES:
         raise TransitionRefused(f"unknown status {new!r} (statuses: {', '.join(STATUSES)})")
     if new not in TRANSITIONS[ticket.status]:
@@ -76,10 +81,18 @@ def apply_transition(
     now: datetime,
     reason: str | None = None,
     notify: bool = True,
+    message: str | None = None,
 ) -> TimelineEntry:
-    """Move a case to `new`, record who/when/why, stamp its clocks, queue the consumer's mail."""
+    """Move a case to `new`, record who/when/why, stamp its clocks, queue the consumer's mail.
+
+    `reason` is recorded and shown (a rejection's reason code or words); `message` is what a
+    person wrote to go with the move (a resolution, a request for details) and goes into the
+    consumer's mail too. A rejection needs a reason.
+    """
     old = ticket.status
     check_transition(ticket, new)
+    if new == "rejected" and not (reason or "").strip():
+        raise TransitionRefused(f"{ticket.number}: a rejection needs a reason (--reason)")
     ticket.status = new
     ticket.updated_at = now
     if new == "accepted":
@@ -102,24 +115,33 @@ def apply_transition(
         kind="status",
         actor=actor,
         internal=False,
-        text=reason,
+        text="\n\n".join(t for t in (reason, message) if t) or None,
         data={"from": old, "to": new},
     )
     session.add(entry)
-    event = VISIBLE.get((old, new))
-    if notify and event is not None:
+    kind = VISIBLE.get((old, new))
+    if kind in OPTIONAL and not services.config.tickets.notify_in_progress:
+        kind = None
+    if notify and kind is not None:
         session.flush()
-        queue_mail(
+        queued = queue_mail(
             session,
             services.config,
             services.templates,
             ticket=ticket,
-            kind="status",
+            kind=kind,
             intent=f"status:{ticket.number}:{entry.id}",
             now=now,
             automatic=None,  # a person's decision, not an automatic answer
-            context={"event": event, "reason": reason},
+            context={
+                "reason": reason,
+                "message": message,
+                "policy": services.config.sla.policy(ticket.priority),
+            },
         )
+        if queued is not None and ticket.first_response_at is None:
+            ticket.first_response_at = now  # a person has answered the consumer
+            ticket.due_first_response = None
     return entry
 
 

@@ -60,7 +60,7 @@ def test_scheduled_mail_is_auto_generated_and_replies_are_auto_replied(
     ticket = _open_case(app, language)
     with app.sessions.begin() as session:
         ticket = session.merge(ticket)
-        for kind, automatic in (("ack", "auto-replied"), ("status", "auto-generated")):
+        for kind, automatic in (("ack", "auto-replied"), ("closed", "auto-generated")):
             queue_mail(
                 session,
                 app.config,
@@ -92,7 +92,7 @@ def test_scheduled_mail_is_auto_generated_and_replies_are_auto_replied(
         rows = {r.kind: r for r in session.scalars(select(OutboxMessage))}
     mails = {k: email.message_from_bytes(r.raw, policy=policy.default) for k, r in rows.items()}
     assert mails["ack"]["Auto-Submitted"] == "auto-replied"
-    assert mails["status"]["Auto-Submitted"] == "auto-generated"
+    assert mails["closed"]["Auto-Submitted"] == "auto-generated"
     assert mails["reply"]["Auto-Submitted"] is None  # a person wrote it
     for mail in mails.values():
         assert mail["Reply-To"].startswith(f"support+{ticket.number}.")

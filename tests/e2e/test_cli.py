@@ -91,6 +91,8 @@ def test_show_json_follows_the_spec_shape(site: Path) -> None:
 
 
 def test_staff_reply_set_and_note_from_the_cli(site: Path) -> None:
+    with (site / "caseloop.toml").open("a", encoding="utf-8") as config:
+        config.write('\n[[staff]]\naddress = "agent@example.com"\ngroups = ["quality"]\n')
     caseloop("run", "--once", cwd=site)
     number = json.loads(caseloop("tickets", "list", "--json", cwd=site).stdout)[0]["number"]
     caseloop(
@@ -127,7 +129,9 @@ def test_staff_reply_set_and_note_from_the_cli(site: Path) -> None:
     caseloop("run", "--once", cwd=site)
     outbox = json.loads(caseloop("outbox", "list", "--json", cwd=site).stdout)
     mine = [m for m in outbox if m["subject"].startswith(f"[{number}]")]
-    assert sorted(m["kind"] for m in mine) == ["ack", "reply", "status"]
+    assert sorted(m["kind"] for m in mine) == ["accepted", "ack", "assigned", "reply"]
+    (assigned,) = [m for m in mine if m["kind"] == "assigned"]
+    assert assigned["recipient"] == "agent@example.com"
     assert {m["status"] for m in mine} == {"sent"}
 
 

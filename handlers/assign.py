@@ -1,0 +1,192 @@
+"""Who handles a case: routing by category to a staff group, least loaded first; urgent alerts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from daemon.config import Config, StaffMember
+from daemon.store.models import Ticket, TimelineEntry
+from handlers.notify import queue_mail
+from handlers.pipeline import Context
+from handlers.workflow import OPEN, Services
+
+
+def route(config: Config, category: str) -> str | None:
+    """The staff group for a category: the first [[routing]] rule naming it."""
+    return next((r.group for r in config.routing if r.category == category), None)
+
+
+def least_loaded(session: Session, config: Config, group: str) -> StaffMember | None:
+    """The group member with the fewest open cases (the config's order breaks ties)."""
+    members = [s for s in config.staff if group in s.groups]
+    if not members:
+        return None
+    load = dict(
+        session.execute(
+            select(Ticket.assignee, func.count())
+            .where(
+                Ticket.assignee.in_([m.address.lower() for m in members]),
+                Ticket.status.in_(OPEN),
+            )
+            .group_by(Ticket.assignee)
+        ).all()
+    )
+    return min(members, key=lambda m: load.get(m.address.lower(), 0))
+
+
+def assign(
+    session: Session,
+    services: Services,
+    ticket: Ticket,
+    address: str,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+) -> bool:
+    """Give the case to a staff member and tell them (and the one it is taken from).
+
+    Returns False when it already was theirs. Only configured staff can be assignees.
+    """
+    from handlers.staff import staff_reply_address  # staff builds on this module
+
+    config = services.config
+    member = config.staff_member(address)
+    if member is None:
+        from handlers.workflow import TransitionRefused
+
+        known = ", ".join(s.address for s in config.staff) or "none configured"
+        raise TransitionRefused(f"{address} is not a [[staff]] address (staff: {known})")
+    new, previous = member.address.lower(), ticket.assignee
+    if previous == new:
+        return False
+    ticket.assignee = new
+    ticket.updated_at = now
+    session.add(
+        TimelineEntry(
+            ticket_id=ticket.id,
+            at=now,
+            kind="note",
+            actor=actor,
+            internal=True,
+            text=f"assignee: {previous} -> {new}" + (f" ({reason})" if reason else ""),
+            data={"changes": [f"assignee: {previous} -> {new}"]},
+        )
+    )
+    session.flush()
+    summary = _summary_context(session, config, ticket)
+    queue_mail(
+        session,
+        config,
+        services.templates,
+        ticket=ticket,
+        kind="assigned",
+        intent=f"assigned:{ticket.number}:{new}:{now.isoformat()}",
+        now=now,
+        automatic="auto-generated",
+        recipient=new,
+        language=config.language_of(new),
+        internal=True,
+        reply_to=staff_reply_address(session, config, ticket, new, now),
+        context={"previous": previous, "actor": actor, **summary},
+    )
+    if previous:
+        queue_mail(
+            session,
+            config,
+            services.templates,
+            ticket=ticket,
+            kind="unassigned",
+            intent=f"unassigned:{ticket.number}:{previous}:{now.isoformat()}",
+            now=now,
+            automatic="auto-generated",
+            recipient=previous,
+            language=config.language_of(previous),
+            internal=True,
+            context={"assignee": new, "actor": actor},
+        )
+    return True
+
+
+def alert_urgent(
+    session: Session, services: Services, ticket: Ticket, now: datetime, why: str | None
+) -> int:
+    """Mail [escalation] urgent_notify and the supervisors about an urgent case, once each."""
+    config = services.config
+    recipients = dict.fromkeys(
+        a.lower() for a in (*config.escalation.urgent_notify, *config.escalation.supervisors)
+    )
+    summary = _summary_context(session, config, ticket) if recipients else {}
+    sent = 0
+    for address in recipients:
+        queued = queue_mail(
+            session,
+            config,
+            services.templates,
+            ticket=ticket,
+            kind="urgent",
+            intent=f"urgent:{ticket.number}:{address}",
+            now=now,
+            automatic="auto-generated",
+            recipient=address,
+            language=config.language_of(address),
+            internal=True,
+            context={"why": why, **summary},
+        )
+        sent += queued is not None
+    return sent
+
+
+def _summary_context(session: Session, config: Config, ticket: Ticket) -> dict[str, object]:
+    """What staff mail shows of a case: its first message and any rejection hint."""
+    from handlers.classify import suggest_rejection
+
+    first = session.scalar(
+        select(TimelineEntry.text)
+        .where(TimelineEntry.ticket_id == ticket.id, TimelineEntry.kind == "message_in")
+        .order_by(TimelineEntry.id)
+        .limit(1)
+    )
+    complaint = (first or "").strip()
+    if len(complaint) > 4000:
+        complaint = complaint[:4000] + " [...]"
+    return {
+        "complaint": complaint,
+        "suggestion": ticket.extra.get("suggested_rejection")
+        or suggest_rejection(f"{ticket.subject}\n{complaint}", config.rules),
+    }
+
+
+class Assign:
+    name = "assign"
+    description = "route a new case to the least-loaded member of its category's staff group"
+
+    def process(self, ctx: Context) -> None:
+        if not ctx.new_ticket or ctx.ticket is None or ctx.prep.automatic:
+            return
+        urgent = ctx.ticket.priority == "urgent"
+        group = route(ctx.config, ctx.ticket.category)
+        if group is None and not urgent:
+            return
+        ticket = ctx.session.get(Ticket, ctx.ticket.id)  # the ORM row, to change it
+        assert ticket is not None
+        services = Services(ctx.config, ctx.calendar, ctx.templates)
+        if group is not None:
+            member = least_loaded(ctx.session, ctx.config, group)
+            if member is not None:
+                assign(
+                    ctx.session,
+                    services,
+                    ticket,
+                    member.address,
+                    actor="caseloop",
+                    now=ctx.now,
+                    reason=f"routing: {ticket.category} -> {group}",
+                )
+        if urgent:
+            why = "group complaint" if ctx.prep.fields.get("group_complaint") else None
+            alert_urgent(ctx.session, services, ticket, ctx.now, why)
+        ctx.ticket = ticket

@@ -1,0 +1,217 @@
+"""Staff acting by mail: proof first, then the command lines applied and the rest relayed.
+
+A reply from a configured staff address about a case is honoured only with proof (LESSONS 4):
+it was sent to the per-staff reply token we gave that person for that case, or the receiving
+server's Authentication-Results (from a trusted authserv-id) show DKIM or DMARC passing for the
+sender's domain. Without proof the mail is a third party's: recorded for staff, nothing acted,
+nothing relayed. Command lines at the top (`#accept`, `#reject <reason>`, `#status <s>`,
+`#assign <address>`, `#priority <p>`, `#category <c>`, `#note <text>`) are all checked before
+any is applied; one bad line and the staff member gets a templated error and nothing changes.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+from daemon.config import CATEGORIES, PRIORITIES, Config
+from daemon.store.models import Ticket
+from handlers import staff
+from handlers.intake import record_message
+from handlers.notify import queue_mail
+from handlers.pipeline import Context
+from handlers.workflow import STATUSES, TRANSITIONS, VISIBLE, Services, apply_transition
+
+COMMANDS = ("accept", "reject", "status", "assign", "priority", "category", "note")
+_COMMAND = re.compile(r"^#([A-Za-z_]+)(?:\s+(.*))?$")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    argument: str
+    line: str
+
+
+def parse_commands(text: str) -> tuple[list[Command], str]:
+    """The command lines at the top of a staff reply, and the text after them."""
+    lines = text.split("\n")
+    commands: list[Command] = []
+    i = 0
+    while i < len(lines):
+        line = unicodedata.normalize("NFKC", lines[i]).strip()  # ＃ from a Chinese keyboard
+        if not line:
+            i += 1
+            continue
+        match = _COMMAND.match(line)
+        if match is None:
+            break
+        commands.append(Command(match.group(1).lower(), (match.group(2) or "").strip(), line))
+        i += 1
+    return commands, "\n".join(lines[i:]).strip()
+
+
+def check_commands(config: Config, ticket: Ticket, commands: list[Command]) -> list[str]:
+    """Every problem with these commands, in order; empty when all can be applied."""
+    problems: list[str] = []
+    status = ticket.status
+    for c in commands:
+        target = {"accept": "accepted", "reject": "rejected", "status": c.argument}.get(c.name)
+        if c.name not in COMMANDS:
+            problems.append(f"{c.line}: unknown command (commands: #{', #'.join(COMMANDS)})")
+        elif c.name in ("reject", "note", "assign", "priority", "category", "status") and (
+            not c.argument
+        ):
+            problems.append(f"{c.line}: #{c.name} needs an argument")
+        elif target is not None:
+            if target not in STATUSES:
+                problems.append(f"{c.line}: unknown status (statuses: {', '.join(STATUSES)})")
+            elif target not in TRANSITIONS[status]:
+                allowed = ", ".join(sorted(TRANSITIONS[status])) or "none"
+                problems.append(f"{c.line}: cannot go from {status} to {target} ({allowed})")
+            else:
+                status = target
+        elif c.name == "assign" and config.staff_member(c.argument) is None:
+            problems.append(f"{c.line}: not a staff address")
+        elif c.name == "priority" and c.argument not in PRIORITIES:
+            problems.append(f"{c.line}: priorities are {', '.join(PRIORITIES)}")
+        elif c.name == "category" and c.argument not in CATEGORIES:
+            problems.append(f"{c.line}: categories are {', '.join(CATEGORIES)}")
+    return problems
+
+
+def dkim_proof(raw: bytes, sender: str, trusted: tuple[str, ...]) -> str | None:
+    """How the receiving server vouched for the sender's domain, or None.
+
+    Only the topmost Authentication-Results header from a trusted authserv-id counts: that is
+    the one our own MX added (RFC 8601 §5 has it remove look-alikes from outside).
+    """
+    if not trusted:
+        return None
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    wanted = {t.lower() for t in trusted}
+    domain = sender.rpartition("@")[2].lower()
+    for value in headers.get_all("Authentication-Results") or []:
+        text = " ".join(str(value).split())
+        authserv, _, results = text.partition(";")
+        words = authserv.split()
+        if not words or words[0].lower() not in wanted:
+            continue
+        for result in results.split(";"):
+            match = re.match(r"\s*(dkim|dmarc)\s*=\s*(\w+)(.*)", result, re.IGNORECASE)
+            if match is None or match.group(2).lower() != "pass":
+                continue
+            props = dict(re.findall(r"([\w.]+)=(\S+)", match.group(3).lower()))
+            named = props.get("header.d") or props.get("header.from") or props.get("header.i")
+            if named and named.strip('"').rpartition("@")[2] == domain:
+                return f"{match.group(1).lower()}=pass by {words[0].lower()}"
+        return None  # the topmost trusted header decides
+    return None
+
+
+class StaffMail:
+    name = "staff-mail"
+    description = "a staff member's reply: proven, its commands applied and its text relayed"
+
+    def process(self, ctx: Context) -> None:
+        msg, prep, config = ctx.message, ctx.prep, ctx.config
+        sender = msg.from_address.lower()
+        recipients = [*msg.to, *msg.cc]
+        recipients += [
+            msg.headers[h] for h in ("delivered-to", "x-original-to") if h in msg.headers
+        ]
+        holder = staff.staff_token_holder(ctx.session, config, recipients)
+        if ctx.ticket is None and holder is not None:
+            ctx.ticket = holder[0]  # the token names the case even without threading headers
+        ticket = ctx.ticket
+        member = config.staff_member(sender)
+        if ticket is None or member is None or prep.automatic:
+            return
+        if sender == ticket.complainant_email:
+            return  # a staff member who is this case's complainant writes as the consumer
+        proof = None
+        if holder is not None and holder[0].id == ticket.id and holder[1] == sender:
+            proof = "staff reply token"
+        else:
+            proof = dkim_proof(msg.raw, sender, config.escalation.trusted_authserv_ids)
+        if proof is None:
+            record_message(ctx, internal=True, data={"claimed_staff": sender, "unproven": True})
+            prep.notes.append(
+                f"{ticket.number}: mail from staff address {sender} without proof "
+                "(no staff reply token, no trusted DKIM): recorded, nothing acted or relayed"
+            )
+            ctx.stop("entry", "unproven staff mail: recorded as a third party's")
+            return
+        commands, text = parse_commands(prep.new_text or msg.text)
+        record_message(
+            ctx,
+            internal=True,
+            data={"staff": sender, "proof": proof, "commands": [c.line for c in commands]},
+        )
+        services = Services(config, ctx.calendar, ctx.templates)
+        problems = check_commands(config, ticket, commands)
+        if problems:
+            queue_mail(
+                ctx.session,
+                config,
+                ctx.templates,
+                ticket=ticket,
+                kind="staff_error",
+                intent=f"staff-error:{ticket.number}:{ctx.entry_id}",
+                now=ctx.now,
+                recipient=sender,
+                language=member.language,
+                internal=True,
+                reply_to=staff.staff_reply_address(ctx.session, config, ticket, sender, ctx.now),
+                in_reply_to=msg.message_id,
+                context={"problems": problems},
+            )
+            ctx.stop("entry", f"staff mail from {sender}: commands refused, nothing applied")
+            return
+        self._apply(ctx, services, ticket, sender, commands, text)
+        ctx.stop("entry", f"staff mail from {sender} ({proof})")
+
+    def _apply(
+        self,
+        ctx: Context,
+        services: Services,
+        ticket: Ticket,
+        sender: str,
+        commands: list[Command],
+        text: str,
+    ) -> None:
+        """Apply checked commands in order; the text goes with the last move the consumer is
+        told about, or else is relayed to them as a reply."""
+        targets = [
+            {"accept": "accepted", "reject": "rejected"}.get(c.name, c.argument) for c in commands
+        ]
+        status, carrier = ticket.status, None
+        for i, (c, target) in enumerate(zip(commands, targets, strict=True)):
+            if c.name in ("accept", "reject", "status"):
+                if (status, target) in VISIBLE:
+                    carrier = i
+                status = target
+        for i, c in enumerate(commands):
+            message = text if i == carrier else None
+            if c.name in ("accept", "reject", "status"):
+                apply_transition(
+                    ctx.session,
+                    services,
+                    ticket,
+                    targets[i],
+                    actor=sender,
+                    now=ctx.now,
+                    reason=c.argument if c.name == "reject" else None,
+                    message=message or None,
+                )
+            elif c.name == "note":
+                staff.note(ctx.session, ticket, c.argument, actor=sender, now=ctx.now)
+            else:
+                staff.set_fields(
+                    ctx.session, services, ticket, actor=sender, now=ctx.now, **{c.name: c.argument}
+                )
+        if text and carrier is None:
+            staff.reply(ctx.session, services, ticket, text, actor=sender, now=ctx.now)
