@@ -210,8 +210,9 @@ class StaffMail:
             elif c.name == "note":
                 staff.note(ctx.session, ticket, c.argument, actor=sender, now=ctx.now)
             else:
+                field = "assignee" if c.name == "assign" else c.name
                 staff.set_fields(
-                    ctx.session, services, ticket, actor=sender, now=ctx.now, **{c.name: c.argument}
+                    ctx.session, services, ticket, actor=sender, now=ctx.now, **{field: c.argument}
                 )
         if text and carrier is None:
             staff.reply(ctx.session, services, ticket, text, actor=sender, now=ctx.now)

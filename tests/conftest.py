@@ -161,6 +161,18 @@ def smtp_sink(smtp_server: tuple[SmtpSink, int]) -> tuple[SmtpSink, int]:
     return sink, port
 
 
+@pytest.fixture
+def relay() -> Iterator[object]:
+    """The network between caseloop and the people it writes to (tests/relay.py): a real
+    aiosmtpd on loopback that routes each recipient's copy to a mailbox or a robot."""
+    from relay import Relay
+
+    server = Relay()
+    server.start()
+    yield server
+    server.stop()
+
+
 # -- Dovecot: the real IMAP peer (helpers in tests/dovecot.py) ------------------------------
 
 

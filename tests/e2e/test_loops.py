@@ -52,14 +52,6 @@ ROUND = timedelta(minutes=5)
 ROUNDS = 12  # one hour of simulated time
 
 
-@pytest.fixture
-def relay() -> Iterator[Relay]:
-    server = Relay()
-    server.start()
-    yield server
-    server.stop()
-
-
 def smtp_config(relay: Relay) -> str:
     return f'[smtp]\nhost = "127.0.0.1"\nport = {relay.port}\nsecurity = "none"\n'
 
