@@ -1,63 +1,330 @@
-"""Category and priority of a new case from keyword rules (the config's first, then built-ins)."""
+"""Category, priority and suggested rejection of a case from keyword rules (config's first)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from daemon.config import ClassifyRule, Config
 from handlers.pipeline import BlobWriter, Prepared
 
+# -- categories ------------------------------------------------------------------------------
+# Each category lists short patterns; the built-in category is the one with the most distinct
+# matches (a complaint names its problem several ways, and mentions others in passing: "the
+# parcel came fast, but the kettle leaks" is about quality). Ties go to the earlier category.
+_CATEGORY_PATTERNS: dict[str, Sequence[str]] = {
+    "food_safety": (
+        r"食品|食物|变质|过期|异物|发霉|霉变|长毛|虫子|苍蝇|蟑螂|头发丝?|腹泻|拉肚子|呕吐|上吐下泻",
+        r"生产日期|保质期|添加剂|外卖|饭菜|菜品|餐厅|饭店|奶粉|肉|牛奶|酸奶|饮料|零食|月饼|面包"
+        r"|食用",
+        r"\bfood\b|\bexpired\b|\bspoil(ed|t)\b|\bmou?ld(y)?\b|\brotten\b|\bfood poisoning\b",
+        r"\b(insect|bug|worm|cockroach|hair|fly|glass) (was )?in (the|my) (food|meal|soup|salad|"
+        r"dish|bread|drink|milk)\b|\bdiarrh(o)?ea\b|\bvomit\w*|\bbest before\b|\buse[- ]by\b",
+        r"\brestaurant\b|\btakeaway\b|\btake-out\b|\bmeal\b|\binfant formula\b|\bmilk powder\b",
+        r"\bsandwich\b|\byog(h)?urt\b|\bsnacks?\b|\bsalad\b|\bsoup\b|\bchicken\b|\bmeat\b",
+        r"\bchocolate\b|\bpeanuts?\b|\bnuts\b|\bingredients?\b|\bbiscuits?\b|\bcandy\b",
+        r"巧克力|花生|坚果|配料表?|饼干|糖果|过敏原",
+    ),
+    "privacy": (
+        r"个人信息|隐私|泄露|泄漏|骚扰电话|推销电话|营销电话|骚扰短信|短信轰炸|信息被(卖|泄)"
+        r"|未经(我的?)?(同意|允许|授权)",
+        r"身份证(号|信息)|通讯录|人脸|注销账号|注销账户",
+        r"\bprivacy\b|\bpersonal (data|information|details)\b|\bdata (leak|breach)\b|\bleaked\b",
+        r"\bspam (calls|texts|messages|emails?)\b|\bmarketing (calls|texts|emails?)\b",
+        r"\bwithout my (consent|permission)\b|\bgdpr\b|\bpipl\b|\bsold my (data|details|number)\b",
+        r"\bdelete my (data|account)\b|\bunsubscribe\b",
+    ),
+    "false_advertising": (
+        r"虚假宣传|虚假广告|夸大|与(商品)?(描述|宣传|图片|页面|详情页|介绍)不符|货不对板|假货|假冒"
+        r"|冒充",
+        r"宣传.{0,8}(不符|不实|虚假|不一样)|欺骗消费者|名不副实|虚标|广告.{0,6}(说|称|写)|诱导"
+        r"|所谓的?",
+        r"\bmisleading\b|\bfalse advertis\w*|\bnot as (described|advertised|pictured)\b",
+        r"\badvertised (as|that)\b|\bclaimed (to|that)\b|\bfake\b|\bcounterfeit\b"
+        r"|\bbait[- ]and[- ]switch\b",
+        r"\bfalse (claim|claims|promise)\b|\bthe (ad|advert|advertisement|listing) (said|says"
+        r"|claimed)\b",
+    ),
+    "product_quality": (
+        r"质量|故障|损坏|坏了|破损|漏水|漏电|缺陷|开裂|裂了|裂开|断了|不能用|无法使用|失灵|死机"
+        r"|异响",
+        r"掉色|褪色|起球|甲醛|(?<!信息)爆炸(?!性)|(?<!气)(?<!油)炸(了|开|裂)(?!锅)|起火|着火|自燃"
+        r"|冒烟|鼓包|发烫|过热|不制冷|不开机",
+        r"\bquality\b|\bdefect\w*|\bbroken\b|\bbroke\b|\bfaulty\b|\bstopped working\b",
+        r"\b(does|did)n'?t work\b|\bnot working\b|\bcrack(ed|s)?\b|\bleak(s|ed|ing)?\b",
+        r"\bexplod\w*|\bexplosion\b|\bmalfunction\w*|\boverheat\w*|\b(caught|catch) fire\b",
+        r"零件|脱落|掉漆|刹车|失灵|触电|警示|\bfault(y|s)?\b|\bwiring\b|\belectric(al)? shock\b",
+        r"\bfell apart\b|\bswollen\b|\bswelling\b|\bpeeling\b|\bshoddy\b|\bdead on arrival\b",
+    ),
+    "logistics": (
+        r"快递|物流|配送|发货|送货|包裹|运单|签收|丢件|丢了件|延误|迟迟未到|没收到|未收到|派送"
+        r"|快递员|运输",
+        r"(还|一直|迟迟|至今)(没|未|不)(到|送到|发货|收到)|送错|送货上门|上门取件|驿站",
+        r"\b(weeks?|days?) late\b|\blate (delivery|again)\b|\bdelayed\b",
+        r"\bdeliver(y|ies|ed)?\b|\bshipping\b|\bshipment\b|\bcourier\b|\bparcel\b|\bpackage\b",
+        r"\btracking\b|\bnever (arrived|came|received)\b|\b(has|had|hasn't"
+        r"|has not) (not )?arrived\b",
+        r"\blost in transit\b|\bdispatch(ed)?\b|\bleft (it |the parcel )?(at|outside)\b",
+    ),
+    "price": (
+        r"价格|多收|收费|乱收费|价格欺诈|差价|涨价|标价|明码标价|先涨后降|扣费|乱扣|自动续费"
+        r"|重复扣款|多扣|价保",
+        r"\bovercharg\w*|\bprice[ds]?\b|\bpricing\b|\bcharged (me )?(twice|double|more)\b",
+        r"\bdouble[- ]charged\b|\bhidden (fee|fees|charge|charges)\b|\bsurcharge\b",
+        r"\bauto[- ]?renew\w*|\bsubscription fee\b|\bprice tag\b|\bbilled\b|\bbilling\b",
+    ),
+    "service_attitude": (
+        r"态度|辱骂|骂人|骂我|不理|推诿|推脱|敷衍|挂电话|挂断|爱答不理|冷漠|不耐烦|服务差|服务恶劣"
+        r"|嘲讽|威胁我",
+        r"\brude(ly|ness)?\b|\bimpolite\b|\battitude\b|\bignored\b|\bhung up\b|\bshouted\b",
+        r"\byelled\b|\binsult\w*|\bunprofessional\b|\bdisrespect\w*|\bcondescending\b",
+    ),
+    "after_sales": (
+        r"售后|保修|三包|维修|返修|退换|拒绝退|不给退|不予退|不退|不换|不给换|拒绝换|换货|退货"
+        r"|不给修",
+        r"\bafter[- ]sales\b|\bwarranty\b|\bguarantee\b|\brepair\w*",
+        r"\brefus\w* (to )?(a |my |the )?(refund|return|exchange|repair)\b",
+        r"\breturn policy\b|\bwon'?t (refund|replace|exchange|repair)\b|\bexchange\b",
+    ),
+}
+CATEGORY_ORDER = tuple(_CATEGORY_PATTERNS) + ("other",)
+_CATEGORY_RE = {
+    name: tuple(re.compile(p, re.IGNORECASE) for p in patterns)
+    for name, patterns in _CATEGORY_PATTERNS.items()
+}
 
-def _rule(pattern: str, category: str | None = None, priority: str | None = None) -> ClassifyRule:
-    return ClassifyRule(
-        match=re.compile(pattern, re.IGNORECASE), category=category, priority=priority
-    )
-
-
-BUILT_IN_RULES: tuple[ClassifyRule, ...] = (
-    _rule(
-        r"爆炸|起火|着火|触电|烫伤|烧伤|受伤|中毒|过敏|窒息|儿童.{0,6}(危险|误食)|"
-        r"explo|caught fire|on fire|electric shock|injur|burn(ed|s)? |poison|allerg|chok",
-        priority="urgent",
-    ),
-    _rule(
-        r"多人|集体|群体|大量消费者|many customers|class action|group complaint", priority="urgent"
-    ),
-    _rule(r"食品|食物|变质|过期|异物|霉|food|expired|spoiled|mould|mold", "food_safety"),
-    _rule(r"个人信息|隐私|泄露|骚扰电话|privacy|personal data|data leak|spam calls", "privacy"),
-    _rule(
-        r"虚假宣传|夸大|广告|与描述不符|misleading|false advertising|not as described",
-        "false_advertising",
-    ),
-    _rule(r"快递|物流|配送|发货|送货|包裹|deliver|shipping|courier|parcel|tracking", "logistics"),
-    _rule(r"价格|多收|收费|乱收费|价格欺诈|差价|overcharg|price|pricing|charged twice", "price"),
-    _rule(
-        r"态度|辱骂|不理|推诿|客服.{0,4}(差|恶劣)|rude|impolite|attitude|ignored",
-        "service_attitude",
-    ),
-    _rule(
-        r"售后|退货|退款|换货|维修|保修|三包|refund|return|repair|warranty|exchange", "after_sales"
-    ),
-    _rule(
-        r"质量|故障|损坏|坏了|破损|爆炸|漏|缺陷|quality|defect|broken|faulty|stopped working",
-        "product_quality",
-    ),
+# -- urgency ---------------------------------------------------------------------------------
+# Safety risks: the words people use, with the look-alikes that are not (信息爆炸, 气炸了,
+# 电脑中毒, 心灵受伤; Burnaby, firewall, "fired the courier", "shocked by the service").
+_SAFETY = re.compile(
+    r"(?<!信息)爆炸(?!性)|(?<!气)(?<!油)炸(了|开|裂|伤)(?!锅)|爆裂|起火|着火|失火|火灾|自燃|冒烟"
+    r"|冒火|火花"
+    r"|触电|漏电|电击|电到|(?<!电脑)(?<!手机)(?<!系统)(?<!软件)(?<!病毒)中毒|过敏|窒息|噎住|卡喉"
+    r"|误食|误吞"
+    r"|烫伤|烧伤|灼伤|划伤|割伤|砸伤|摔伤|扎伤|夹伤|(?<!心灵)(?<!感情)(?<!自尊心)(?<!心里)受伤|伤口"
+    r"|流血|骨折"
+    r"|送医|住院|急诊|抢救|上吐下泻|安全隐患"
+    r"|(儿童|孩子|小孩|宝宝|婴儿|幼儿|女儿|儿子|小朋友).{0,15}(危险|卡住|夹住|勒住|吞下|烫到|划破)"
+    r"|\bexplo(de|ded|des|ding|sion|sions)\b|\b(caught|catch|catches|catching|on) fire\b"
+    r"|\bfire (broke out|hazard)\b|\bburst into flames?\b|\bin flames\b|\bsparks\b"
+    r"|\belectric(al|ity)? shocks?\b|\belectrocut\w*|\bgot a shock\b"
+    r"|\b(burn|burns|burned|burnt|scald|scalds|scalded)\b"
+    r"|\binjur(y|ies|ed|ing)\b|\b(was|were|got|been|is|are|get) (badly |seriously )?hurt\b"
+    r"|\bhospital(i[sz]ed|i[sz]ation)?\b|\bemergency room\b|\bA&E\b|\bstitches\b|\bbleeding\b"
+    r"|\bpoison(ed|ing|ous)?\b|\ballerg(y|ies|ic)\b|\banaphyla\w*"
+    r"|\bchok(e|ed|es|ing)\b|\bsuffocat\w*|\bswallowed\b"
+    r"|\bsafety (hazard|risk)s?\b"
+    r"|\b(child|children|kid|kids|toddler|baby|infant)\b[^.!?\n]{0,40}"
+    r"\b(danger\w*|swallow\w*|trapped|sharp edges?)\b",
+    re.IGNORECASE,
+)
+# Many complainants, same cause (PROCEDURE §3: 群体性投诉).
+_GROUP = re.compile(
+    r"多人(?!套餐|份|餐|间|座|游戏|运动)|多名(消费者|用户|顾客|业主|家长|学生|乘客)|集体(投诉|维权"
+    r"|中毒)|群体"
+    r"|大批(消费者|用户|顾客)|众多(消费者|用户|顾客)|很多(人|消费者|用户|顾客|业主|家长)都"
+    r"|(上百|几十|数十|数百|上千)(个|名|位)?(人|消费者|用户|顾客|家长|业主)|联名|维权群"
+    r"|\bmany of us\b|\bmany (other )?(customers|consumers|people|buyers|parents|residents)\b"
+    r"|\b(dozens|hundreds|thousands) of (us|customers|consumers|people|buyers|families)\b"
+    r"|\bgroup complaint\b|\bclass action\b|\bcollective complaint\b|\ball of us\b"
+    r"|\bother (customers|buyers|people) (have|had|reported) the same\b"
+    r"|\bwe are \d+ (customers|families|parents|buyers|residents)\b|\bseveral families\b",
+    re.IGNORECASE,
+)
+# A safety word right after a negation is not a safety risk ("没有人受伤", "no one was injured").
+# The negation must be within a few characters (zh) or three words (en), with no punctuation
+# between: "没有说明书，孩子烫伤了" and "not only did it explode" stay urgent.
+_NEGATION_ZH = re.compile(
+    r"(没(?!想到|料到)有?人?|无人|未(?!成年)|并未|从未|不会|不可能|不至于|以免|避免|防止)"
+    r"[^，。,.!！？?；;\s]{0,3}$"
+)
+# Out-of-scope mentions are also denied with "is not" (不是私下交易, 并非处理品), or are the
+# business's claim the consumer disputes (售后却说过了保修期, "the store says it is out of
+# warranty").
+_NEGATION_ZH_IS = re.compile(
+    r"((不是|并非|并不是|不属于|没有?|未|并未|尚未|还没有?)[^，。,.!！？?；;\s]{0,3}"
+    r"|(说|称|声称|表示|认为|借口|理由是)[^，。,.!！？?；;\s]{0,4})$"
+)
+_CLAIMED_EN = re.compile(
+    r"\b(says?|said|claims?|claimed|told me|insists?|insisted)( that)?( it('s| is| was)| they| we"
+    r"| i('m| am| was))?\s*$",
+    re.IGNORECASE,
+)
+_NEGATION_EN = re.compile(
+    r"\b(no|not(?! only)|never|nobody|none|without|neither|nor|\w+n't)\b"
+    r"(\s+(one|body|was|were|is|are|been|got|get|being|any|serious|seriously|badly|the|a|an|"
+    r"it|he|she|they|we|i|did|do|does|has|have|had|catch|harmed|hurt|actually)){0,3}\s*$",
+    re.IGNORECASE,
 )
 
 
+def _negated(text: str, start: int, zh: re.Pattern[str] = _NEGATION_ZH) -> bool:
+    before = text[max(0, start - 40) : start]
+    if zh.search(before[-10:]):
+        return True
+    return bool(_NEGATION_EN.search(before))
+
+
+def safety_risk(text: str) -> str | None:
+    """The first safety word that is not negated, or None."""
+    for match in _SAFETY.finditer(text):
+        if not _negated(text, match.start()):
+            return match.group(0)
+    return None
+
+
+def group_words(text: str) -> str | None:
+    """Words saying many consumers complain together (多人, 集体, many of us), or None."""
+    match = _GROUP.search(text)
+    return match.group(0) if match else None
+
+
+def builtin_category(text: str) -> str:
+    """The category with the most distinct matching words; "other" when none matches."""
+    best, best_score = "other", 0
+    for name, patterns in _CATEGORY_RE.items():
+        hits: set[str] = set()
+        for pattern in patterns:
+            hits.update(m.group(0).lower() for m in pattern.finditer(text))
+        if len(hits) > best_score:
+            best, best_score = name, len(hits)
+    return best
+
+
 def classify(text: str, rules: tuple[ClassifyRule, ...]) -> tuple[str, str]:
-    """(category, priority): each set by the first rule that matches and names it."""
+    """(category, priority): the config's rules first (first match naming it), then built-ins."""
     category: str | None = None
     priority: str | None = None
-    for rule in rules + BUILT_IN_RULES:
-        if (category is None and rule.category) or (priority is None and rule.priority):
-            if not rule.match.search(text):
-                continue
+    for rule in rules:
+        wanted = (category is None and rule.category) or (priority is None and rule.priority)
+        if wanted and rule.match.search(text):
             category = category or rule.category
             priority = priority or rule.priority
-        if category and priority:
-            break
-    return category or "other", priority or "normal"
+    if category is None:
+        category = builtin_category(text)
+    if priority is None:
+        priority = "urgent" if safety_risk(text) or group_words(text) else "normal"
+    return category, priority
+
+
+# -- out of scope (PROCEDURE §4) ---------------------------------------------------------------
+# Reason codes with staff-facing labels: hints in the case view and staff mail, never sent to
+# the consumer as such (the rejection notice is a template; staff write the reason).
+REJECTION_REASONS = (
+    "b2b",
+    "private_trade",
+    "beyond_warranty",
+    "seconds",
+    "court_or_arbitration",
+    "no_respondent",
+)
+REJECTION_LABELS: dict[str, dict[str, str]] = {
+    "zh-CN": {
+        "b2b": "经营者之间的购销纠纷（进货、批发），不属于消费者投诉",
+        "private_trade": "个人之间的私下交易（含二手个人卖家），无经营者",
+        "beyond_warranty": "商品已超过保修期或合格证有效期",
+        "seconds": "商品按处理品/瑕疵品出售且已如实说明原因（请核实是否说明）",
+        "court_or_arbitration": "已向法院起诉或已申请仲裁",
+        "no_respondent": "被投诉方无法确认",
+    },
+    "en": {
+        "b2b": "dispute between businesses (wholesale, stock purchase), not a consumer complaint",
+        "private_trade": "private trade between individuals (incl. second-hand private sellers)",
+        "beyond_warranty": "goods beyond their warranty or certificate period",
+        "seconds": "goods sold marked as seconds/clearance with the reason stated (check it was)",
+        "court_or_arbitration": "already before a court or in arbitration",
+        "no_respondent": "no identifiable respondent",
+    },
+}
+_REJECTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (code, re.compile(pattern, re.IGNORECASE))
+    for code, pattern in (
+        (
+            "court_or_arbitration",
+            r"已(经)?(向[^，。,.]{0,12})?(起诉|提起诉讼|立案|申请(了)?仲裁|提起仲裁)"
+            r"|法院已(经)?(受理|立案|判决|开庭)"
+            r"|仲裁(委员会|委)?已(经)?(受理|立案|裁决)|正在(诉讼|仲裁|打官司)|诉讼中|仲裁中"
+            r"|已经在打官司"
+            r"|\b(already|have|has|had) (filed|brought|started|taken)\b[^.!?\n]{0,30}"
+            r"\b(court|lawsuit|suit|claim|arbitration)\b"
+            r"|\b(case|claim|dispute) is (now |currently )?(pending )?(before|in) (the )?(\w+ )?"
+            r"(court|tribunal|arbitration)\b|\b(lawsuit|arbitration) (is )?(pending|under ?way"
+            r"|ongoing)\b"
+            r"|\bwe are in arbitration\b|\bcourt hearing (is|was) (scheduled|set)\b",
+        ),
+        (
+            "b2b",
+            r"经营者之间|购销纠纷|(我们|我|本)的?(公司|店|门店|饭店|餐厅|超市|工厂|厂).{0,8}(进货"
+            r"|批发|采购|订货|订购)"
+            r"|批发(商|给我们)|供货商|供应商.{0,8}(拖欠|纠纷|违约)|货款|我们是.{0,10}(经销商|零售商"
+            r"|代理商)"
+            r"|\bwholesale\b|\bb2b\b|\bfor resale\b|\bour (shop|store|company|restaurant|business) "
+            r"(bought|ordered|purchased)\b|\bour supplier\b|\binvoice for our (company|business)\b",
+        ),
+        (
+            "private_trade",
+            r"个人私下交易|私下交易|闲鱼|转转|个人卖家|私人卖家|二手.{0,8}个人|个人.{0,8}二手"
+            r"|朋友圈(里)?(买|购)"
+            r"|微信(上)?私下|网友(手里|那里|那儿)买"
+            r"|\bprivate (sale|seller|individual|trade)\b|\bfrom an individual\b"
+            r"|\bfacebook marketplace\b"
+            r"|\bcraigslist\b|\bgumtree\b|\bbetween individuals\b|\bsecond[- ]hand from (a|an) "
+            r"(private|person|individual|stranger)\b",
+        ),
+        (
+            "beyond_warranty",
+            r"超(过|出)(了)?(保修|三包|质保)期?|过了(保修|三包|质保)期?|(保修|三包"
+            r"|质保)期?已(经)?(过|结束|到期)"
+            r"|(保修|质保)期外|已过保|过保了"
+            r"|\bout of warranty\b|\bwarranty (has |had )?(expired|ended|run out|ran out|lapsed)\b"
+            r"|\b(past|beyond|outside) (the |its )?warranty\b|\bno longer (under|covered by) "
+            r"(the )?warranty\b",
+        ),
+        (
+            "seconds",
+            r"处理品|残次品|瑕疵品|次品|清仓(处理|品)|特价处理|(标注|注明|说明|写明"
+            r"|告知)(了)?[^，。,.]{0,10}(瑕疵|处理|残次)"
+            r"|\bsold as (seen|is)\b|\bas[- ]is\b|\bseconds\b|\bfactory seconds?\b"
+            r"|\bex[- ]display\b"
+            r"|\bclearance (item|sale|stock)\b|\bmarked as (damaged|defective|faulty)\b",
+        ),
+        (
+            "no_respondent",
+            r"不知道(是)?(哪|什么)(家|个)?(公司|商家|店)|找不到(商家|卖家|店家|公司)|(商家|店铺"
+            r"|公司|卖家)已(经)?"
+            r"(倒闭|注销|跑路|关门|消失|联系不上)|联系不上(商家|卖家|店家)"
+            r"|\bdon'?t know (who|which (company|shop|seller|business))\b|\b(shop|store|seller"
+            r"|company) "
+            r"(has )?(closed down|disappeared|vanished|no longer exists)\b"
+            r"|\bcan'?t find the (seller|shop)\b",
+        ),
+    )
+)
+
+
+def suggest_rejection(text: str, rules: tuple[ClassifyRule, ...]) -> str | None:
+    """A reason the case may be out of scope (PROCEDURE §4), for staff to weigh; else None.
+
+    The config's rules with a reject_reason come first and give their own text; the built-ins
+    give a code from REJECTION_REASONS (labels in REJECTION_LABELS). A negated mention ("没有
+    超过保修期", "not out of warranty") suggests nothing. Nothing is applied: staff decide.
+    """
+    for rule in rules:
+        if rule.reject_reason and rule.match.search(text):
+            return rule.reject_reason
+    for code, pattern in _REJECTION_PATTERNS:
+        for match in pattern.finditer(text):
+            start = match.start()
+            if not _negated(text, start, _NEGATION_ZH_IS) and not _CLAIMED_EN.search(
+                text[max(0, start - 40) : start]
+            ):
+                return code
+    return None
+
+
+def rejection_label(reason: str, language: str) -> str:
+    """A staff-facing label for a reason code; a config rule's own text comes back as it is."""
+    return REJECTION_LABELS.get(language, REJECTION_LABELS["en"]).get(reason, reason)
 
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")

@@ -1,0 +1,180 @@
+"""Classification, priority and suggested rejection over a corpus of real-shaped complaints."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from daemon.config import ClassifyRule
+from handlers.classify import (
+    REJECTION_LABELS,
+    REJECTION_REASONS,
+    classify,
+    detect_language,
+    rejection_label,
+    safety_risk,
+    suggest_rejection,
+)
+from handlers.parse import parse_message
+from handlers.quotes import strip_quotes
+
+CORPUS = sorted((Path(__file__).parent / "data" / "complaints").glob("*.eml"))
+
+
+def _words(path: Path) -> tuple[str, dict[str, str]]:
+    """What Classify looks at (subject + the sender's own words) and the X-Expect-* headers."""
+    message = parse_message(path.read_bytes())
+    expect = {k[9:]: v for k, v in message.headers.items() if k.startswith("x-expect-")}
+    return f"{message.subject}\n{strip_quotes(message.text)}", expect
+
+
+def test_the_corpus_is_large_and_in_both_languages() -> None:
+    assert len(CORPUS) >= 40
+    languages = {detect_language(_words(p)[0], "en") for p in CORPUS}
+    assert languages == {"zh-CN", "en"}
+    categories = {_words(p)[1]["category"] for p in CORPUS}
+    assert categories == {
+        "product_quality",
+        "service_attitude",
+        "logistics",
+        "price",
+        "after_sales",
+        "false_advertising",
+        "food_safety",
+        "privacy",
+        "other",
+    }
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_corpus_complaint_gets_its_category_priority_and_rejection_hint(path: Path) -> None:
+    text, expect = _words(path)
+    assert classify(text, ()) == (expect["category"], expect["priority"])
+    assert suggest_rejection(text, ()) == expect.get("reject")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "压力锅爆炸了，把我孩子烫伤了",
+        "The pressure cooker exploded and burned my son.",
+        "电暖器漏电，我妈妈触电了",
+        "充电宝着火了",
+        "一家人吃了之后食物中毒",
+        "吃了以后严重过敏，送医抢救",
+        "The charger caught fire overnight.",
+        "My daughter got an electric shock from the lamp.",
+        "She was badly hurt when the shelf collapsed.",
+        "We all got food poisoning from the takeaway.",
+        "My toddler choked on a small part.",
+        "虽然没有说明书，孩子还是烫伤了",  # the negation is about something else
+        "Not only did it explode, my son was burned.",
+        "二十多位家长集体投诉",
+        "Many of us bought the same heater.",
+    ],
+)
+def test_safety_risks_and_group_words_are_urgent(text: str) -> None:
+    assert classify(text, ())[1] == "urgent"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "没有人受伤，但是锅盖飞了出去",
+        "幸好没有起火",
+        "孩子没有受伤",
+        "无人受伤",
+        "No one was injured, but the lid flew off.",
+        "Nobody got hurt.",
+        "Luckily it didn't catch fire.",
+        "There were no injuries.",
+        "I live in Burnaby and the parcel is late.",
+        "The firewall on the router keeps resetting.",
+        "They fired the courier company.",
+        "I was shocked by how rude the staff were.",
+        "这真是个爆炸性新闻，快递居然准时到了",
+        "我都气炸了，客服一直不理我",
+        "电脑中毒了，售后不管",
+        "我的心灵受伤了，客服态度太差",
+        "点了多人套餐，分量太少",
+        "信息爆炸的时代，广告太多",
+    ],
+)
+def test_negations_and_look_alikes_are_not_urgent(text: str) -> None:
+    assert classify(text, ())[1] == "normal"
+    assert safety_risk(text) is None
+
+
+def test_config_rules_come_before_the_built_ins() -> None:
+    rules = (
+        ClassifyRule(match=re.compile("kettle", re.I), category="after_sales"),
+        ClassifyRule(match=re.compile("VIP", re.I), priority="high"),
+        ClassifyRule(match=re.compile("demo fire", re.I), priority="low"),
+    )
+    assert classify("My kettle is broken and faulty", rules) == ("after_sales", "normal")
+    assert classify("VIP customer: the lamp exploded", rules) == ("product_quality", "high")
+    assert classify("demo fire drill: caught fire", rules)[1] == "low"
+    assert classify("nothing to see", rules) == ("other", "normal")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("我们公司从批发商那里进货的一批货有问题", "b2b"),
+        ("经营者之间的购销纠纷", "b2b"),
+        ("We bought 200 units wholesale for our shop.", "b2b"),
+        ("在闲鱼上从个人卖家买的二手手机", "private_trade"),
+        ("这是个人私下交易", "private_trade"),
+        ("Bought it from a private seller on Craigslist.", "private_trade"),
+        ("已经超过保修期了", "beyond_warranty"),
+        ("过了保修期一个月就坏了", "beyond_warranty"),
+        ("It is out of warranty now.", "beyond_warranty"),
+        ("The warranty expired in March.", "beyond_warranty"),
+        ("买的是处理品，当时说明了有瑕疵", "seconds"),
+        ("Sold as seen, ex-display model.", "seconds"),
+        ("我已经向法院起诉了", "court_or_arbitration"),
+        ("仲裁委已经受理了", "court_or_arbitration"),
+        ("I have already filed a claim in court.", "court_or_arbitration"),
+        ("The case is now pending before the district court.", "court_or_arbitration"),
+        ("不知道是哪家公司，网站已经打不开了", "no_respondent"),
+        ("The shop has closed down and I can't find the seller.", "no_respondent"),
+    ],
+)
+def test_out_of_scope_reasons_are_suggested(text: str, reason: str) -> None:
+    assert suggest_rejection(text, ()) == reason
+    assert reason in REJECTION_REASONS
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "如果不解决，我将向法院起诉",
+        "I will take you to court if this is not fixed.",
+        "没有超过保修期",
+        "还在保修期内，售后却说过了保修期",
+        "The store says it is out of warranty, but I bought it in May.",
+        "不是私下交易，是在官方旗舰店买的",
+        "It is not out of warranty.",
+        "压力锅爆炸了，孩子烫伤",
+    ],
+)
+def test_threats_denials_and_business_claims_suggest_nothing(text: str) -> None:
+    assert suggest_rejection(text, ()) is None
+
+
+def test_a_config_rule_reason_comes_first_and_is_given_as_written() -> None:
+    rules = (
+        ClassifyRule(match=re.compile("lottery", re.I), reject_reason="not a consumer matter"),
+        ClassifyRule(match=re.compile("kettle", re.I), category="after_sales"),
+    )
+    assert suggest_rejection("lottery prize bought wholesale", rules) == "not a consumer matter"
+    assert suggest_rejection("kettle bought wholesale for our shop", rules) == "b2b"
+
+
+def test_every_reason_has_a_staff_label_in_both_languages() -> None:
+    for language in ("zh-CN", "en"):
+        assert set(REJECTION_LABELS[language]) == set(REJECTION_REASONS)
+    assert rejection_label("b2b", "zh-CN").startswith("经营者之间")
+    assert rejection_label("not a consumer matter", "en") == "not a consumer matter"
