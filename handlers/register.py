@@ -168,19 +168,20 @@ def _date_of(kind: str, groups: tuple[str | Any, ...], today: date | None) -> da
 
 
 def find_purchase_date(text: str, today: date | None) -> str | None:
-    """ISO date: the one said next to a purchase word, else the first; never a future date."""
-    found: list[tuple[int, date, bool]] = []
+    """ISO date: the one said closest to a purchase word, else the first; never a future date."""
+    words = [(m.start(), m.end()) for m in _PURCHASE_WORDS.finditer(text)]
+    found: list[tuple[int, int, date]] = []
     for kind, pattern in _DATES:
         for match in pattern.finditer(text):
             value = _date_of(kind, match.groups(), today)
             if value is None or (today is not None and value > today):
                 continue
-            near = text[max(0, match.start() - 25) : match.end() + 15]
-            found.append((match.start(), value, bool(_PURCHASE_WORDS.search(near))))
+            gaps = [max(start - match.end(), match.start() - end, 0) for start, end in words]
+            near = min((g for g in gaps if g <= 25), default=1000)
+            found.append((near, match.start(), value))
     if not found:
         return None
-    found.sort(key=lambda f: (not f[2], f[0]))
-    return found[0][1].isoformat()
+    return min(found)[2].isoformat()
 
 
 # -- respondent ------------------------------------------------------------------------------
@@ -262,7 +263,7 @@ _NOT_WANTED = re.compile(
     r"rather than|instead of)[^，。,.!！？?；;]{0,6}$",
     re.IGNORECASE,
 )
-_SENTENCE = re.compile(r"[^。！？!?\n]+(?:[。！？!?]|\.(?=\s|$)|$)")
+_SENTENCE = re.compile(r"(?:[^。！？!?\n.]|\.(?!\s|$))+(?:[。！？!?.]|$)")
 
 
 def find_demand(text: str) -> str | None:
@@ -310,13 +311,21 @@ def find_name(text: str) -> str | None:
     return None
 
 
-def complainant_name(from_name: str, from_address: str, text: str) -> str | None:
-    """The From display name unless it is only the address; else what the text says."""
+def complainant_name(
+    from_name: str, from_address: str, text: str, signature: str = ""
+) -> str | None:
+    """The From display name unless it is only the address; else what the text says, else
+    the signature's first line when it is a name."""
     display = from_name.strip().strip("\"'")
     local = from_address.partition("@")[0]
     if display and "@" not in display and display.lower() != local.lower():
         return display
-    return find_name(text)
+    said = find_name(f"{text}\n{signature}")
+    if said:
+        return said
+    first = next((line for line in signature.splitlines() if line.strip()), "")
+    name = _SIGNATURE_NAME.match(first)
+    return name.group(1) if name else None
 
 
 # -- fields, essentials, replies -------------------------------------------------------------
@@ -426,7 +435,7 @@ class Register:
             phone = find_phone(signature)
             if phone:
                 prep.fields["phone"] = phone
-        name = complainant_name(message.from_name, message.from_address, f"{text}\n{signature}")
+        name = complainant_name(message.from_name, message.from_address, text, signature)
         if name and name != message.from_name.strip() and not prep.fields.get("name"):
             prep.fields["name"] = name  # from the signature: the From header had none
         prep.missing = missing_essentials(prep.fields, name, text, prep.category)

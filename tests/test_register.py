@@ -1,0 +1,355 @@
+"""Registration fields from complaint mail, missing essentials, replies, group complaints."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from daemon import config as configmod
+from daemon.app import App
+from daemon.store.models import Ticket
+from handlers.pipeline import Context, Incoming, Prepared, prepare
+from handlers.register import (
+    GroupComplaint,
+    Register,
+    extract_fields,
+    find_amount,
+    find_demand,
+    find_order_number,
+    find_phone,
+    find_purchase_date,
+    find_respondent,
+    is_group_complaint,
+    merge_reply,
+    missing_essentials,
+    normalise_respondent,
+)
+
+TODAY = date(2026, 11, 24)
+
+
+@pytest.mark.parametrize(
+    ("text", "phone"),
+    [
+        ("手机：13812345678", "13812345678"),
+        ("电话13812345678", "13812345678"),
+        ("call me on +86 139 1000 2233", "13910002233"),
+        ("联系方式 138-1234-5678", "13812345678"),
+        ("Tel: 0086-15900001111", "15900001111"),
+        ("座机 010-87654321", "010-87654321"),
+        ("(0755) 2345 678", None),  # seven digits split by a space: not a number we trust
+        ("(0755)23456789 转 123", "0755-23456789-123"),
+        ("订单号 2026110512345678", None),  # a mobile-shaped run inside a longer number
+        ("12812345678", None),  # no such mobile prefix
+    ],
+)
+def test_phone_numbers(text: str, phone: str | None) -> None:
+    assert find_phone(text) == phone
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("订单号：2026110112345678，金额", "2026110112345678"),
+        ("订单编号 SN20261108773421", "SN20261108773421"),
+        ("订单号为 TB5566778899001", "TB5566778899001"),
+        ("Order no. KP-55120934", "KP-55120934"),
+        ("order #A12345678 arrived broken", "A12345678"),
+        ("Order ID: 112-1234567-1234567", "112-1234567-1234567"),
+        ("订单号：ＳＮ２０２６１１０８", "SN20261108"),  # full-width, typed on a Chinese keyboard
+        ("my order was late", None),
+        ("order number: ABCDEF", None),  # no digits: not an order id
+    ],
+)
+def test_order_numbers(text: str, number: str | None) -> None:
+    assert find_order_number(text) == number
+
+
+@pytest.mark.parametrize(
+    ("text", "amount"),
+    [
+        ("金额￥1,299.00元", "1299.00"),
+        ("花了899元", "899.00"),
+        ("price ¥ 45.5", "45.50"),
+        ("paid RMB 329", "329.00"),
+        ("CNY 12,000", "12000.00"),
+        ("a 4,599 yuan air conditioner", "4599.00"),
+        ("二十块钱", None),
+        ("共 3 件", None),
+        ("2026年11月1日", None),
+    ],
+)
+def test_amounts(text: str, amount: str | None) -> None:
+    assert find_amount(text) == amount
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("2026-11-01 下单", "2026-11-01"),
+        ("bought 2026/11/01", "2026-11-01"),
+        ("2026年11月1日购买", "2026-11-01"),
+        ("11月1日在京东买的", "2026-11-01"),
+        ("12月20日买的", "2025-12-20"),  # later in the year than today: last year
+        ("bought it on 1 Nov 2026", "2026-11-01"),
+        ("ordered on Nov 2, 2026", "2026-11-02"),
+        ("purchased on the 3rd of November", "2026-11-03"),
+        ("收到货是11月20日，11月2日下的单", "2026-11-02"),  # the date next to the purchase
+        ("2027-01-01", None),  # in the future
+        ("2026-13-01", None),
+        ("no date here", None),
+    ],
+)
+def test_purchase_dates(text: str, day: str | None) -> None:
+    assert find_purchase_date(text, TODAY) == day
+
+
+def test_a_day_without_a_year_needs_a_reference_date() -> None:
+    assert find_purchase_date("11月1日在京东买的", None) is None
+    assert find_purchase_date("2026年11月1日在京东买的", None) == "2026-11-01"
+
+
+@pytest.mark.parametrize(
+    ("text", "respondent"),
+    [
+        ("被投诉方：上海某某电器有限公司\n诉求：退款", "上海某某电器有限公司"),
+        ("商家：小米之家（朝阳大悦城店）。", "小米之家（朝阳大悦城店）"),
+        ("店铺：美的官方旗舰店", "美的官方旗舰店"),
+        ("11月3日在京东自营旗舰店买的", "京东自营旗舰店"),
+        ("我在11月1日在苏宁易购购买了一台电视", "苏宁易购"),
+        ('在天猫"美的官方旗舰店"买的水壶', "美的官方旗舰店"),
+        ("在美团上点了“好味道餐厅”的外卖", "好味道餐厅"),
+        ("Respondent: MegaMart (Burnaby)\nOrder", "MegaMart (Burnaby)"),
+        (
+            "I want to file a complaint against Acme Appliances Ltd. They lied.",
+            "Acme Appliances Ltd",
+        ),
+        ("I bought a kettle from Best Electronics on 1 Nov.", "Best Electronics"),
+        ("Shop: Happy Hotpot", "Happy Hotpot"),
+        ("我在网上购买了一件衣服", None),
+        ("I bought it from a private seller.", None),
+        ("complaint against your company", None),
+    ],
+)
+def test_respondents(text: str, respondent: str | None) -> None:
+    assert find_respondent(text) == respondent
+
+
+@pytest.mark.parametrize(
+    ("text", "demand"),
+    [
+        ("要求退款并赔偿，商家道歉。", "refund,compensation,apology"),
+        ("希望换一个新的", "exchange"),
+        ("诉求：不要换货，只要退款", "refund"),
+        ("要求退货退款", "refund,return"),
+        ("请尽快维修", "repair"),
+        ("I want a full refund and an apology.", "refund,apology"),
+        ("We request a repair or replacement.", "exchange,repair"),
+        ("I don't want a refund, I would like a replacement.", "exchange"),
+        # the sentences that ask decide, not a story mentioning a past repair
+        ("It was sent for repair twice. I want my money back.", "refund"),
+        ("The kettle leaks.", None),
+    ],
+)
+def test_demands(text: str, demand: str | None) -> None:
+    assert find_demand(text) == demand
+
+
+def test_extract_fields_gives_only_what_it_found_under_the_agreed_names() -> None:
+    text = (
+        "我于2026年11月8日在苏宁易购购买了压力锅，订单号：SN20261108773421，金额￥459.00元。"
+        "要求退款和赔偿。联系电话：138 1234 5678"
+    )
+    assert extract_fields(text, TODAY) == {
+        "phone": "13812345678",
+        "respondent": "苏宁易购",
+        "order_number": "SN20261108773421",
+        "purchase_date": "2026-11-08",
+        "amount": "459.00",
+        "demand": "refund,compensation",
+    }
+    assert extract_fields("hello", TODAY) == {}
+
+
+@pytest.mark.parametrize(
+    ("fields", "name", "description", "category", "missing"),
+    [
+        ({"respondent": "A", "amount": "1.00"}, "Jane", "The kettle leaks badly", None, []),
+        ({}, "", "", None, ["name", "respondent", "purchase", "description"]),
+        ({"respondent": "A"}, "张三", "水壶漏水漏电了", None, ["purchase"]),
+        ({"order_number": "X1234"}, "张三", "水壶漏水漏电了", None, ["respondent"]),
+        (
+            {"purchase_date": "2026-11-01", "respondent": "A"},
+            "Jane",
+            "see attached",
+            None,
+            ["description"],
+        ),
+        ({"respondent": "A"}, "Jane", "They sold my personal data", "privacy", []),
+    ],
+)
+def test_missing_essentials_of_a_mail(
+    fields: dict[str, str], name: str, description: str, category: str | None, missing: list[str]
+) -> None:
+    assert missing_essentials(fields, name, description, category) == missing
+
+
+def test_a_reply_fills_only_the_gaps() -> None:
+    existing = {"respondent": "苏宁易购", "amount": "459.00"}
+    reply = "订单号：SN20261108773421，11月8日买的，花了500元。被投诉方：国美。姓名：李芳"
+    assert merge_reply(existing, reply, TODAY) == {
+        "order_number": "SN20261108773421",
+        "purchase_date": "2026-11-08",
+        "name": "李芳",
+    }
+    assert merge_reply(existing, "好的，谢谢", TODAY) == {}
+
+
+def _mail(sender: str, body: str, subject: str = "投诉") -> bytes:
+    return (
+        f"From: {sender}\r\nTo: complaints@caseloop.example\r\nSubject: {subject}\r\n"
+        "Date: Mon, 23 Nov 2026 20:15:00 +0800\r\nMessage-ID: <r1@example.cn>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n" + body
+    ).encode("utf-8")
+
+
+class _Blobs:
+    def put(self, data: bytes) -> str:
+        return "0" * 64
+
+
+def _prepare(tmp_path: Path, raw: bytes) -> Prepared:
+    from handlers.classify import Classify
+    from handlers.intake import Parse
+    from handlers.loopguard import LoopGuard
+
+    path = tmp_path / "caseloop.toml"
+    path.write_text('data_dir = "d"\n', encoding="utf-8")
+    config = configmod.load(path)
+    item = Incoming(source="t", key="k", raw=raw, label="t")
+    return prepare(item, config, _Blobs(), [Parse(), LoopGuard(), Classify(), Register()])
+
+
+def test_register_fills_fields_from_the_mail_and_asks_for_the_rest(tmp_path: Path) -> None:
+    body = (
+        "11月1日在京东买的电水壶，花了99元，用了两周就漏水了。要求换货。\n\n"
+        "-- \n王强\n手机 139-0000-1111\n"
+    )
+    prep = _prepare(tmp_path, _mail("wq@example.cn", body))
+    assert prep.fields == {
+        "respondent": "京东",
+        "purchase_date": "2026-11-01",  # the year from the mail's own Date
+        "amount": "99.00",
+        "demand": "exchange",
+        "phone": "13900001111",  # from the signature, which the quote stripper drops
+        "name": "王强",  # no display name in From: the signature gives it
+    }
+    assert prep.missing == []
+
+
+def test_register_never_overrides_and_leaves_robots_and_forms_alone(tmp_path: Path) -> None:
+    prep = _prepare(tmp_path, _mail("Jane Doe <jane@example.org>", "It broke, I want a refund."))
+    assert prep.fields == {"demand": "refund"}
+    assert prep.missing == ["respondent", "purchase"]
+    register = Register()
+    prep.fields = {"respondent": "Kept As Is"}
+    prep.new_text = "I bought it from Other Shop on 1 Nov 2026 for ¥10."
+    register.process(prep, prep_config(tmp_path), _Blobs())
+    assert prep.fields["respondent"] == "Kept As Is"
+    assert prep.fields["amount"] == "10.00"
+    for change in ({"channel": "form"}, {"automatic": "auto-replied"}):
+        other = _prepare(tmp_path, _mail("jane@example.org", "Bought from Acme for ¥5."))
+        other.fields, other.missing = {}, []
+        for key, value in change.items():
+            setattr(other, key, value)
+        register.process(other, prep_config(tmp_path), _Blobs())
+        assert other.fields == {} and other.missing == []
+
+
+def prep_config(tmp_path: Path) -> configmod.Config:
+    return configmod.load(tmp_path / "caseloop.toml")
+
+
+# -- group complaints, on both databases ---------------------------------------------------
+
+
+def _ticket(app: App, n: int, email: str, respondent: str | None, age: timedelta) -> None:
+    now = app.clock.now()
+    with app.sessions.begin() as session:
+        session.add(
+            Ticket(
+                number=f"TS-20261124-{n:04d}",
+                status="received",
+                channel="email",
+                language="zh-CN",
+                subject="x",
+                complainant_email=email,
+                respondent=respondent,
+                source="t",
+                reply_token=f"{n:016d}",
+                created_at=now - age,
+                updated_at=now - age,
+                extra={},
+            )
+        )
+
+
+def test_respondents_compare_in_normalised_form() -> None:
+    assert normalise_respondent(" 恒盛地产有限公司 ") == normalise_respondent("恒盛地产公司")
+    assert normalise_respondent("ＡＣＭＥ Store Inc.") == normalise_respondent("acme")
+    assert normalise_respondent("美的官方旗舰店") == normalise_respondent("美的")
+    assert normalise_respondent("小米之家") != normalise_respondent("小米")
+
+
+def test_group_complaint_counts_distinct_complainants_in_the_window(make_app) -> None:
+    app: App = make_app('[escalation]\ngroup_threshold = 3\ngroup_window = "7 days"\n')
+    day = timedelta(days=1)
+    _ticket(app, 1, "a@example.cn", "恒盛地产有限公司", 1 * day)
+    _ticket(app, 2, "A@Example.cn ", "恒盛地产公司", 2 * day)  # the same person again
+    _ticket(app, 3, "b@example.cn", "其他公司", 1 * day)
+    _ticket(app, 4, "c@example.cn", "恒盛地产有限公司", 8 * day)  # outside the window
+    _ticket(app, 5, "d@example.cn", None, 1 * day)
+    now = app.clock.now()
+    with app.sessions.begin() as session:
+        # a and the newcomer: two of three
+        assert not is_group_complaint(session, app.config, "恒盛地产", "new@example.cn", now)
+    _ticket(app, 6, "e@example.cn", "\u3000恒盛地产 有限公司\u3000", 3 * day)
+    _ticket(app, 7, "f@example.cn", "恒盛地产集团有限公司", 3 * day)
+    with app.sessions.begin() as session:
+        assert is_group_complaint(session, app.config, "恒盛地产", "new@example.cn", now)
+        assert not is_group_complaint(session, app.config, "其他公司", "new@example.cn", now)
+
+
+def test_group_complaint_step_makes_a_new_case_urgent(make_app, tmp_path: Path) -> None:
+    app: App = make_app("[escalation]\ngroup_threshold = 2\n")
+    _ticket(app, 1, "a@example.org", "Acme Ltd", timedelta(hours=5))
+    raw = _mail("b@example.org", "Complaint against ACME. The kettle leaks.", "Kettle")
+    path = tmp_path / "prepare"
+    path.mkdir()
+    prep = _prepare(path, raw)
+    assert prep.fields["respondent"] == "ACME" and prep.priority == "normal"
+
+    def run(prep: Prepared, ticket: Ticket | None) -> Prepared:
+        with app.sessions.begin() as session:
+            ctx = Context(
+                prep=prep,
+                config=app.config,
+                session=session,
+                clock=app.clock,
+                calendar=app.calendar,
+                templates=app.templates,
+                now=app.clock.now(),
+                ticket=ticket,
+            )
+            GroupComplaint().process(ctx)
+        return prep
+
+    existing = Ticket(number="x")
+    assert run(_prepare(path, raw), existing).priority == "normal"  # a reply on a case
+    prep = run(prep, None)
+    assert prep.priority == "urgent"
+    assert prep.fields["group_complaint"] is True
+    assert any("group complaint" in note for note in prep.notes)
