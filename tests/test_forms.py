@@ -667,7 +667,7 @@ def test_request_info_names_the_missing_items_in_the_consumers_language(
     tmp_path: Path, language: str
 ) -> None:
     config = _config(tmp_path)
-    ticket = SimpleNamespace(number="TS-20261124-0007", complainant_name=None)
+    ticket = SimpleNamespace(number="TS-20261124-0007", complainant_name=None, channel="form")
     mail = Templates(config).render(
         "request_info",
         language,
