@@ -49,7 +49,7 @@ _CATEGORY_PATTERNS: dict[str, Sequence[str]] = {
         r"质量|故障|损坏|坏了|破损|漏水|漏电|缺陷|开裂|裂了|裂开|断了|不能用|无法使用|失灵|死机"
         r"|异响",
         r"掉色|褪色|起球|甲醛|(?<!信息)爆炸(?!性)|(?<!气)(?<!油)炸(了|开|裂)(?!锅)|起火|着火|自燃"
-        r"|冒烟|鼓包|发烫|过热|不制冷|不开机",
+        r"|冒烟|鼓包|发烫|过热|不制冷|不开机|无法开机|开不了机|不能开机",
         r"\bquality\b|\bdefect\w*|\bbroken\b|\bbroke\b|\bfaulty\b|\bstopped working\b",
         r"\b(does|did)n'?t work\b|\bnot working\b|\bcrack(ed|s)?\b|\bleak(s|ed|ing)?\b",
         r"\bexplod\w*|\bexplosion\b|\bmalfunction\w*|\boverheat\w*|\b(caught|catch) fire\b",
@@ -80,7 +80,8 @@ _CATEGORY_PATTERNS: dict[str, Sequence[str]] = {
         r"\byelled\b|\binsult\w*|\bunprofessional\b|\bdisrespect\w*|\bcondescending\b",
     ),
     "after_sales": (
-        r"售后|保修|三包|维修|返修|退换|拒绝退|不给退|不予退|不退|不换|不给换|拒绝换|换货|退货"
+        r"(未|没有?|还没有?)(收到)?退款|退款.{0,6}(未|没|还没)到|寄回|退回.{0,10}(未|没)",
+        r"售后|保修|三包|维修|返修|退换|拒绝退|不给退|不予退|不退|不换|不给换|拒绝换"
         r"|不给修",
         r"\bafter[- ]sales\b|\bwarranty\b|\bguarantee\b|\brepair\w*",
         r"\brefus\w* (to )?(a |my |the )?(refund|return|exchange|repair)\b",

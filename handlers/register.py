@@ -9,6 +9,7 @@ stage) makes a new case urgent when many consumers complain about the same respo
 Which essentials a mail must give (ESSENTIALS, the same keys as handlers/forms.py):
 - name: the From display name, else a signature or "我叫X / My name is X / 姓名：X";
 - respondent: who the complaint is about (a consumer association handles many businesses);
+  a mail about the business it is sent to ("贵店", "your store") needs none;
 - purchase: any of order number, purchase date, amount; not asked for privacy complaints,
   which are about data, not a purchase;
 - description: the consumer's own words, at least a sentence (6 CJK characters or 3 words).
@@ -229,6 +230,21 @@ _NOT_A_RESPONDENT = re.compile(
 _TRAILING = re.compile(r"(\s+(?:on|in|at|for|last|this|via|and|but|because|with)\b.*|[\s.]+)$")
 
 
+_US = re.compile(
+    r"^(贵|本)(店|公司|司|方|平台|商城|网站|酒店|餐厅)$|^你们(的)?(店|公司|商城|平台|家|网站)$",
+)
+_ADDRESSES_US = re.compile(
+    r"(贵|本)(店|公司|司|平台|商城|网站|酒店|餐厅)|你们(的)?(店|公司|商城|平台|家|网站)"
+    r"|\byour (shop|store|company|website|site|restaurant|hotel|firm|online shop|app)\b",
+    re.IGNORECASE,
+)
+
+
+def addresses_us(text: str) -> bool:
+    """The complaint is about the business it is sent to (贵店, 你们公司, "your store")."""
+    return bool(_ADDRESSES_US.search(text))
+
+
 def find_respondent(text: str) -> str | None:
     """The business complained about, as written; labelled forms win over phrases."""
     for pattern in _RESPONDENT_PATTERNS:
@@ -237,7 +253,7 @@ def find_respondent(text: str) -> str | None:
             value = _TRAILING.sub("", value).strip(" \t-—:：")
             if value.count("(") > value.count(")"):
                 value = value.rsplit("(", 1)[0].strip()
-            if len(value) >= 2 and not _NOT_A_RESPONDENT.search(value):
+            if len(value) >= 2 and not (_NOT_A_RESPONDENT.search(value) or _US.match(value)):
                 return value[:200]
     return None
 
@@ -364,12 +380,18 @@ def missing_essentials(
     description: str | None,
     category: str | None = None,
 ) -> list[str]:
-    """Essentials (ESSENTIALS names, in that order) a complaint mail does not give."""
+    """Essentials (ESSENTIALS names, in that order) a complaint mail does not give.
+
+    A mail about the business it is sent to ("在贵店买的", "your store") names its respondent:
+    the business itself, which a case records as no respondent (None) rather than "贵店".
+    """
     missing = []
     for essential in ESSENTIALS:
         if essential == "name" and not (name or "").strip():
             missing.append("name")
-        elif essential == "respondent" and not fields.get("respondent"):
+        elif essential == "respondent" and not (
+            fields.get("respondent") or addresses_us(description or "")
+        ):
             missing.append("respondent")
         elif (
             essential == "purchase"

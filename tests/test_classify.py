@@ -178,3 +178,8 @@ def test_every_reason_has_a_staff_label_in_both_languages() -> None:
         assert set(REJECTION_LABELS[language]) == set(REJECTION_REASONS)
     assert rejection_label("b2b", "zh-CN").startswith("经营者之间")
     assert rejection_label("not a consumer matter", "en") == "not a consumer matter"
+
+
+def test_the_demand_does_not_decide_the_category() -> None:
+    assert classify("电饭煲用了三天就坏了，要求退货退款。", ())[0] == "product_quality"
+    assert classify("已退货三天，还没有收到退款，寄回的单号是SF123", ())[0] == "after_sales"

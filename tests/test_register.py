@@ -131,6 +131,7 @@ def test_a_day_without_a_year_needs_a_reference_date() -> None:
         ("我在网上购买了一件衣服", None),
         ("I bought it from a private seller.", None),
         ("complaint against your company", None),
+        ("11月5日在贵店买的加湿器", None),
     ],
 )
 def test_respondents(text: str, respondent: str | None) -> None:
@@ -188,6 +189,9 @@ def test_extract_fields_gives_only_what_it_found_under_the_agreed_names() -> Non
             ["description"],
         ),
         ({"respondent": "A"}, "Jane", "They sold my personal data", "privacy", []),
+        # sent to the business itself: it is the respondent
+        ({"amount": "9.00"}, "李喆", "11月5日在贵店买的加湿器无法开机", None, []),
+        ({"amount": "9.00"}, "Jane", "The kettle from your store leaks", None, []),
     ],
 )
 def test_missing_essentials_of_a_mail(
