@@ -77,7 +77,7 @@ def assign(
         )
     )
     session.flush()
-    summary = _summary_context(session, config, ticket)
+    summary = _summary_context(session, config, ticket, config.language_of(new))
     queue_mail(
         session,
         config,
@@ -119,9 +119,9 @@ def alert_urgent(
     recipients = dict.fromkeys(
         a.lower() for a in (*config.escalation.urgent_notify, *config.escalation.supervisors)
     )
-    summary = _summary_context(session, config, ticket) if recipients else {}
     sent = 0
     for address in recipients:
+        summary = _summary_context(session, config, ticket, config.language_of(address))
         queued = queue_mail(
             session,
             config,
@@ -140,9 +140,11 @@ def alert_urgent(
     return sent
 
 
-def _summary_context(session: Session, config: Config, ticket: Ticket) -> dict[str, object]:
+def _summary_context(
+    session: Session, config: Config, ticket: Ticket, language: str
+) -> dict[str, object]:
     """What staff mail shows of a case: its first message and any rejection hint."""
-    from handlers.classify import suggest_rejection
+    from handlers.classify import rejection_label, suggest_rejection
 
     first = session.scalar(
         select(TimelineEntry.text)
@@ -153,10 +155,11 @@ def _summary_context(session: Session, config: Config, ticket: Ticket) -> dict[s
     complaint = (first or "").strip()
     if len(complaint) > 4000:
         complaint = complaint[:4000] + " [...]"
+    code = suggest_rejection(f"{ticket.subject}\n{complaint}", config.rules)
+    label = rejection_label(code, language) if code else None
     return {
         "complaint": complaint,
-        "suggestion": ticket.extra.get("suggested_rejection")
-        or suggest_rejection(f"{ticket.subject}\n{complaint}", config.rules),
+        "suggestion": f"{code}: {label}" if code and label != code else code,
     }
 
 

@@ -19,6 +19,7 @@ from handlers import sla
 from handlers.parse import ParseError, parse_message
 from handlers.pipeline import BlobWriter, Context, Prepared, StoredAttachment
 from handlers.quotes import strip_quotes
+from handlers.register import merge_reply, normalise_respondent
 from handlers.workflow import Services, consumer_replied
 
 
@@ -125,6 +126,9 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
         complainant_email=email,
         complainant_phone=prep.fields.get("phone"),
         respondent=prep.fields.get("respondent"),
+        respondent_key=normalise_respondent(prep.fields["respondent"])
+        if prep.fields.get("respondent")
+        else None,
         assignee=None,
         source=prep.item.source,
         reply_token=secrets.token_hex(8),
@@ -133,7 +137,7 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
         escalation_level=0,
         reopened_count=0,
         needs_review=False,
-        extra={k: v for k, v in prep.fields.items() if k not in ("phone", "respondent")},
+        extra={k: v for k, v in prep.fields.items() if k not in ("phone", "respondent", "name")},
         **sla.initial_dues(ctx.config, ctx.calendar, prep.priority, now),
     )
     return Ticket(id=insert_row(ctx.session, Ticket, **values), **values)
@@ -170,6 +174,44 @@ def record_message(ctx: Context, *, internal: bool, data: dict[str, Any]) -> Non
         )
 
 
+def fill_registration(ctx: Context, ticket: Ticket) -> None:
+    """The complainant's reply gives registration details the case lacks: keep them."""
+    found = merge_reply(
+        {
+            **ticket.extra,
+            "phone": ticket.complainant_phone,
+            "respondent": ticket.respondent,
+            "name": ticket.complainant_name,
+        },
+        ctx.prep.new_text or ctx.message.text,
+        ctx.now.astimezone(ctx.config.timezone).date(),
+    )
+    if not found:
+        return
+    extra = dict(ticket.extra)
+    for key, value in found.items():
+        if key == "phone":
+            ticket.complainant_phone = value
+        elif key == "respondent":
+            ticket.respondent, ticket.respondent_key = value, normalise_respondent(value)
+        elif key == "name":
+            ticket.complainant_name = value
+        else:
+            extra[key] = value
+    ticket.extra = extra
+    ctx.session.add(
+        TimelineEntry(
+            ticket_id=ticket.id,
+            at=ctx.now,
+            kind="note",
+            actor="caseloop",
+            internal=True,
+            text="registration details from the consumer's reply: " + ", ".join(sorted(found)),
+            data={"filled": found},
+        )
+    )
+
+
 class OpenOrThread:
     name = "open-or-thread"
     description = "open a case for new mail, or add the mail to the case it belongs to"
@@ -181,7 +223,8 @@ class OpenOrThread:
             if prep.automatic:
                 ctx.stop("ignored", f"{prep.automatic}; matches no case")
                 return
-            ctx.ticket = open_ticket(ctx, email=sender, name=msg.from_name, subject=msg.subject)
+            name = msg.from_name or prep.fields.get("name")
+            ctx.ticket = open_ticket(ctx, email=sender, name=name, subject=msg.subject)
             ctx.new_ticket = True
         ticket = ctx.ticket
         # Only the complainant speaks for the case; robots and third parties are for staff.
@@ -192,6 +235,7 @@ class OpenOrThread:
         if not ctx.new_ticket:
             ticket.updated_at = ctx.now
             if not internal:
+                fill_registration(ctx, ticket)
                 consumer_replied(
                     ctx.session,
                     Services(ctx.config, ctx.calendar, ctx.templates),

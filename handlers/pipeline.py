@@ -128,6 +128,7 @@ def prepare_steps(kind: str = "mail") -> list[PrepareStep]:
     from handlers.forms import ParseFormRow
     from handlers.intake import Parse
     from handlers.loopguard import LoopGuard
+    from handlers.register import Register
 
     if kind == "form":
         return [
@@ -139,6 +140,7 @@ def prepare_steps(kind: str = "mail") -> list[PrepareStep]:
         Parse(),  # bytes -> ParsedMessage, attachments stored, or quarantine with the reason
         LoopGuard(),  # robots, lists, bounces, ourselves: never answered
         Classify(),  # language, category and priority from the consumer's words
+        Register(),  # registration fields (order, amount, phone...) and what is missing
     ]
 
 
@@ -147,6 +149,7 @@ def decide_steps() -> list[DecideStep]:
     from handlers.assign import Assign
     from handlers.bounce import RecordBounce
     from handlers.intake import Deduplicate, OpenOrThread
+    from handlers.register import GroupComplaint
     from handlers.staffmail import StaffMail
     from handlers.survey import FindSurveyCase, SurveyAnswer
     from handlers.threading import FindCase
@@ -157,6 +160,7 @@ def decide_steps() -> list[DecideStep]:
         FindCase(),  # In-Reply-To/References, the [NUMBER] subject tag, the Reply-To token
         FindSurveyCase(),  # a one-click survey answer names its case by the survey token
         StaffMail(),  # staff with proof: commands applied, text relayed; without: third party
+        GroupComplaint(),  # many complainants against one respondent: urgent
         OpenOrThread(),  # a new case, or an entry on the case found
         SurveyAnswer(),  # the complainant's answer to the survey closes or reopens the case
         Acknowledge(),  # the acknowledgement, or the request for missing registration details

@@ -25,7 +25,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from daemon.config import Config
@@ -496,24 +496,24 @@ def is_group_complaint(
     """At least group_threshold distinct complainants (this one included) about one respondent
     on cases opened within group_window before `now`.
 
-    Cases store the respondent as the consumer wrote it, so the window's cases that name one
-    are read (the created_at index bounds them) and compared in normalised form here.
+    Cases keep the normalised name in respondent_key, indexed with created_at.
     """
     key = normalise_respondent(respondent)
     if not key:
         return False
     since = now - config.escalation.group_window.as_timedelta()
-    rows = session.execute(
-        select(Ticket.respondent, Ticket.complainant_email).where(
-            Ticket.created_at >= since,
-            Ticket.created_at <= now,
-            Ticket.respondent.is_not(None),
+    emails = set(
+        session.scalars(
+            select(func.lower(func.trim(Ticket.complainant_email)))
+            .where(
+                Ticket.respondent_key == key,
+                Ticket.created_at >= since,
+                Ticket.created_at <= now,
+            )
+            .distinct()
         )
     )
-    emails = {complainant_email.strip().lower()}
-    for stored, email in rows:
-        if stored and normalise_respondent(stored) == key:
-            emails.add(email.strip().lower())
+    emails.add(complainant_email.strip().lower())
     return len(emails) >= config.escalation.group_threshold
 
 

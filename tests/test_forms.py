@@ -773,7 +773,7 @@ def test_needs_wiring_a_form_case_shows_its_fields_in_the_case_json(make_app) ->
         "amount": "399.00",
         "extra": {"提交编号": "1001", "提交时间": "2026-11-20 10:00"},
     }
-    assert case["language"] == "zh-CN" and case["category"] == "after_sales"
+    assert case["language"] == "zh-CN" and case["category"] == "product_quality"
     assert case["timeline"][0]["text"].startswith("电饭煲用了三天就坏了")
     (ack,) = _outbox(app)
     assert ack["Subject"].startswith(f"[{case['number']}] 我们已收到您的投诉")

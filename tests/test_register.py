@@ -292,6 +292,7 @@ def _ticket(app: App, n: int, email: str, respondent: str | None, age: timedelta
                 subject="x",
                 complainant_email=email,
                 respondent=respondent,
+                respondent_key=normalise_respondent(respondent) if respondent else None,
                 source="t",
                 reply_token=f"{n:016d}",
                 created_at=now - age,

@@ -57,7 +57,7 @@ def mail(
     msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject
-    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2].rstrip(">"))
     msg["Date"] = "Tue, 24 Nov 2026 10:00:00 +0800"
     if in_reply_to:
         msg["In-Reply-To"] = in_reply_to
@@ -87,7 +87,7 @@ def body(msg: email.message.EmailMessage) -> str:
 
 def open_case(app: App) -> tuple[Ticket, email.message.EmailMessage]:
     """A consumer complaint, routed to an agent; returns the case and the agent's mail."""
-    drop(app, mail("li.lei@example.net", "support@example.com", COMPLAINT))
+    drop(app, mail("李雷 <li.lei@example.net>", "support@example.com", COMPLAINT))
     app.run_once()
     with app.sessions() as session:
         ticket = session.scalars(select(Ticket)).one()
@@ -114,7 +114,7 @@ def test_new_case_is_routed_to_the_least_loaded_agent_with_how_to_act(make_app) 
     assert str(assigned["Reply-To"]).startswith(f"support+{ticket.number}.s")
     text = body(assigned)
     assert "#accept" in text and "JD20261101123" in text  # the summary and the commands
-    drop(app, mail("han.mei@example.net", "support@example.com", COMPLAINT.replace("李雷", "韩梅")))
+    drop(app, mail("韩梅 <han.mei@example.net>", "support@example.com", COMPLAINT))
     app.run_once()
     with app.sessions() as session:
         assignees = session.scalars(select(Ticket.assignee).order_by(Ticket.id)).all()
@@ -274,3 +274,47 @@ def test_dkim_proof_needs_a_trusted_pass_for_the_senders_domain(header: str, pro
     raw = f"Authentication-Results: {header}\r\nFrom: agent@example.com\r\n\r\nhi\r\n".encode()
     found = dkim_proof(raw, "agent@example.com", ("mx.example.com",))
     assert (found is not None) == proved
+
+
+def test_missing_details_are_asked_for_once_and_the_reply_fills_them_in(make_app) -> None:
+    app: App = make_app(STAFF)
+    drop(app, mail("zhao@example.net", "support@example.com", "电水壶用了三天就漏水了，很失望。"))
+    app.run_once()
+    with app.sessions() as session:
+        ticket = session.scalars(select(Ticket)).one()
+        assert ticket.status == "waiting"  # the clocks pause while we wait for the details
+        session.expunge(ticket)
+    ((row, request),) = [(r, m) for r, m in outbox(app) if r.recipient == "zhao@example.net"]
+    assert row.kind == "request_info" and "订单号" in body(request)
+    answer = mail(
+        "zhao@example.net",
+        str(request["Reply-To"]),
+        "姓名：赵敏\n商家：苏宁易购\n订单号 SN88812345，金额 199元。",
+        subject=f"Re: {request['Subject']}",
+        in_reply_to=str(request["Message-ID"]),
+    )
+    drop(app, answer)
+    app.run_once()
+    with app.sessions() as session:
+        case = session.get(Ticket, ticket.id)
+        assert case is not None and case.status == "received"  # back to await a decision
+        assert case.complainant_name == "赵敏" and case.respondent == "苏宁易购"
+        assert case.extra["order_number"] == "SN88812345" and case.extra["amount"] == "199.00"
+    assert len([r for r, _ in outbox(app) if r.recipient == "zhao@example.net"]) == 1
+
+
+def test_many_complainants_against_one_respondent_make_a_group_complaint(make_app) -> None:
+    app = make_app(STAFF.replace("[escalation]", "[escalation]\ngroup_threshold = 3"))
+    for n in range(3):
+        text = (
+            f"我在恒盛家电有限公司买的电暖器（订单号 HS2026{n:04d}，价格 399元）"
+            f"用了两天就坏了。\n孙{n}"
+        )
+        drop(app, mail(f"c{n}@example.net", "support@example.com", text, subject="电暖器故障"))
+        app.run_once()
+    with app.sessions() as session:
+        rows = session.execute(select(Ticket.priority, Ticket.extra).order_by(Ticket.id)).all()
+    assert [p for p, _ in rows] == ["normal", "normal", "urgent"]
+    assert rows[2][1].get("group_complaint") is True
+    urgent = {r.recipient for r, _ in outbox(app) if r.kind == "urgent"}
+    assert urgent == {"compliance@example.com", "lead@example.com"}

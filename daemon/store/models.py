@@ -65,6 +65,8 @@ class Ticket(Base):
     complainant_email: Mapped[str] = mapped_column(String(320), index=True)
     complainant_phone: Mapped[str | None] = mapped_column(String(64))
     respondent: Mapped[str | None] = mapped_column(String(300))
+    # the respondent's name normalised (handlers/register.normalise_respondent): group complaints
+    respondent_key: Mapped[str | None] = mapped_column(String(300))
     assignee: Mapped[str | None] = mapped_column(String(320), index=True)
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
     source: Mapped[str] = mapped_column(String(64))
@@ -104,7 +106,7 @@ class Ticket(Base):
     )
 
     # group complaints: complainants against one respondent within a window (handlers/classify)
-    __table_args__ = (Index("ix_tickets_respondent_created", "respondent", "created_at"),)
+    __table_args__ = (Index("ix_tickets_respondent_created", "respondent_key", "created_at"),)
 
 
 class TimelineEntry(Base):

@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("token"),
     )
     with op.batch_alter_table("tickets", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("respondent_key", sa.String(length=300), nullable=True))
         batch_op.add_column(sa.Column("satisfaction_outcome", sa.String(length=16), nullable=True))
         batch_op.add_column(
             sa.Column("needs_review", sa.Boolean(), server_default=sa.false(), nullable=False)
@@ -79,7 +80,7 @@ def upgrade() -> None:
         )
         batch_op.create_unique_constraint("uq_tickets_survey_token", ["survey_token"])
         batch_op.create_index(
-            "ix_tickets_respondent_created", ["respondent", "created_at"], unique=False
+            "ix_tickets_respondent_created", ["respondent_key", "created_at"], unique=False
         )
 
 
@@ -98,6 +99,7 @@ def downgrade() -> None:
         batch_op.drop_column("sla_paused_at")
         batch_op.drop_column("needs_review")
         batch_op.drop_column("satisfaction_outcome")
+        batch_op.drop_column("respondent_key")
 
     op.drop_table("staff_tokens")
     with op.batch_alter_table("escalation_steps", schema=None) as batch_op:

@@ -74,9 +74,10 @@ def write(
     *,
     subject: str,
     parent: EmailMessage | None = None,
+    name: str = "",
 ) -> None:
     msg = EmailMessage()
-    msg["From"] = sender
+    msg["From"] = f"{name} <{sender}>" if name else sender
     msg["To"] = to
     msg["Subject"] = subject
     msg["Date"] = format_datetime(clock.now())
@@ -131,6 +132,7 @@ def test_an_agent_carries_a_case_by_mail_and_a_forgery_changes_nothing(
         SUPPORT,
         "我在京东自营旗舰店买的电水壶（订单号 JD20261101123，299元）用了三天就漏水。要求退货退款。",
         subject="电水壶漏水",
+        name="李雷",
     )
     step()
     (assigned,) = mailbox(agent_box)
