@@ -157,7 +157,9 @@ class App:
         self.sessions = session_factory(self.engine)
         self.reads = session_factory(self.engine, read_only=True)
         self.try_writes = session_factory(self.engine, nowait=True)
-        self.calendar = WorkCalendar(config.sla.calendar, config.timezone)
+        self.calendar = WorkCalendar(
+            config.sla.calendar, config.timezone, config.sla.business_hours
+        )
         self.templates = Templates(config)
         self.services = Services(config=config, calendar=self.calendar, templates=self.templates)
         self.blobs = BlobStore(config.blobs_dir)

@@ -109,6 +109,8 @@ class TicketsConfig:
     number_prefix: str = "TS"
     default_language: str = "zh-CN"
     notify_in_progress: bool = False  # also mail the consumer when work on the case starts
+    # Registration essentials (PROCEDURE §2) a complaint mail must give, else it waits for them.
+    mail_essentials: tuple[str, ...] = ("name", "respondent", "purchase", "description")
 
 
 @dataclass(frozen=True)
@@ -595,6 +597,18 @@ def _rule(file: str, base: Path, table: dict[str, Any], i: int) -> ClassifyRule:
     )
 
 
+def _essentials(r: _Reader) -> tuple[str, ...]:
+    known = TicketsConfig.mail_essentials
+    if "mail_essentials" not in r.table:
+        r.seen.add("mail_essentials")
+        return known
+    values = r.strings("mail_essentials")
+    for value in values:
+        if value not in known:
+            raise r.fail("mail_essentials", f"unknown essential {value!r} ({', '.join(known)})")
+    return values
+
+
 def _list_of_tables(r: _Reader, name: str) -> list[dict[str, Any]]:
     items = r.get(name, list, [])
     for i, item in enumerate(items):
@@ -656,6 +670,7 @@ def build(table: dict[str, Any], *, file: str, base: Path) -> Config:
         number_prefix=prefix,
         default_language=tr.choice("default_language", LANGUAGES, "zh-CN"),
         notify_in_progress=tr.get("notify_in_progress", bool, False),
+        mail_essentials=_essentials(tr),
     )
     tr.done()
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from daemon.config import Config
 from daemon.store.db import insert_row
 from daemon.store.models import DigestRun, EscalationStep, OutboxMessage, Ticket
-from handlers.notify import _from_name, header_safe, new_message_id, our_domain
+from handlers.notify import header_safe, new_message_id, our_domain
 from handlers.sla import CLOCKS
 
 if TYPE_CHECKING:
@@ -372,7 +372,9 @@ def build_digest_mail(
     subject = header_safe(mail.subject, 300)
     message_id = new_message_id(config)
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = formataddr((_from_name(language), config.support_address), "utf-8")
+    msg["From"] = formataddr(
+        (services.templates.sender_name(language), config.support_address), "utf-8"
+    )
     msg["To"] = header_safe(recipient, 320)
     msg["Subject"] = subject
     msg["Date"] = format_datetime(data.now.astimezone(config.timezone))

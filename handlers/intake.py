@@ -174,8 +174,9 @@ def record_message(ctx: Context, *, internal: bool, data: dict[str, Any]) -> Non
         )
 
 
-def fill_registration(ctx: Context, ticket: Ticket) -> None:
-    """The complainant's reply gives registration details the case lacks: keep them."""
+def fill_registration(ctx: Context, ticket: Ticket) -> dict[str, str]:
+    """The complainant's reply gives registration details the case lacks: keep them; return
+    what was filled in (recorded on the reply's timeline entry)."""
     found = merge_reply(
         {
             **ticket.extra,
@@ -187,7 +188,7 @@ def fill_registration(ctx: Context, ticket: Ticket) -> None:
         ctx.now.astimezone(ctx.config.timezone).date(),
     )
     if not found:
-        return
+        return found
     extra = dict(ticket.extra)
     for key, value in found.items():
         if key == "phone":
@@ -199,17 +200,7 @@ def fill_registration(ctx: Context, ticket: Ticket) -> None:
         else:
             extra[key] = value
     ticket.extra = extra
-    ctx.session.add(
-        TimelineEntry(
-            ticket_id=ticket.id,
-            at=ctx.now,
-            kind="note",
-            actor="caseloop",
-            internal=True,
-            text="registration details from the consumer's reply: " + ", ".join(sorted(found)),
-            data={"filled": found},
-        )
-    )
+    return found
 
 
 class OpenOrThread:
@@ -229,13 +220,15 @@ class OpenOrThread:
         ticket = ctx.ticket
         # Only the complainant speaks for the case; robots and third parties are for staff.
         internal = bool(prep.automatic) or sender != ticket.complainant_email
-        record_message(
-            ctx, internal=internal, data={"automatic": prep.automatic} if prep.automatic else {}
-        )
+        data: dict[str, Any] = {"automatic": prep.automatic} if prep.automatic else {}
+        if not ctx.new_ticket and not internal:
+            filled = fill_registration(ctx, ticket)
+            if filled:
+                data["registration_filled"] = filled
+        record_message(ctx, internal=internal, data=data)
         if not ctx.new_ticket:
             ticket.updated_at = ctx.now
             if not internal:
-                fill_registration(ctx, ticket)
                 consumer_replied(
                     ctx.session,
                     Services(ctx.config, ctx.calendar, ctx.templates),

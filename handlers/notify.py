@@ -83,9 +83,18 @@ class Templates:
         }
         self._text = jinja2.Environment(autoescape=False, **common)  # noqa: S701 plain text
         self._html = jinja2.Environment(autoescape=True, **common)
+        self._names: dict[str, str] = {}
         for env in (self._text, self._html):
             env.filters["duration"] = describe_duration
             env.filters["localtime"] = self._localtime
+
+    def sender_name(self, language: str) -> str:
+        """The display name of our From: <language>/sender.txt (an operator may override it)."""
+        name = self._names.get(language)
+        if name is None:
+            source = self._text.get_template(f"{language}/sender.txt").render(config=self.config)
+            name = self._names[language] = header_safe(source, 100)
+        return name
 
     def _localtime(self, value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
         return value.astimezone(self.config.timezone).strftime(fmt) if value else ""
@@ -202,7 +211,8 @@ def queue_mail(
     to = (recipient or ticket.complainant_email).strip()
     if references is None and scalar(session, _INTENT_TAKEN, {"intent": intent}):
         return None
-    if automatic is not None and rate_limited(session, config, to, now):
+    # The cap guards consumers' mailboxes against loops; mail to our own staff is not capped.
+    if automatic is not None and not internal and rate_limited(session, config, to, now):
         session.add(
             TimelineEntry(
                 ticket_id=ticket.id,
@@ -226,7 +236,7 @@ def queue_mail(
     parent = in_reply_to or (references[-1] if references else None)
 
     headers = {
-        "From": formataddr((_from_name(language), config.support_address), "utf-8"),
+        "From": formataddr((templates.sender_name(language), config.support_address), "utf-8"),
         "To": header_safe(to, 320),
         "Subject": subject,
         "Date": format_datetime(now.astimezone(config.timezone)),
@@ -309,7 +319,3 @@ def build_mime(headers: dict[str, str | None], mail: RenderedMail) -> bytes:
         ]
     lines += [f"--{boundary}--", ""]
     return "\r\n".join(lines).encode("ascii")
-
-
-def _from_name(language: str) -> str:
-    return "客户服务中心" if language == "zh-CN" else "Customer Care"

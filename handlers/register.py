@@ -460,7 +460,10 @@ class Register:
         name = complainant_name(message.from_name, message.from_address, text, signature)
         if name and name != message.from_name.strip() and not prep.fields.get("name"):
             prep.fields["name"] = name  # from the signature: the From header had none
-        prep.missing = missing_essentials(prep.fields, name, text, prep.category)
+        wanted = config.tickets.mail_essentials
+        prep.missing = [
+            m for m in missing_essentials(prep.fields, name, text, prep.category) if m in wanted
+        ]
 
 
 # -- group complaints ------------------------------------------------------------------------

@@ -45,6 +45,7 @@ def reply(
     if ticket.first_response_at is None:
         ticket.first_response_at = now
         ticket.due_first_response = None
+        ticket.sla_next_check_at = now  # the sweep redoes the case's schedule
     if status is not None and status != ticket.status:
         apply_transition(session, services, ticket, status, actor=actor, now=now, notify=False)
 

@@ -16,6 +16,9 @@ from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 from handlers.staffmail import check_commands, dkim_proof, parse_commands
 
 STAFF = """
+[tickets]  # the default registration essentials, written out: these tests rely on them
+mail_essentials = ["name", "respondent", "purchase", "description"]
+
 [escalation]
 supervisors = ["lead@example.com"]
 urgent_notify = ["compliance@example.com"]

@@ -31,6 +31,9 @@ SUPPORT = "support@example.com"
 CONSUMER = "li.lei@example.net"
 AGENT = "agent@example.com"
 STAFF = f"""
+[tickets]  # the default registration essentials, written out: these tests rely on them
+mail_essentials = ["name", "respondent", "purchase", "description"]
+
 [escalation]
 supervisors = ["lead@example.com"]
 urgent_notify = ["compliance@example.com"]
