@@ -100,7 +100,7 @@ survey_close_after = "7 days"
 
 [escalation]
 supervisors = []                  # e.g. ["lead@example.com"]
-digest_cron = "0 9 * * mon-fri"
+digest_cron = "0 9 * * *"         # skipped on days off: holidays yes, make-up workdays no
 
 [intake]
 ack_max_age = "48h"               # older mail is registered without an acknowledgement

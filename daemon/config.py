@@ -138,7 +138,7 @@ class SlaConfig:
 class EscalationConfig:
     supervisors: tuple[str, ...] = ()
     urgent_notify: tuple[str, ...] = ()
-    digest_cron: str = "0 9 * * mon-fri"
+    digest_cron: str = "0 9 * * *"  # slots on days off (the [sla] calendar's) are skipped
     remind_at: float = 0.8
     level2_after: Duration = parse_duration("2 working days")
     trusted_authserv_ids: tuple[str, ...] = ()
@@ -514,7 +514,7 @@ def _escalation(file: str, base: Path, table: dict[str, Any]) -> EscalationConfi
     esc = EscalationConfig(
         supervisors=r.addresses("supervisors"),
         urgent_notify=r.addresses("urgent_notify"),
-        digest_cron=r.convert("digest_cron", "0 9 * * mon-fri", _cron),
+        digest_cron=r.convert("digest_cron", EscalationConfig.digest_cron, _cron),
         remind_at=remind_at,
         level2_after=r.duration("level2_after", EscalationConfig.level2_after),
         trusted_authserv_ids=r.strings("trusted_authserv_ids"),

@@ -7,6 +7,7 @@ from sqlalchemy import bindparam, update
 from daemon.store.db import execute_later
 from daemon.store.fastpath import FastStatement
 from daemon.store.models import Ticket
+from handlers.intake import attach
 from handlers.notify import queue_mail
 from handlers.pipeline import Context
 from handlers.workflow import Services, apply_transition
@@ -55,8 +56,7 @@ class Acknowledge:
             # Waiting on the consumer for the details just asked for: the clocks pause and
             # their reply brings the case back to `received` (a form case stays `received`,
             # issue 4). The request above is the consumer's mail for this move.
-            case = ctx.session.get(Ticket, ticket.id)
-            assert case is not None
+            case = attach(ctx.session, ticket)
             apply_transition(
                 ctx.session,
                 Services(ctx.config, ctx.calendar, ctx.templates),

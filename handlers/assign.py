@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from daemon.config import Config, StaffMember
 from daemon.store.models import Ticket, TimelineEntry
+from handlers.intake import attach
 from handlers.notify import queue_mail
 from handlers.pipeline import Context
 from handlers.workflow import OPEN, Services
@@ -174,8 +175,7 @@ class Assign:
         group = route(ctx.config, ctx.ticket.category)
         if group is None and not urgent:
             return
-        ticket = ctx.session.get(Ticket, ctx.ticket.id)  # the ORM row, to change it
-        assert ticket is not None
+        ticket = attach(ctx.session, ctx.ticket)  # a session object, to change it
         services = Services(ctx.config, ctx.calendar, ctx.templates)
         if group is not None:
             member = least_loaded(ctx.session, ctx.config, group)

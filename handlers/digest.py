@@ -271,6 +271,13 @@ def scheduled(session: Session, services: Services, now: datetime) -> int:
     slot = latest_slot(config, now)
     if slot is None or not _claim(session, slot, now):
         return 0
+    if not services.calendar.is_working_day(slot.astimezone(config.timezone).date()):
+        # Supervisors read digests on working days (LESSONS 10): a public holiday's slot is
+        # taken and skipped; the next working day's digest reports what happened meanwhile.
+        session.execute(
+            update(DigestRun).where(DigestRun.slot == slot).values(data={"skipped": "day off"})
+        )
+        return 1
     data = collect(session, config, now)
     sent = 0
     if data.has_content or config.escalation.digest_when_empty:

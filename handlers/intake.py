@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
 from daemon.config import Config
 from daemon.store.db import insert_row, scalar
@@ -140,7 +141,21 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
         extra={k: v for k, v in prep.fields.items() if k not in ("phone", "respondent", "name")},
         **sla.initial_dues(ctx.config, ctx.calendar, prep.priority, now),
     )
+    # Every column is known: the copy can join the session without being read back.
+    values = {c.key: None for c in Ticket.__table__.columns if c.key != "id"} | values
     return Ticket(id=insert_row(ctx.session, Ticket, **values), **values)
+
+
+def attach(session: Session, ticket: Ticket) -> Ticket:
+    """The case open_ticket returned, as a session object a step may change (no SELECT)."""
+    if ticket in session:
+        return ticket
+    found = session.identity_map.get(identity_key(Ticket, ticket.id))
+    if found is not None:
+        return cast(Ticket, found)
+    make_transient_to_detached(ticket)
+    session.add(ticket)
+    return ticket
 
 
 def record_message(ctx: Context, *, internal: bool, data: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from handlers import staff
 from handlers.intake import record_message
 from handlers.notify import queue_mail
 from handlers.pipeline import Context
-from handlers.workflow import STATUSES, TRANSITIONS, VISIBLE, Services, apply_transition
+from handlers.workflow import Services, apply_transition, mails_consumer, refusal
 
 COMMANDS = ("accept", "reject", "status", "assign", "priority", "category", "note")
 _COMMAND = re.compile(r"^#([A-Za-z_]+)(?:\s+(.*))?$")
@@ -54,25 +54,40 @@ def parse_commands(text: str) -> tuple[list[Command], str]:
     return commands, "\n".join(lines[i:]).strip()
 
 
+def move_of(command: Command) -> tuple[str, str] | None:
+    """(target status, reason) of a command that moves the case, else None.
+
+    `#status rejected <reason>` is `#reject <reason>`; any other `#status` takes one word.
+    """
+    if command.name == "accept":
+        return "accepted", ""
+    if command.name == "reject":
+        return "rejected", command.argument
+    if command.name == "status":
+        target, _, reason = command.argument.partition(" ")
+        return target.strip(), reason.strip()
+    return None
+
+
 def check_commands(config: Config, ticket: Ticket, commands: list[Command]) -> list[str]:
     """Every problem with these commands, in order; empty when all can be applied."""
     problems: list[str] = []
-    status = ticket.status
+    status, resume_to = ticket.status, (ticket.extra or {}).get("resume_to")
     for c in commands:
-        target = {"accept": "accepted", "reject": "rejected", "status": c.argument}.get(c.name)
+        move = move_of(c)
         if c.name not in COMMANDS:
             problems.append(f"{c.line}: unknown command (commands: #{', #'.join(COMMANDS)})")
-        elif c.name in ("reject", "note", "assign", "priority", "category", "status") and (
-            not c.argument
-        ):
+        elif c.name != "accept" and not c.argument:
             problems.append(f"{c.line}: #{c.name} needs an argument")
-        elif target is not None:
-            if target not in STATUSES:
-                problems.append(f"{c.line}: unknown status (statuses: {', '.join(STATUSES)})")
-            elif target not in TRANSITIONS[status]:
-                allowed = ", ".join(sorted(TRANSITIONS[status])) or "none"
-                problems.append(f"{c.line}: cannot go from {status} to {target} ({allowed})")
+        elif move is not None:
+            target, reason = move
+            refused = refusal(ticket.number, status, resume_to, target)
+            if refused is not None:
+                problems.append(f"{c.line}: {refused}")
+            elif target == "rejected" and not reason:
+                problems.append(f"{c.line}: a rejection needs a reason (#reject <reason>)")
             else:
+                resume_to = status if target == "waiting" else resume_to
                 status = target
         elif c.name == "assign" and config.staff_member(c.argument) is None:
             problems.append(f"{c.line}: not a staff address")
@@ -81,6 +96,12 @@ def check_commands(config: Config, ticket: Ticket, commands: list[Command]) -> l
         elif c.name == "category" and c.argument not in CATEGORIES:
             problems.append(f"{c.line}: categories are {', '.join(CATEGORIES)}")
     return problems
+
+
+def without_own_address(text: str, address: str) -> str:
+    """The staff text minus lines giving the staff member's own address (a plain signature)."""
+    lines = [line for line in text.split("\n") if address not in line.lower()]
+    return "\n".join(lines).strip()
 
 
 def dkim_proof(raw: bytes, sender: str, trusted: tuple[str, ...]) -> str | None:
@@ -127,8 +148,10 @@ class StaffMail:
         if ctx.ticket is None and holder is not None:
             ctx.ticket = holder[0]  # the token names the case even without threading headers
         ticket = ctx.ticket
-        member = config.staff_member(sender)
-        if ticket is None or member is None or prep.automatic:
+        supervisor = sender in {a.lower() for a in config.escalation.supervisors}
+        if ticket is None or prep.automatic:
+            return
+        if config.staff_member(sender) is None and not supervisor:
             return
         if sender == ticket.complainant_email:
             return  # a staff member who is this case's complainant writes as the consumer
@@ -146,6 +169,7 @@ class StaffMail:
             ctx.stop("entry", "unproven staff mail: recorded as a third party's")
             return
         commands, text = parse_commands(prep.new_text or msg.text)
+        text = without_own_address(text, sender)
         record_message(
             ctx,
             internal=True,
@@ -163,7 +187,7 @@ class StaffMail:
                 intent=f"staff-error:{ticket.number}:{ctx.entry_id}",
                 now=ctx.now,
                 recipient=sender,
-                language=member.language,
+                language=config.language_of(sender),
                 internal=True,
                 reply_to=staff.staff_reply_address(ctx.session, config, ticket, sender, ctx.now),
                 in_reply_to=msg.message_id,
@@ -185,26 +209,24 @@ class StaffMail:
     ) -> None:
         """Apply checked commands in order; the text goes with the last move the consumer is
         told about, or else is relayed to them as a reply."""
-        targets = [
-            {"accept": "accepted", "reject": "rejected"}.get(c.name, c.argument) for c in commands
-        ]
+        moves = [move_of(c) for c in commands]
         status, carrier = ticket.status, None
-        for i, (c, target) in enumerate(zip(commands, targets, strict=True)):
-            if c.name in ("accept", "reject", "status"):
-                if (status, target) in VISIBLE:
-                    carrier = i
-                status = target
-        for i, c in enumerate(commands):
+        for i, move in enumerate(moves):
+            if move is not None:
+                if mails_consumer(services.config, status, move[0]):
+                    carrier = i  # the text goes with the last move the consumer is told of
+                status = move[0]
+        for i, (c, move) in enumerate(zip(commands, moves, strict=True)):
             message = text if i == carrier else None
-            if c.name in ("accept", "reject", "status"):
+            if move is not None:
                 apply_transition(
                     ctx.session,
                     services,
                     ticket,
-                    targets[i],
+                    move[0],
                     actor=sender,
                     now=ctx.now,
-                    reason=c.argument if c.name == "reject" else None,
+                    reason=move[1] or None,
                     message=message or None,
                 )
             elif c.name == "note":

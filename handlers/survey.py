@@ -163,7 +163,7 @@ def _close_unanswered(session: Session, services: Services, ticket: Ticket, now:
         actor=ACTOR,
         now=now,
         reason=f"no answer to the survey within {services.config.sla.survey_close_after}",
-        notify=False,
+        notify=True,  # SPEC §4: the consumer is told their case is closed (templates/*/closed)
     )
     return 1
 

@@ -58,17 +58,38 @@ class Services:
     templates: Templates
 
 
+def refusal(number: str, status: str, resume_to: str | None, new: str) -> str | None:
+    """Why a case in `status` may not move to `new`, or None when it may.
+
+    A waiting case goes back where it came from: one waiting for registration details
+    before any decision (resume_to "received") returns to `received`, and one accepted
+    earlier never does (an accepted case cannot be rejected by a detour through waiting).
+    """
+    if new == status:
+        return f"{number} is already {new}"
+    if new not in STATUSES:
+        return f"unknown status {new!r} (statuses: {', '.join(STATUSES)})"
+    allowed = TRANSITIONS[status]
+    if status == "waiting":
+        before_decision = (resume_to or "in_progress") == "received"
+        allowed = frozenset({"received"}) if before_decision else allowed - {"received"}
+    if new not in allowed:
+        names = ", ".join(sorted(allowed)) or "none"
+        return f"{number}: cannot go from {status} to {new} (allowed: {names})"
+    return None
+
+
+def mails_consumer(config: Config, old: str, new: str) -> bool:
+    """Whether moving from `old` to `new` sends the consumer a mail (SPEC §4)."""
+    kind = VISIBLE.get((old, new))
+    return kind is not None and (kind not in OPTIONAL or config.tickets.notify_in_progress)
+
+
 def check_transition(ticket: Ticket, new: str) -> None:
     """Raise TransitionRefused unless the table allows the case to move to `new`."""
-    if new == ticket.status:
-        raise TransitionRefused(f"{ticket.number} is already {new}")
-    if new not in STATUSES:
-        raise TransitionRefused(f"unknown status {new!r} (statuses: {', '.join(STATUSES)})")
-    if new not in TRANSITIONS[ticket.status]:
-        allowed = ", ".join(sorted(TRANSITIONS[ticket.status])) or "none"
-        raise TransitionRefused(
-            f"{ticket.number}: cannot go from {ticket.status} to {new} (allowed: {allowed})"
-        )
+    problem = refusal(ticket.number, ticket.status, (ticket.extra or {}).get("resume_to"), new)
+    if problem is not None:
+        raise TransitionRefused(problem)
 
 
 def apply_transition(
@@ -119,9 +140,7 @@ def apply_transition(
         data={"from": old, "to": new},
     )
     session.add(entry)
-    kind = VISIBLE.get((old, new))
-    if kind in OPTIONAL and not services.config.tickets.notify_in_progress:
-        kind = None
+    kind = VISIBLE.get((old, new)) if mails_consumer(services.config, old, new) else None
     if notify and kind is not None:
         session.flush()
         queued = queue_mail(

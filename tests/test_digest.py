@@ -169,3 +169,18 @@ def test_moved_clock_gives_exactly_the_expected_mails_once_each(make_app) -> Non
     assert "0 new" in tuesday.subject and "1 overdue" in tuesday.subject
     outbox = sorted(p.name for p in (app.config.outbox_dir / "new").iterdir())
     assert len(outbox) == len(mails(app))  # the Maildir outbox wrote each mail once
+
+
+def test_digests_follow_the_working_day_calendar(make_app) -> None:
+    """The default cron fires daily; National Day (a holiday) is skipped and the make-up
+    working Saturday 2026-10-10 gets its digest."""
+    app: App = make_app(
+        SUPERVISORS.replace("[escalation]", "[escalation]\ndigest_when_empty = true")
+    )
+    sent = {}
+    for day in (1, 9, 10, 11):
+        app.clock.set(at(2026, 10, day, 9, 5))
+        with app.sessions.begin() as session:
+            digest.scheduled(session, app.services, app.clock.now())
+        sent[day] = len(digests(app))
+    assert sent == {1: 0, 9: 2, 10: 4, 11: 4}  # Oct 11 is a Sunday off

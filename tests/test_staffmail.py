@@ -251,7 +251,8 @@ def test_command_parsing_stops_at_the_first_text_line() -> None:
         ("#reject", "needs an argument"),
         ("#priority asap", "priorities are"),
         ("#assign boss@example.org", "not a staff address"),
-        ("#accept\n#accept", "cannot go from accepted to accepted"),
+        ("#accept\n#accept", "is already accepted"),
+        ("#status rejected", "a rejection needs a reason"),
     ],
 )
 def test_bad_commands_are_named(make_app, lines: str, problem: str) -> None:

@@ -61,9 +61,14 @@ def _case(session: Session, app: App, status: str, n: int, language: str = "en")
     return ticket
 
 
+# Where a waiting case came from, for each way out of waiting the lifecycle allows.
+CAME_FROM = {"received": "received", "in_progress": "in_progress", "resolved": "accepted"}
+
+
 def test_the_table_is_the_spec_lifecycle() -> None:
     for old, new in itertools.product(STATUSES, STATUSES):
         ticket = Ticket(number="TS-20261124-0001", status=old)
+        ticket.extra = {"resume_to": CAME_FROM.get(new, "in_progress")}
         if (old, new) in LIFECYCLE:
             check_transition(ticket, new)
         else:
@@ -79,7 +84,7 @@ def test_each_allowed_move_is_recorded_and_mails_the_consumer_what_it_should(mak
         for n, (old, new) in enumerate(LIFECYCLE, start=1):
             ticket = _case(session, app, old, n)
             if old == "waiting":
-                ticket.extra = {"resume_to": "received"}
+                ticket.extra = {"resume_to": CAME_FROM[new]}
             cases[(old, new)] = ticket.id
             apply_transition(
                 session,
@@ -107,6 +112,21 @@ def test_each_allowed_move_is_recorded_and_mails_the_consumer_what_it_should(mak
         reopened = session.get(Ticket, cases[("closed", "in_progress")])
         assert reopened is not None and reopened.reopened_count == 1
         assert reopened.due_resolution is not None and reopened.closed_at is None
+
+
+@pytest.mark.parametrize(
+    ("came_from", "refused"),
+    [("received", ["in_progress", "resolved"]), ("accepted", ["received"])],
+)
+def test_a_waiting_case_goes_back_only_where_it_came_from(
+    came_from: str, refused: list[str]
+) -> None:
+    """A case waiting for details before any decision is decided next; an accepted case that
+    waits on the consumer can never be rejected by a detour through `received`."""
+    ticket = Ticket(number="TS-20261124-0001", status="waiting", extra={"resume_to": came_from})
+    for new in refused:
+        with pytest.raises(TransitionRefused, match=f"cannot go from waiting to {new}"):
+            check_transition(ticket, new)
 
 
 def test_a_refused_move_changes_nothing(make_app) -> None:
