@@ -89,6 +89,9 @@ quarantine_path = "caseloop-data/quarantine"
 [tickets]
 number_prefix = "TS"              # TS-20261124-0007
 default_language = "zh-CN"        # zh-CN | en; per case from the consumer's own text
+# A complaint mail lacking one of these waits for it (one request mail, SLA clocks paused):
+mail_essentials = ["name", "respondent", "purchase", "description"]
+notify_in_progress = false        # also mail the consumer when work on an accepted case starts
 
 [sla]                             # durations: "24h", "3 working days", "15 days"
 calendar = "CN"                   # public holidays and make-up workdays
@@ -99,8 +102,30 @@ survey_after = "72h"
 survey_close_after = "7 days"
 
 [escalation]
-supervisors = []                  # e.g. ["lead@example.com"]
+supervisors = []                  # e.g. ["lead@example.com"]: escalations, appeals, the digest
+urgent_notify = []                # e.g. ["compliance@example.com"]: urgent cases, at once
 digest_cron = "0 9 * * *"         # skipped on days off: holidays yes, make-up workdays no
+remind_at = 0.8                   # remind the assignee at this share of a deadline
+level2_after = "2 working days"   # escalate again this long after a breach
+trusted_authserv_ids = []         # e.g. ["mx.example.com"]: its DKIM passes prove staff mail
+group_threshold = 5               # this many complainants against one respondent ...
+group_window = "7 days"           # ... within this window make a group complaint (urgent)
+
+# [[staff]]                       # who handles cases; they act by replying to our mail
+# address = "agent@example.com"
+# name = "Agent Wang"
+# groups = ["quality"]
+# language = "zh-CN"              # of the mail they get
+
+# [[routing]]                     # category -> staff group; first match wins, least loaded
+# category = "product_quality"
+# group = "quality"
+
+# [[rules]]                       # classification before the built-in rules; first match wins
+# match = "(漏电|触电)"
+# priority = "urgent"
+# category = "product_quality"
+# reject_reason = "b2b"           # a hint shown to staff, never applied
 
 [intake]
 ack_max_age = "48h"               # older mail is registered without an acknowledgement
