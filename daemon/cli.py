@@ -108,7 +108,7 @@ digest_cron = "0 9 * * *"         # skipped on days off: holidays yes, make-up w
 remind_at = 0.8                   # remind the assignee at this share of a deadline
 level2_after = "2 working days"   # escalate again this long after a breach
 trusted_authserv_ids = []         # e.g. ["mx.example.com"]: its DKIM passes prove staff mail
-group_threshold = 5               # this many complainants against one respondent ...
+group_threshold = 5               # this many complainants against one respondent (0: off) ...
 group_window = "7 days"           # ... within this window make a group complaint (urgent)
 
 # [[staff]]                       # who handles cases; they act by replying to our mail

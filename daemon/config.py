@@ -518,13 +518,20 @@ def _escalation(file: str, base: Path, table: dict[str, Any]) -> EscalationConfi
         remind_at=remind_at,
         level2_after=r.duration("level2_after", EscalationConfig.level2_after),
         trusted_authserv_ids=r.strings("trusted_authserv_ids"),
-        group_threshold=_positive_int(r, "group_threshold", 5),
+        group_threshold=_count(r, "group_threshold", 5),
         group_window=r.duration("group_window", EscalationConfig.group_window),
         sweep_interval=r.duration("sweep_interval", EscalationConfig.sweep_interval),
         digest_when_empty=r.get("digest_when_empty", bool, False),
     )
     r.done()
     return esc
+
+
+def _count(r: _Reader, name: str, default: int) -> int:
+    value = r.get(name, int, default)
+    if value < 0:
+        raise r.fail(name, f"must be 0 (off) or more, got {value}")
+    return value
 
 
 def _positive_int(r: _Reader, name: str, default: int) -> int:

@@ -171,10 +171,13 @@ class Assign:
     def process(self, ctx: Context) -> None:
         if not ctx.new_ticket or ctx.ticket is None or ctx.prep.automatic:
             return
-        urgent = ctx.ticket.priority == "urgent"
+        escalation = ctx.config.escalation
+        urgent = ctx.ticket.priority == "urgent" and bool(
+            escalation.urgent_notify or escalation.supervisors
+        )
         group = route(ctx.config, ctx.ticket.category)
         if group is None and not urgent:
-            return
+            return  # nobody to route to or alert: the case stays as opened
         ticket = attach(ctx.session, ctx.ticket)  # a session object, to change it
         services = Services(ctx.config, ctx.calendar, ctx.templates)
         if group is not None:

@@ -75,6 +75,18 @@ class FastStatement:
         cursor.close()
         return tuple(found) if found is not None else None
 
+    def rows(self, conn: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Execute; every row (values as the raw driver gives them on SQLite)."""
+        if conn.dialect.name != "sqlite":
+            return [tuple(r) for r in conn.execute(self.statement, params)]
+        plan = self._plan(conn, frozenset(params))
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.execute(plan.sql, plan.row(params))
+        found = [tuple(r) for r in cursor.fetchall()]
+        cursor.close()
+        return found
+
     def scalar(self, conn: Connection, params: dict[str, Any]) -> Any:
         row = self.first(conn, params)
         return row[0] if row is not None else None
