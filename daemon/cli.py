@@ -448,6 +448,7 @@ def status_report(app: App, session: Session) -> dict[str, Any]:
         .select_from(Ticket)
         .where(
             is_open,
+            Ticket.status != "waiting",  # its clocks are paused until the consumer answers
             or_(
                 Ticket.due_first_response < now,
                 Ticket.due_acceptance < now,

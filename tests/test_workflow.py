@@ -204,3 +204,17 @@ def test_in_progress_mail_is_sent_only_when_configured(make_app) -> None:
             session, app.services, ticket, "in_progress", actor="a", now=app.clock.now()
         )
         assert session.scalars(select(OutboxMessage.kind)).all() == ["in_progress"]
+
+
+def test_status_counts_overdue_cases_but_not_those_waiting_on_the_consumer(make_app) -> None:
+    from daemon.cli import status_report
+
+    app: App = make_app()
+    past = app.clock.now() - timedelta(hours=1)
+    with app.sessions.begin() as session:
+        for n, status in enumerate(("received", "waiting", "accepted"), start=1):
+            ticket = _case(session, app, status, n)
+            ticket.due_first_response = past
+    with app.sessions() as session:
+        cases = status_report(app, session)["cases"]
+    assert (cases["open"], cases["overdue"]) == (3, 2)
