@@ -426,6 +426,7 @@ def _form(file: str, base: Path, table: dict[str, Any], i: int) -> FormConfig:
         "description",
         "demand",
         "subject",
+        "submitted_at",  # when the consumer submitted it: older than ack_max_age, no ack
     )
     columns = r.table_of("columns")
     for key, value in columns.items():

@@ -15,8 +15,10 @@ import json
 import re
 import unicodedata
 from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from daemon.config import Config
 from handlers.classify import detect_language
@@ -188,6 +190,32 @@ def form_text(fields: Mapping[str, str], language: str, source: str, file: str, 
     return "\n\n".join(parts) + "\n"
 
 
+_SUBMITTED_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M",
+                      "%Y-%m-%d", "%Y/%m/%d", "%Y年%m月%d日 %H:%M", "%Y年%m月%d日")  # fmt: skip
+
+
+def submitted_at(value: str | None, zone: ZoneInfo) -> datetime | None:
+    """A form's submission time (local, as exporters write it; ISO with an offset too), UTC."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        found = None
+        for fmt in _SUBMITTED_FORMATS:
+            try:
+                found = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+    if found is None:
+        return None
+    if found.tzinfo is None:
+        found = found.replace(tzinfo=zone)
+    return found.astimezone(UTC)
+
+
 def _mapped_fields(config: Config, source: str) -> Collection[str]:
     for form in config.forms:
         if form.name == source:
@@ -225,6 +253,11 @@ class ParseFormRow:
         if extra:
             prep.fields["extra"] = extra
         prep.missing = missing_essentials(fields, _mapped_fields(config, item.source))
+        submitted = submitted_at(fields.get("submitted_at"), config.timezone)
+        if submitted is not None:
+            prep.fields["submitted_at"] = submitted.isoformat()
+        elif fields.get("submitted_at"):
+            prep.notes.append(f"{item.label}: unreadable submission time, taken as now")
         prep.message = ParsedMessage(
             raw=b"",
             message_id=form_message_id(item.source, item.key),
@@ -237,7 +270,7 @@ class ParseFormRow:
             cc=(),
             return_path=None,
             subject=form_subject(fields),
-            date=None,
+            date=submitted,
             text=form_text(fields, prep.language, item.source, file, number),
             html=None,
             attachments=(),

@@ -831,3 +831,22 @@ def test_needs_wiring_the_consumers_email_reply_threads_onto_the_form_case(make_
         ).all()
     assert [e.kind for e in entries][-1] == "message_in"
     assert entries[-1].message_id == "<reply-1@example.cn>" and not entries[-1].internal
+
+
+def test_old_submissions_are_registered_without_an_acknowledgement(make_app) -> None:
+    """With `submitted_at` mapped, ack_max_age applies to form rows as to mail: a first import
+    of last year's export registers every case and mails none of those consumers."""
+    from daemon.store.models import Ticket
+
+    app = make_app(APP_TOML + 'submitted_at = "提交时间"\n')
+    recent = [*ROWS[1][:9], "2026-11-24 09:30"]  # half an hour before the clock
+    _drop(app, "history.csv", [ROWS[0], recent, [*ROWS[2][:9], "not a time"]])
+    summary = app.run_once()
+
+    assert len(summary.opened) == 3
+    with app.sessions() as session:
+        extra = dict(session.execute(select(Ticket.complainant_email, Ticket.extra)).all())
+    assert extra["zhangsan@example.cn"]["submitted_at"] == "2026-11-20T02:00:00+00:00"
+    assert sorted(m["To"] for m in _outbox(app)) == ["lisi@example.cn", "wangwu@example.cn"]
+    assert any("older than ack_max_age" in n for n in summary.notes)
+    assert any("unreadable submission time" in n for n in summary.notes)
