@@ -14,6 +14,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
@@ -413,11 +414,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"cases: {cases['open']} open, {cases['overdue']} overdue, {cases['urgent']} urgent open")
     for key, value in cases["by_status"].items():
         print(f"  {key}: {value}")
+    print("next: " + ", ".join(f"{job} {when or '-'}" for job, when in report["next"].items()))
     return EXIT_OK
 
 
 def status_report(app: App, session: Session) -> dict[str, Any]:
-    """SPEC §2 `status`: sources, outbox, open/overdue/urgent counts."""
+    """SPEC §2 `status`: sources, outbox, open/overdue/urgent counts, next jobs."""
     zone, now = app.config.timezone, app.clock.now()
     states = {s.source: s for s in session.scalars(select(SourceState))}
     sources = []
@@ -459,8 +461,20 @@ def status_report(app: App, session: Session) -> dict[str, Any]:
     urgent = session.scalar(
         select(func.count()).select_from(Ticket).where(is_open, Ticket.priority == "urgent")
     )
+    digest_trigger = CronTrigger.from_crontab(app.config.escalation.digest_cron, timezone=zone)
+    next_jobs = {
+        # the earliest moment a clock job has something to do; the digest's next slot
+        "sla_step": session.scalar(select(func.min(Ticket.sla_next_check_at))),
+        "survey": session.scalar(select(func.min(Ticket.survey_due_at))),
+        "survey_close": session.scalar(select(func.min(Ticket.survey_expires_at))),
+        "digest": digest_trigger.get_next_fire_time(None, now),
+        "outbox": session.scalar(
+            select(func.min(OutboxMessage.next_attempt_at)).where(OutboxMessage.status == "queued")
+        ),
+    }
     return {
         "sources": sources,
+        "next": {job: iso(when, zone) for job, when in next_jobs.items()},
         "outbox": {k: outbox.get(k, 0) for k in ("queued", "failed", "sent")},
         "cases": {
             "open": sum(by_status.get(s, 0) for s in open_statuses),

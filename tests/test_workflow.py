@@ -215,6 +215,10 @@ def test_status_counts_overdue_cases_but_not_those_waiting_on_the_consumer(make_
         for n, status in enumerate(("received", "waiting", "accepted"), start=1):
             ticket = _case(session, app, status, n)
             ticket.due_first_response = past
+            ticket.sla_next_check_at = past + timedelta(minutes=n)
     with app.sessions() as session:
-        cases = status_report(app, session)["cases"]
-    assert (cases["open"], cases["overdue"]) == (3, 2)
+        report = status_report(app, session)
+    assert (report["cases"]["open"], report["cases"]["overdue"]) == (3, 2)
+    assert report["next"]["sla_step"] == "2026-11-24T09:01:00+08:00"  # the earliest, local
+    assert report["next"]["digest"] == "2026-11-25T09:00:00+08:00"
+    assert report["next"]["survey"] is None

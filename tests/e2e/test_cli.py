@@ -160,5 +160,6 @@ def test_status_reports_sources_outbox_and_cases(site: Path) -> None:
     assert report["cases"]["open"] == 4
     assert report["cases"]["by_status"] == {"received": 2, "waiting": 2}
     assert report["cases"]["urgent"] == 1  # the exploded pressure cooker
+    assert report["next"]["digest"] and report["next"]["sla_step"]
     text = caseloop("status", cwd=site).stdout
     assert "source local" in text and "4 open" in text
