@@ -89,8 +89,9 @@ _CATEGORY_PATTERNS: dict[str, Sequence[str]] = {
     ),
 }
 CATEGORY_ORDER = tuple(_CATEGORY_PATTERNS) + ("other",)
+# One scan per category: its patterns joined into one alternation.
 _CATEGORY_RE = {
-    name: tuple(re.compile(p, re.IGNORECASE) for p in patterns)
+    name: re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
     for name, patterns in _CATEGORY_PATTERNS.items()
 }
 
@@ -183,10 +184,8 @@ def group_words(text: str) -> str | None:
 def builtin_category(text: str) -> str:
     """The category with the most distinct matching words; "other" when none matches."""
     best, best_score = "other", 0
-    for name, patterns in _CATEGORY_RE.items():
-        hits: set[str] = set()
-        for pattern in patterns:
-            hits.update(m.group(0).lower() for m in pattern.finditer(text))
+    for name, pattern in _CATEGORY_RE.items():
+        hits = {m.group(0).lower() for m in pattern.finditer(text)}
         if len(hits) > best_score:
             best, best_score = name, len(hits)
     return best

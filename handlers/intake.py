@@ -141,8 +141,6 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
         extra={k: v for k, v in prep.fields.items() if k not in ("phone", "respondent", "name")},
         **_initial_dues(ctx, prep.priority),
     )
-    # Every column is known: the copy can join the session without being read back.
-    values = {c.key: None for c in Ticket.__table__.columns if c.key != "id"} | values
     return Ticket(id=insert_row(ctx.session, Ticket, **values), **values)
 
 
@@ -164,6 +162,11 @@ def attach(session: Session, ticket: Ticket) -> Ticket:
     found = session.identity_map.get(identity_key(Ticket, ticket.id))
     if found is not None:
         return cast(Ticket, found)
+    # The columns open_ticket did not give were inserted as NULL: say so, so the copy joins
+    # the session fully loaded, without being read back.
+    for column in Ticket.__table__.columns:
+        if column.key not in ticket.__dict__:
+            setattr(ticket, column.key, None)
     make_transient_to_detached(ticket)
     session.add(ticket)
     return ticket
