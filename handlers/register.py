@@ -335,7 +335,7 @@ def complainant_name(
     the signature's first line when it is a name."""
     display = from_name.strip().strip("\"'")
     local = from_address.partition("@")[0]
-    if display and "@" not in display and display.lower() != local.lower():
+    if display and "@" not in display and display != local:  # "Zhao" <zhao@...> is a name
         return display
     said = find_name(f"{text}\n{signature}")
     if said:

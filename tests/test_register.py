@@ -14,6 +14,7 @@ from handlers.pipeline import Context, Incoming, Prepared, prepare
 from handlers.register import (
     GroupComplaint,
     Register,
+    complainant_name,
     extract_fields,
     find_amount,
     find_demand,
@@ -358,3 +359,18 @@ def test_group_complaint_step_makes_a_new_case_urgent(make_app, tmp_path: Path) 
     assert prep.priority == "urgent"
     assert prep.fields["group_complaint"] is True
     assert any("group complaint" in note for note in prep.notes)
+
+
+@pytest.mark.parametrize(
+    ("display", "address", "name"),
+    [
+        ("Zhao", "zhao@example.net", "Zhao"),  # a person wrote it, even as their mailbox name
+        ("zhao", "zhao@example.net", None),  # only the address repeated
+        ("li.lei@example.net", "li.lei@example.net", None),
+        ("李雷", "li.lei@example.net", "李雷"),
+    ],
+)
+def test_the_from_display_name_is_a_name_unless_it_only_repeats_the_address(
+    display: str, address: str, name: str | None
+) -> None:
+    assert complainant_name(display, address, "电水壶漏水。") == name
