@@ -90,12 +90,6 @@ def automatic_mail(msg: ParsedMessage, own_addresses: frozenset[str]) -> Automat
     return Automatic(reason) if reason else None
 
 
-def automatic_reason(msg: ParsedMessage, own_addresses: frozenset[str]) -> str | None:
-    """Why this mail is automatic (never to be answered), or None for a person's mail."""
-    found = automatic_mail(msg, own_addresses)
-    return found.reason if found else None
-
-
 def _header_reason(msg: ParsedMessage) -> str | None:
     headers = msg.headers
     content_type = headers.get("content-type", "").lower()
