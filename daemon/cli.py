@@ -361,7 +361,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.since and args.until and args.since > args.until:
         raise UsageError(f"--since {args.since} is after --until {args.until}")
     with open_app(args) as app, app.reads() as session:
-        sys.stdout.write(report.render(session, app.config, args.since, args.until, args.format))
+        sys.stdout.write(
+            report.render(session, app.config, args.since, args.until, args.format, app.clock.now())
+        )
     return EXIT_OK
 
 

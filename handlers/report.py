@@ -60,6 +60,7 @@ class Report:
     accepted_in_time: Share = field(default_factory=lambda: Share(0, 0))
     resolved_in_time: Share = field(default_factory=lambda: Share(0, 0))
     accepted_still_open: int = 0
+    decision_pending: int = 0  # no decision yet, still within the 3 working days
     surveys_sent: int = 0
     surveys_answered: Share = field(default_factory=lambda: Share(0, 0))
     scores: Counter[str] = field(default_factory=Counter)
@@ -94,8 +95,15 @@ def period_bounds(
     return start, end
 
 
-def compute(session: Session, config: Config, since: date | None, until: date | None) -> Report:
-    """Count the cases created in the period."""
+def compute(
+    session: Session, config: Config, since: date | None, until: date | None, now: datetime
+) -> Report:
+    """Count the cases created in the period.
+
+    A case still inside a time limit at `now` (no decision yet within 3 working days, not yet
+    resolved within 15 days of acceptance) is neither a success nor a failure of that limit:
+    it is counted apart, as pending.
+    """
     start, end = period_bounds(config, since, until)
     query = select(Ticket).order_by(Ticket.id)
     if start is not None:
@@ -122,18 +130,23 @@ def compute(session: Session, config: Config, since: date | None, until: date | 
             delta = ticket.first_response_at - ticket.created_at
             report.first_response_hours.append(delta.total_seconds() / 3600)
         if ticket.status != "rejected":  # a rejected case was decided, not accepted
-            accept_due += 1
-            if ticket.accepted_at is not None and ticket.accepted_at <= calendar.add(
-                ticket.created_at, ACCEPT_WITHIN
-            ):
-                accepted += 1
+            deadline = calendar.add(ticket.created_at, ACCEPT_WITHIN)
+            if ticket.accepted_at is None and deadline > now:
+                report.decision_pending += 1
+            else:
+                accept_due += 1
+                if ticket.accepted_at is not None and ticket.accepted_at <= deadline:
+                    accepted += 1
         if ticket.accepted_at is not None:
-            resolve_due += 1
             done = ticket.resolved_at
-            if done is not None and done <= ticket.accepted_at + RESOLVE_WITHIN:
-                resolved += 1
-            elif done is None and ticket.status not in ("resolved", "closed"):
+            if done is None and ticket.status not in ("resolved", "closed"):
                 report.accepted_still_open += 1
+            if done is None and ticket.accepted_at + RESOLVE_WITHIN > now:
+                pass  # still within its 15 days: pending
+            else:
+                resolve_due += 1
+                if done is not None and done <= ticket.accepted_at + RESOLVE_WITHIN:
+                    resolved += 1
         if ticket.survey_sent_at is not None:
             surveyed += 1
             if ticket.satisfaction_outcome in ANSWERED:
@@ -156,10 +169,16 @@ def compute(session: Session, config: Config, since: date | None, until: date | 
 
 
 def render(
-    session: Session, config: Config, since: date | None, until: date | None, fmt: str
+    session: Session,
+    config: Config,
+    since: date | None,
+    until: date | None,
+    fmt: str,
+    now: datetime,
 ) -> str:
-    """The report for [since, until] (local dates, inclusive) as text, csv or html."""
-    report = compute(session, config, since, until)
+    """The report for [since, until] (local dates, inclusive) as text, csv or html, with the
+    time limits judged as of `now`."""
+    report = compute(session, config, since, until, now)
     if fmt == "csv":
         return as_csv(report)
     if fmt == "html":
@@ -199,6 +218,7 @@ def summary_rows(report: Report) -> list[tuple[str, str, str]]:
             str(report.resolved_in_time),
             pct(report.resolved_in_time),
         ),
+        ("awaiting a decision, within 3 working days", str(report.decision_pending), ""),
         ("accepted, still open", str(report.accepted_still_open), ""),
         ("surveys sent", str(report.surveys_sent), ""),
         ("surveys answered", str(report.surveys_answered), pct(report.surveys_answered)),

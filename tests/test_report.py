@@ -27,6 +27,7 @@ from handlers import report
 
 T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # Tuesday 10:00 in Shanghai
 SINCE, UNTIL = date(2026, 11, 24), date(2026, 11, 30)
+AS_OF = T0 + timedelta(days=60)  # every time limit of the known set has run out by then
 INJECTION = '=HYPERLINK("http://evil.example","<b>click</b>")'
 ROOT = Path(__file__).parent.parent
 
@@ -124,7 +125,7 @@ def app(make_app) -> App:
 
 def test_figures_of_a_known_set_of_cases(app: App) -> None:
     with app.sessions() as session:
-        r = report.compute(session, app.config, SINCE, UNTIL)
+        r = report.compute(session, app.config, SINCE, UNTIL, AS_OF)
     assert r.total == 6
     b = r.breakdowns
     assert b["channel"] == {"email": 5, "form": 1}
@@ -154,9 +155,9 @@ def test_figures_of_a_known_set_of_cases(app: App) -> None:
 
 def test_open_ended_period_counts_everything(app: App) -> None:
     with app.sessions() as session:
-        assert report.compute(session, app.config, None, None).total == 8
-        assert report.compute(session, app.config, SINCE, None).total == 7
-        assert report.compute(session, app.config, None, SINCE).total == 5
+        assert report.compute(session, app.config, None, None, AS_OF).total == 8
+        assert report.compute(session, app.config, SINCE, None, AS_OF).total == 7
+        assert report.compute(session, app.config, None, SINCE, AS_OF).total == 5
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -167,7 +168,7 @@ def test_percentile_is_nearest_rank() -> None:
 
 def test_text_report_shows_the_figures(app: App) -> None:
     with app.sessions() as session:
-        text = report.render(session, app.config, SINCE, UNTIL, "text")
+        text = report.render(session, app.config, SINCE, UNTIL, "text", AS_OF)
     assert "2026-11-24 .. 2026-11-30" in text
     assert re.search(r"accepted within 3 working days\s+2 of 5 \(40\.0%\)", text)
     assert re.search(r"appeals \(reopened at least once\)\s+1 of 6", text)
@@ -176,7 +177,7 @@ def test_text_report_shows_the_figures(app: App) -> None:
 
 def test_csv_is_safe_against_formula_injection_and_reconciles(app: App) -> None:
     with app.sessions() as session:
-        text = report.render(session, app.config, SINCE, UNTIL, "csv")
+        text = report.render(session, app.config, SINCE, UNTIL, "csv", AS_OF)
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0] == ["section", "key", "value", "share"]
     for row in rows:
@@ -231,7 +232,7 @@ class Cells(HTMLParser):
 
 def test_html_is_escaped_and_has_charts(app: App) -> None:
     with app.sessions() as session:
-        html = report.render(session, app.config, SINCE, UNTIL, "html")
+        html = report.render(session, app.config, SINCE, UNTIL, "html", AS_OF)
     assert "<b>click</b>" not in html and "&lt;b&gt;click&lt;/b&gt;" in html
     parser = Cells()
     parser.feed(html)
@@ -321,3 +322,16 @@ def test_html_report_of_a_generated_month_reconciles_with_tickets_list(tmp_path:
     # and the same month as text and CSV gives the same totals
     text = _caseloop("--config", conf, "report", cwd=tmp_path)
     assert re.search(rf"^cases\s+{len(cases)}$", text, re.M)
+
+
+def test_a_case_still_within_its_limit_is_pending_not_late(make_app) -> None:
+    """No decision yet one working day in: pending. Ten days in: late."""
+    app: App = make_app()
+    with app.sessions.begin() as s:
+        add(s, 1, T0)
+    with app.sessions() as session:
+        early = report.compute(session, app.config, None, None, T0 + timedelta(days=1))
+        late = report.compute(session, app.config, None, None, T0 + timedelta(days=10))
+    assert (early.decision_pending, early.accepted_in_time.whole) == (1, 0)
+    assert (late.decision_pending, late.accepted_in_time.whole) == (0, 1)
+    assert late.accepted_in_time.part == 0
