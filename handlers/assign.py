@@ -12,6 +12,7 @@ from daemon.store.models import Ticket, TimelineEntry
 from handlers.intake import attach
 from handlers.notify import queue_mail
 from handlers.pipeline import Context
+from handlers.threading import staff_reply_address
 from handlers.workflow import OPEN, Services
 
 
@@ -52,8 +53,6 @@ def assign(
 
     Returns False when it already was theirs. Only configured staff can be assignees.
     """
-    from handlers.staff import staff_reply_address  # staff builds on this module
-
     config = services.config
     member = config.staff_member(address)
     if member is None:

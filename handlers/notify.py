@@ -206,7 +206,7 @@ def queue_mail(
 
     Mail to staff or supervisors about a case passes `recipient`, their `language`,
     `internal=True` (its timeline entry is for staff only) and, for staff who may act by reply,
-    their own `reply_to` address (handlers/staff.py staff_reply_address).
+    their own `reply_to` address (handlers/threading.py staff_reply_address).
     """
     to = (recipient or ticket.complainant_email).strip()
     if references is None and scalar(session, _INTENT_TAKEN, {"intent": intent}):

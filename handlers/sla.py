@@ -15,6 +15,7 @@ from daemon.clock import Duration, WorkCalendar
 from daemon.config import Config, SlaPolicy
 from daemon.store.models import EscalationStep, Ticket
 from handlers.notify import queue_mail, rate_limited
+from handlers.threading import staff_reply_address
 
 if TYPE_CHECKING:
     from handlers.workflow import Services
@@ -308,8 +309,6 @@ def _mail(
     recipient: str,
     now: datetime,
 ) -> None:
-    from handlers.staff import staff_reply_address
-
     config = services.config
     level = LEVELS.get(step.name, 0)
     queue_mail(

@@ -5,11 +5,10 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from daemon.config import CATEGORIES, PRIORITIES, Config
-from daemon.store.models import StaffToken, Ticket, TimelineEntry
+from daemon.config import CATEGORIES, PRIORITIES
+from daemon.store.models import Ticket, TimelineEntry
 from handlers import sla
 from handlers.assign import alert_urgent, assign
 from handlers.notify import queue_mail
@@ -128,44 +127,3 @@ def note(session: Session, ticket: Ticket, message: str, *, actor: str, now: dat
         )
     )
     ticket.updated_at = now
-
-
-def staff_reply_address(
-    session: Session, config: Config, ticket: Ticket, address: str, now: datetime
-) -> str:
-    """support+NUMBER.s<token>@domain: the Reply-To of our mail to one staff member about one
-    case. A reply arriving at it proves the staff member (LESSONS 4: From alone proves nothing).
-    """
-    address = address.strip().lower()
-    token = session.scalar(
-        select(StaffToken.token).where(
-            StaffToken.ticket_id == ticket.id, StaffToken.address == address
-        )
-    )
-    if token is None:
-        token = secrets.token_hex(10)
-        session.add(StaffToken(ticket_id=ticket.id, address=address, token=token, created_at=now))
-        session.flush()
-    local, _, domain = config.support_address.partition("@")
-    return f"{local}+{ticket.number}.s{token}@{domain}"
-
-
-def staff_token_holder(
-    session: Session, config: Config, addresses: list[str]
-) -> tuple[Ticket, str] | None:
-    """(case, staff address) named by a staff token among these recipient addresses, or None."""
-    ours = {a.partition("@")[0] for a in config.own_addresses}
-    for address in addresses:
-        local = address.strip().lower().partition("@")[0]
-        base, plus, detail = local.partition("+")
-        number, _, token = detail.rpartition(".")
-        if not plus or base not in ours or not token.startswith("s"):
-            continue
-        found = session.execute(
-            select(Ticket, StaffToken.address)
-            .join(StaffToken, StaffToken.ticket_id == Ticket.id)
-            .where(StaffToken.token == token[1:], Ticket.number == number.upper())
-        ).first()
-        if found is not None:
-            return found[0], found[1]
-    return None

@@ -23,6 +23,7 @@ from handlers import staff
 from handlers.intake import record_message
 from handlers.notify import queue_mail
 from handlers.pipeline import Context
+from handlers.threading import recipients, staff_reply_address, staff_token_holder
 from handlers.workflow import Services, apply_transition, mails_consumer, refusal
 
 COMMANDS = ("accept", "reject", "status", "assign", "priority", "category", "note")
@@ -140,11 +141,7 @@ class StaffMail:
     def process(self, ctx: Context) -> None:
         msg, prep, config = ctx.message, ctx.prep, ctx.config
         sender = msg.from_address.lower()
-        recipients = [*msg.to, *msg.cc]
-        recipients += [
-            msg.headers[h] for h in ("delivered-to", "x-original-to") if h in msg.headers
-        ]
-        holder = staff.staff_token_holder(ctx.session, config, recipients)
+        holder = staff_token_holder(ctx.session, config, recipients(msg))
         if ctx.ticket is None and holder is not None:
             ctx.ticket = holder[0]  # the token names the case even without threading headers
         ticket = ctx.ticket
@@ -189,7 +186,7 @@ class StaffMail:
                 recipient=sender,
                 language=config.language_of(sender),
                 internal=True,
-                reply_to=staff.staff_reply_address(ctx.session, config, ticket, sender, ctx.now),
+                reply_to=staff_reply_address(ctx.session, config, ticket, sender, ctx.now),
                 in_reply_to=msg.message_id,
                 context={"problems": problems},
             )

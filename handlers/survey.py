@@ -17,6 +17,7 @@ from daemon.config import Config
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 from handlers.notify import queue_mail
 from handlers.pipeline import Context
+from handlers.threading import plus_address, plus_details, recipients, staff_reply_address
 
 if TYPE_CHECKING:
     from handlers.workflow import Services
@@ -170,8 +171,7 @@ def _close_unanswered(session: Session, services: Services, ticket: Ticket, now:
 
 def survey_address(config: Config, ticket: Ticket) -> str:
     """support+NUMBER.v<survey token>@domain: where one-click answers go."""
-    local, _, domain = config.support_address.partition("@")
-    return f"{local}+{ticket.number}.v{ticket.survey_token}@{domain}"
+    return plus_address(config, ticket.number, f"v{ticket.survey_token}")
 
 
 def survey_context(session: Session, config: Config, ticket: Ticket) -> dict[str, object]:
@@ -298,23 +298,12 @@ def read_answer(text: str) -> Answer | None:
 # --- the deciding steps ------------------------------------------------------------------
 
 
-def _recipients(ctx: Context) -> list[str]:
-    msg = ctx.message
-    found = [*msg.to, *msg.cc]
-    found += [msg.headers[h] for h in ("delivered-to", "x-original-to") if h in msg.headers]
-    return found
-
-
 def case_by_survey_token(session: Session, config: Config, addresses: list[str]) -> Ticket | None:
     """The case whose current survey token one of these plus addresses of ours carries."""
-    ours = {a.partition("@")[0] for a in config.own_addresses}
-    for address in addresses:
-        local = address.strip().lower().partition("@")[0]
-        base, plus, detail = local.partition("+")
-        number, _, token = detail.rpartition(".")
-        if not plus or base not in ours or not token.startswith("v") or len(token) < 9:
+    for number, token in plus_details(config, addresses):
+        if not token.startswith("v") or len(token) < 9:
             continue
-        ticket = session.scalar(select(Ticket).where(Ticket.number == number.upper()))
+        ticket = session.scalar(select(Ticket).where(Ticket.number == number))
         if (
             ticket is not None
             and ticket.survey_token is not None
@@ -329,7 +318,7 @@ class FindSurveyCase:
     description = "a one-click survey answer names its case by the survey token in the address"
 
     def process(self, ctx: Context) -> None:
-        ticket = case_by_survey_token(ctx.session, ctx.config, _recipients(ctx))
+        ticket = case_by_survey_token(ctx.session, ctx.config, recipients(ctx.message))
         if ticket is None:
             return
         ctx.ticket = ticket  # the token names the case, whatever else the mail says
@@ -430,7 +419,6 @@ def _close(ctx: Context, services: Services, ticket: Ticket, answer: Answer, sen
 def _appeal(
     ctx: Context, services: Services, ticket: Ticket, answer: Answer, text: str, sender: str
 ) -> None:
-    from handlers.staff import staff_reply_address
     from handlers.workflow import apply_transition
 
     token = ticket.survey_token
