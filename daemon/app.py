@@ -38,8 +38,7 @@ from daemon.store.db import (
 from daemon.store.models import SourceItem, SourceState
 from handlers import digest, sla, survey
 from handlers.notify import Templates
-from handlers.pipeline import Context, Incoming, Prepared, decide, decide_steps
-from handlers.workflow import Services
+from handlers.pipeline import Context, Incoming, Prepared, Services, decide, decide_steps
 
 log = logging.getLogger("caseloop")
 

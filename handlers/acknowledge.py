@@ -10,7 +10,7 @@ from daemon.store.models import Ticket
 from handlers.intake import attach
 from handlers.notify import queue_mail
 from handlers.pipeline import Context
-from handlers.workflow import Services, apply_transition
+from handlers.workflow import apply_transition
 
 _ACKNOWLEDGED = FastStatement(
     update(Ticket)
@@ -59,7 +59,7 @@ class Acknowledge:
             case = attach(ctx.session, ticket)
             apply_transition(
                 ctx.session,
-                Services(ctx.config, ctx.calendar, ctx.templates),
+                ctx.services,
                 case,
                 "waiting",
                 actor="caseloop",

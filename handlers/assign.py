@@ -11,9 +11,9 @@ from daemon.config import Config, StaffMember
 from daemon.store.models import Ticket, TimelineEntry
 from handlers.intake import attach
 from handlers.notify import queue_mail
-from handlers.pipeline import Context
+from handlers.pipeline import Context, Services
 from handlers.threading import staff_reply_address
-from handlers.workflow import OPEN, Services
+from handlers.workflow import OPEN
 
 
 def route(config: Config, category: str) -> str | None:
@@ -178,7 +178,7 @@ class Assign:
         if group is None and not urgent:
             return  # nobody to route to or alert: the case stays as opened
         ticket = attach(ctx.session, ctx.ticket)  # a session object, to change it
-        services = Services(ctx.config, ctx.calendar, ctx.templates)
+        services = ctx.services
         if group is not None:
             member = least_loaded(ctx.session, ctx.config, group)
             if member is not None:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr, make_msgid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import and_, func, or_, select, update
@@ -21,10 +21,8 @@ from daemon.config import Config
 from daemon.store.db import insert_row
 from daemon.store.models import DigestRun, EscalationStep, OutboxMessage, Ticket
 from handlers.notify import header_safe, new_message_id, our_domain
+from handlers.pipeline import Services
 from handlers.sla import CLOCKS
-
-if TYPE_CHECKING:
-    from handlers.workflow import Services
 
 log = logging.getLogger(__name__)
 

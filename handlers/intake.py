@@ -21,7 +21,7 @@ from handlers.parse import ParseError, parse_message
 from handlers.pipeline import BlobWriter, Context, Prepared, StoredAttachment
 from handlers.quotes import strip_quotes
 from handlers.register import merge_reply, normalise_respondent
-from handlers.workflow import Services, consumer_replied
+from handlers.workflow import consumer_replied
 
 
 class Parse:
@@ -260,7 +260,7 @@ class OpenOrThread:
             if not internal:
                 consumer_replied(
                     ctx.session,
-                    Services(ctx.config, ctx.calendar, ctx.templates),
+                    ctx.services,
                     ticket,
                     actor=sender,
                     now=ctx.now,

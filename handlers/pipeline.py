@@ -81,6 +81,15 @@ class Prepared:
         return self.outcome != "pending"
 
 
+@dataclass(frozen=True)
+class Services:
+    """What a handler needs besides the case and the session: config, calendar, templates."""
+
+    config: Config
+    calendar: WorkCalendar
+    templates: Templates
+
+
 @dataclass
 class Context:
     """A prepared item plus the database: what the deciding steps see and record."""
@@ -100,6 +109,10 @@ class Context:
     def message(self) -> ParsedMessage:
         assert self.prep.message is not None, "deciding steps run only on parsed mail"
         return self.prep.message
+
+    @property
+    def services(self) -> Services:
+        return Services(self.config, self.calendar, self.templates)
 
     @property
     def stopped(self) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -15,10 +14,8 @@ from daemon.clock import Duration, WorkCalendar
 from daemon.config import Config, SlaPolicy
 from daemon.store.models import EscalationStep, Ticket
 from handlers.notify import queue_mail, rate_limited
+from handlers.pipeline import Services
 from handlers.threading import staff_reply_address
-
-if TYPE_CHECKING:
-    from handlers.workflow import Services
 
 log = logging.getLogger(__name__)
 

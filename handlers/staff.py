@@ -12,7 +12,8 @@ from daemon.store.models import Ticket, TimelineEntry
 from handlers import sla
 from handlers.assign import alert_urgent, assign
 from handlers.notify import queue_mail
-from handlers.workflow import Services, TransitionRefused, apply_transition, check_transition
+from handlers.pipeline import Services
+from handlers.workflow import TransitionRefused, apply_transition, check_transition
 
 
 def reply(

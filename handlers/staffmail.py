@@ -22,9 +22,9 @@ from daemon.store.models import Ticket
 from handlers import staff
 from handlers.intake import record_message
 from handlers.notify import queue_mail
-from handlers.pipeline import Context
+from handlers.pipeline import Context, Services
 from handlers.threading import recipients, staff_reply_address, staff_token_holder
-from handlers.workflow import Services, apply_transition, mails_consumer, refusal
+from handlers.workflow import apply_transition, mails_consumer, refusal
 
 COMMANDS = ("accept", "reject", "status", "assign", "priority", "category", "note")
 _COMMAND = re.compile(r"^#([A-Za-z_]+)(?:\s+(.*))?$")
@@ -172,7 +172,7 @@ class StaffMail:
             internal=True,
             data={"staff": sender, "proof": proof, "commands": [c.line for c in commands]},
         )
-        services = Services(config, ctx.calendar, ctx.templates)
+        services = ctx.services
         problems = check_commands(config, ticket, commands)
         if problems:
             queue_mail(

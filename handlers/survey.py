@@ -7,7 +7,6 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from sqlalchemy import select
@@ -16,11 +15,8 @@ from sqlalchemy.orm import Session
 from daemon.config import Config
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 from handlers.notify import queue_mail
-from handlers.pipeline import Context
+from handlers.pipeline import Context, Services
 from handlers.threading import plus_address, plus_details, recipients, staff_reply_address
-
-if TYPE_CHECKING:
-    from handlers.workflow import Services
 
 # Set in ctx.prep.fields by FindSurveyCase when a recipient address carried the case's current
 # survey token: the mail answers the survey whoever sent it (a forwarded one-click answer).
@@ -342,9 +338,7 @@ class SurveyAnswer:
         if answer is None and by_token:
             answer = read_answer(_bare_subject(ctx))
         surveyed = ticket.survey_sent_at is not None or by_token
-        from handlers.workflow import Services
-
-        services = Services(ctx.config, ctx.calendar, ctx.templates)
+        services = ctx.services
         if answer is None:
             if surveyed:
                 _unclear(ctx, services, ticket, text)

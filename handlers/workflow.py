@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from daemon.clock import WorkCalendar
 from daemon.config import Config
 from daemon.store.models import Ticket, TimelineEntry
 from handlers import sla, survey
-from handlers.notify import Templates, queue_mail
+from handlers.notify import queue_mail
+from handlers.pipeline import Services
 
 STATUSES = ("received", "accepted", "rejected", "in_progress", "waiting", "resolved", "closed")
 
@@ -47,15 +46,6 @@ OPEN = frozenset({"received", "accepted", "in_progress", "waiting"})  # someone 
 
 class TransitionRefused(Exception):
     """An illegal transition; nothing was changed."""
-
-
-@dataclass(frozen=True)
-class Services:
-    """What a transition needs besides the case: config, calendar, templates."""
-
-    config: Config
-    calendar: WorkCalendar
-    templates: Templates
 
 
 def refusal(number: str, status: str, resume_to: str | None, new: str) -> str | None:
