@@ -110,13 +110,6 @@ class WorkCalendar:
         self.zone = zone
         self.business_hours = business_hours
         self._holidays = holidays.country_holidays(country)
-        self._country = country
-
-    def with_hours(self, business_hours: tuple[time, time] | None) -> WorkCalendar:
-        """The same calendar with other business hours (this one when they are the same)."""
-        if business_hours == self.business_hours:
-            return self
-        return WorkCalendar(self._country, self.zone, business_hours)
 
     def is_working_day(self, day: date) -> bool:
         return bool(self._holidays.is_working_day(day))

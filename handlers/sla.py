@@ -43,16 +43,10 @@ class Step:
     at: datetime
 
 
-def calendar_for(config: Config, calendar: WorkCalendar) -> WorkCalendar:
-    """The SLA calendar with the configured business hours (the App's may lack them)."""
-    return calendar.with_hours(config.sla.business_hours)
-
-
 def initial_dues(
     config: Config, calendar: WorkCalendar, priority: str, now: datetime
 ) -> dict[str, datetime | None]:
     """The due columns of a case opened now (intake.open_ticket writes them as they are)."""
-    calendar = calendar_for(config, calendar)
     policy = config.sla.policy(priority)
     dues: dict[str, datetime | None] = {
         "due_first_response": calendar.add(now, policy.first_response),
@@ -66,7 +60,7 @@ def initial_dues(
 
 def on_transition(ticket: Ticket, old: str, new: str, services: Services, now: datetime) -> None:
     """Stamp, pause, resume and clear the case's clocks for a move from `old` to `new`."""
-    calendar = calendar_for(services.config, services.calendar)
+    calendar = services.calendar
     policy = services.config.sla.policy(ticket.priority)
     if old == "waiting" and ticket.sla_paused_at is not None:
         _resume(ticket, policy, calendar, now)
@@ -93,7 +87,7 @@ def on_priority_change(ticket: Ticket, services: Services, now: datetime) -> Non
     Each open due time keeps its start (and any pause already excluded) and gets the new
     policy's length: new due = old due - old length + new length.
     """
-    calendar = calendar_for(services.config, services.calendar)
+    calendar = services.calendar
     new_policy = services.config.sla.policy(ticket.priority)
     old_priority = _previous_priority(ticket)
     old_policy = services.config.sla.policy(old_priority)
@@ -197,8 +191,7 @@ def sweep(session: Session, services: Services, now: datetime) -> int:
     recorded once in escalation_steps (INSERT .. ON CONFLICT DO NOTHING): a second sweep, a
     restart or another instance racing this one finds it taken and sends nothing again.
     """
-    config = services.config
-    calendar = calendar_for(config, services.calendar)
+    calendar = services.calendar
     taken = 0
     query = (
         select(Ticket)
