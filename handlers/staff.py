@@ -86,18 +86,10 @@ def set_fields(
             changes.append(f"{field}: {getattr(ticket, field)} -> {value} (override)")
             setattr(ticket, field, value)
     if changes:
-        session.add(
-            TimelineEntry(
-                ticket_id=ticket.id,
-                at=now,
-                kind="note",
-                actor=actor,
-                internal=True,
-                text="; ".join(changes) + (f" ({reason})" if reason else ""),
-                data={"changes": changes, "override": True},
-            )
+        text = "; ".join(changes) + (f" ({reason})" if reason else "")
+        note(
+            session, ticket, text, actor=actor, now=now, data={"changes": changes, "override": True}
         )
-        ticket.updated_at = now
     if priority is not None and any(c.startswith("priority") for c in changes):
         sla.on_priority_change(ticket, services, now)
         if priority == "urgent":
@@ -114,7 +106,15 @@ def set_fields(
     return changes
 
 
-def note(session: Session, ticket: Ticket, message: str, *, actor: str, now: datetime) -> None:
+def note(
+    session: Session,
+    ticket: Ticket,
+    message: str,
+    *,
+    actor: str,
+    now: datetime,
+    data: dict[str, object] | None = None,
+) -> None:
     """An internal note: on the timeline for staff, never sent."""
     session.add(
         TimelineEntry(
@@ -124,7 +124,7 @@ def note(session: Session, ticket: Ticket, message: str, *, actor: str, now: dat
             actor=actor,
             internal=True,
             text=message,
-            data={},
+            data=data or {},
         )
     )
     ticket.updated_at = now
