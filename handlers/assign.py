@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -9,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from daemon.config import Config, StaffMember
 from daemon.store.models import Ticket, TimelineEntry
+from handlers.classify import rejection_label, suggest_rejection
 from handlers.intake import attach
 from handlers.notify import queue_mail
 from handlers.pipeline import Context, Services
@@ -77,7 +79,7 @@ def assign(
         )
     )
     session.flush()
-    summary = _summary_context(session, config, ticket, config.language_of(new))
+    summary = CaseSummary.of(session, config, ticket).context(config.language_of(new))
     queue_mail(
         session,
         config,
@@ -119,9 +121,12 @@ def alert_urgent(
     recipients = dict.fromkeys(
         a.lower() for a in (*config.escalation.urgent_notify, *config.escalation.supervisors)
     )
+    if not recipients:
+        return 0
+    case = CaseSummary.of(session, config, ticket)
     sent = 0
     for address in recipients:
-        summary = _summary_context(session, config, ticket, config.language_of(address))
+        summary = case.context(config.language_of(address))
         queued = queue_mail(
             session,
             config,
@@ -140,27 +145,34 @@ def alert_urgent(
     return sent
 
 
-def _summary_context(
-    session: Session, config: Config, ticket: Ticket, language: str
-) -> dict[str, object]:
+@dataclass(frozen=True)
+class CaseSummary:
     """What staff mail shows of a case: its first message and any rejection hint."""
-    from handlers.classify import rejection_label, suggest_rejection
 
-    first = session.scalar(
-        select(TimelineEntry.text)
-        .where(TimelineEntry.ticket_id == ticket.id, TimelineEntry.kind == "message_in")
-        .order_by(TimelineEntry.id)
-        .limit(1)
-    )
-    complaint = (first or "").strip()
-    if len(complaint) > 4000:
-        complaint = complaint[:4000] + " [...]"
-    code = suggest_rejection(f"{ticket.subject}\n{complaint}", config.rules)
-    label = rejection_label(code, language) if code else None
-    return {
-        "complaint": complaint,
-        "suggestion": f"{code}: {label}" if code and label != code else code,
-    }
+    complaint: str
+    hint: str | None  # a suggest_rejection code, or a config rule's own words
+
+    @classmethod
+    def of(cls, session: Session, config: Config, ticket: Ticket) -> CaseSummary:
+        first = session.scalar(
+            select(TimelineEntry.text)
+            .where(TimelineEntry.ticket_id == ticket.id, TimelineEntry.kind == "message_in")
+            .order_by(TimelineEntry.id)
+            .limit(1)
+        )
+        complaint = (first or "").strip()
+        if len(complaint) > 4000:
+            complaint = complaint[:4000] + " [...]"
+        return cls(complaint, suggest_rejection(f"{ticket.subject}\n{complaint}", config.rules))
+
+    def context(self, language: str) -> dict[str, object]:
+        """The template context for a reader of `language`."""
+        code = self.hint
+        label = rejection_label(code, language) if code else None
+        return {
+            "complaint": self.complaint,
+            "suggestion": f"{code}: {label}" if code and label != code else code,
+        }
 
 
 class Assign:
