@@ -245,10 +245,11 @@ class ParseFormRow:
             why = "; ".join(problems) if problems else email_problem
             prep.stop("quarantined", f"{item.label}: {why}")
             return
-        # The consumer's own words decide the language of the labels below and of the case
-        # (Classify, which runs next, looks at the same words and agrees).
+        # The consumer's own words decide the language of the labels below and of the case;
+        # Classify reads them with the respondent, not the labelled lines of form_text.
         words = "\n".join(fields.get(f, "") for f in ("subject", "description", "demand"))
         prep.language = detect_language(words, config.tickets.default_language)
+        prep.words = "\n".join((fields.get("respondent", ""), words))
         prep.fields = {f: fields[f].strip() for f in CASE_FIELDS if fields.get(f)}
         if extra:
             prep.fields["extra"] = extra

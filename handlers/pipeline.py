@@ -59,6 +59,9 @@ class Prepared:
     raw_sha256: str | None = None
     attachments: list[StoredAttachment] = field(default_factory=list)
     new_text: str = ""  # what the sender wrote, quoted history and signature cut off
+    # What Classify reads when the text holds more than the consumer's words: a form row's
+    # subject, respondent, description and demand, not its labelled name, phone and row lines.
+    words: str = ""
     automatic: str | None = None  # why this is robot mail that must never be answered
     bounce: Bounce | None = None  # a delivery report about mail we sent
     category: str = "other"  # for a new case, from the rules

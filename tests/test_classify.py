@@ -11,10 +11,13 @@ from daemon.config import ClassifyRule
 from handlers.classify import (
     REJECTION_LABELS,
     REJECTION_REASONS,
+    Keywords,
     classify,
     detect_language,
+    group_words,
     rejection_label,
     safety_risk,
+    scanned,
     suggest_rejection,
 )
 from handlers.parse import parse_message
@@ -183,3 +186,23 @@ def test_every_reason_has_a_staff_label_in_both_languages() -> None:
 def test_the_demand_does_not_decide_the_category() -> None:
     assert classify("电饭煲用了三天就坏了，要求退货退款。", ())[0] == "product_quality"
     assert classify("已退货三天，还没有收到退款，寄回的单号是SF123", ())[0] == "after_sales"
+
+
+def test_keywords_in_both_scripts_are_found_in_one_text() -> None:
+    # Each script has its own scan; a text holding both is read by both.
+    assert (
+        classify("手机屏幕裂了 and the courier is rude, rude, rude, hung up, ignored me", ())[0]
+        == "service_attitude"
+    )
+    assert safety_risk("The heater 冒烟 then caught fire") == "冒烟"  # the first one in the text
+    assert safety_risk("It caught fire, 冒烟了") == "caught fire"
+    assert safety_risk("没有人受伤, but the Kettle EXPLODED") == "exploded"
+    assert group_words("We are 30 families; 很多人都 bought it") == "很多人都"
+
+
+def test_english_keywords_must_be_written_lowercase() -> None:
+    # Scans read the lowercased text, so an uppercase keyword (or \W, \S) could never match.
+    with pytest.raises(ValueError, match="lowercase"):
+        Keywords(r"\bA&E\b")
+    found = Keywords(r"\ba&e\b", "急诊").search(scanned("Sent to A&E last night"))
+    assert found is not None and found.group(0) == "a&e"

@@ -32,7 +32,7 @@ from daemon.sources import forms as forms_source
 from daemon.sources.forms import FormSource, row_key, spreadsheet_safe
 from handlers.forms import ParseFormRow, check_email, form_message_id, missing_essentials
 from handlers.notify import Templates
-from handlers.pipeline import Incoming, Prepared
+from handlers.pipeline import Incoming, Prepared, prepare, prepare_steps
 
 COLUMNS = {
     "email": "邮箱",
@@ -597,6 +597,26 @@ def test_an_english_row_under_chinese_headers_is_english(tmp_path: Path) -> None
     assert prep.language == "en"
     assert prep.message is not None and "Respondent: 深圳某某科技有限公司" in prep.message.text
     assert prep.missing == ["name", "purchase"]
+
+
+def test_a_form_row_is_classified_on_its_words_not_its_labelled_columns(tmp_path: Path) -> None:
+    # "Burns" is a safety word and "Price" a category word; in the name column they are neither.
+    config = _config(tmp_path, FORMS_TOML)
+    steps = prepare_steps("form")
+    fields = {
+        "name": "Robert Burns",
+        "email": "rb@example.com",
+        "respondent": "Price Parcels Ltd",
+        "order_number": "FIRE-99",
+        "description": "My parcel is two weeks late and the courier never answers.",
+    }
+    prep = prepare(_prepared(fields).item, config, None, steps)  # type: ignore[arg-type]
+    assert prep.message is not None and "Name: Robert Burns" in prep.message.text
+    assert (prep.category, prep.priority) == ("logistics", "normal")
+    # The same word in the description is the consumer's own: urgent.
+    fields["description"] = "The heater burns and sparks."
+    burnt = prepare(_prepared(fields).item, config, None, steps)  # type: ignore[arg-type]
+    assert burnt.priority == "urgent"
 
 
 def test_missing_essentials_count_only_what_the_form_collects() -> None:
