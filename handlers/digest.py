@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
@@ -377,9 +377,7 @@ def build_digest_mail(
     subject = header_safe(mail.subject, 300)
     message_id = new_message_id(config)
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = formataddr(
-        (services.templates.sender_name(language), config.support_address), "utf-8"
-    )
+    msg["From"] = services.templates.sender(language)
     msg["To"] = header_safe(recipient, 320)
     msg["Subject"] = subject
     msg["Date"] = format_datetime(data.now.astimezone(config.timezone))

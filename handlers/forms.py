@@ -34,6 +34,7 @@ PURCHASE_FIELDS = ("order_number", "purchase_date", "amount")
 CASE_FIELDS = ("phone", "respondent", "order_number", "purchase_date", "amount", "demand")
 
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_NOT_ONE_ADDRESS = re.compile(r"[\s,;]")  # spaces, or a list of addresses
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _ATOM = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _SPACES = re.compile(r"\s+")
@@ -79,7 +80,7 @@ def check_email(value: str | None) -> tuple[str | None, str | None]:
         text = text[7:].strip()
     if text.endswith(">") and "<" in text:
         text = parseaddr(text)[1]
-    if any(c.isspace() for c in text) or "," in text or ";" in text:
+    if _NOT_ONE_ADDRESS.search(text):
         return None, "invalid email: spaces or more than one address"
     local, at, domain = text.rpartition("@")
     if not at or not local:
@@ -93,8 +94,8 @@ def check_email(value: str | None) -> tuple[str | None, str | None]:
             return None, "invalid email: bad characters before the @"
     elif not all(c.isalnum() or c in "._+-" for c in local):
         return None, "invalid email: bad characters before the @"
-    try:
-        ascii_domain = domain.encode("idna").decode("ascii")
+    try:  # an ASCII domain is its own IDNA form; the labels are checked below either way
+        ascii_domain = domain if domain.isascii() else domain.encode("idna").decode("ascii")
     except UnicodeError:
         return None, "invalid email: bad domain"
     labels = ascii_domain.split(".")

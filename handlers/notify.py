@@ -83,18 +83,20 @@ class Templates:
         }
         self._text = jinja2.Environment(autoescape=False, **common)  # noqa: S701 plain text
         self._html = jinja2.Environment(autoescape=True, **common)
-        self._names: dict[str, str] = {}
+        self._senders: dict[str, str] = {}
         for env in (self._text, self._html):
             env.filters["duration"] = describe_duration
             env.filters["localtime"] = self._localtime
 
-    def sender_name(self, language: str) -> str:
-        """The display name of our From: <language>/sender.txt (an operator may override it)."""
-        name = self._names.get(language)
-        if name is None:
+    def sender(self, language: str) -> str:
+        """Our From: the display name from <language>/sender.txt (an operator may override it)
+        and the support address, encoded for the header once per language."""
+        found = self._senders.get(language)
+        if found is None:
             source = self._text.get_template(f"{language}/sender.txt").render(config=self.config)
-            name = self._names[language] = header_safe(source, 100)
-        return name
+            address = (header_safe(source, 100), self.config.support_address)
+            found = self._senders[language] = formataddr(address, "utf-8")
+        return found
 
     def _localtime(self, value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
         return value.astimezone(self.config.timezone).strftime(fmt) if value else ""
@@ -236,7 +238,7 @@ def queue_mail(
     parent = in_reply_to or (references[-1] if references else None)
 
     headers = {
-        "From": formataddr((templates.sender_name(language), config.support_address), "utf-8"),
+        "From": templates.sender(language),
         "To": header_safe(to, 320),
         "Subject": subject,
         "Date": format_datetime(now.astimezone(config.timezone)),
@@ -289,18 +291,16 @@ def queue_mail(
 def encoded_words(value: str) -> str:
     """RFC 2047 base64 encoded-words, each at most 75 characters and never splitting a
     character, folded onto continuation lines (what email.header does, at a tenth the cost)."""
-    words: list[str] = []
-    chunk: list[str] = []
-    size = 0
-    for char in value:
-        width = len(char.encode("utf-8"))
-        if size + width > 39:  # 39 bytes: a 64-character word, a 78-character first line
-            words.append("".join(chunk))
-            chunk, size = [], 0
-        chunk.append(char)
-        size += width
-    words.append("".join(chunk))
-    encoded = (base64.b64encode(w.encode("utf-8")).decode("ascii") for w in words)
+    data = value.encode("utf-8")
+    words: list[bytes] = []
+    start = 0
+    while start < len(data):
+        end = start + 39  # 39 bytes: a 64-character word, a 78-character first line
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # inside a character: back off
+            end -= 1
+        words.append(data[start:end])
+        start = end
+    encoded = (base64.b64encode(w).decode("ascii") for w in words or [b""])
     return "\r\n ".join(f"=?utf-8?b?{e}?=" for e in encoded)
 
 
