@@ -107,21 +107,34 @@ def waits(source: Source) -> TypeGuard[WaitingSource]:
 
 @dataclass
 class Summary:
-    """What a run did, for the operator: counts by outcome and every item set aside."""
+    """What a run did, for the operator: counts by outcome, the cases opened, the items set
+    aside and the notes. Lists keep their first DETAILS entries, so a run over a 200,000-row
+    export does not hold (or print) one line per row; `left_out` counts the rest, and every
+    item set aside and every note is in the log as it happens."""
+
+    DETAILS = 50
 
     outcomes: Counter[str] = field(default_factory=Counter)
     set_aside: list[tuple[str, str, str, str]] = field(default_factory=list)  # src, item, how, why
     opened: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    left_out: Counter[str] = field(default_factory=Counter)  # "set_aside", "opened", "notes"
     sent: int = 0
     not_sent: int = 0
     swept: int = 0  # clock steps taken: reminders, escalations, surveys, digests
 
+    def keep(self, kind: str, entries: list[Any]) -> None:
+        """Add entries to the list `kind`, up to DETAILS; count the ones left out."""
+        kept: list[Any] = getattr(self, kind)
+        room = max(0, self.DETAILS - len(kept))
+        kept += entries[:room]
+        self.left_out[kind] += len(entries) - len(entries[:room])
+
     def add(self, other: Summary) -> None:
         self.outcomes.update(other.outcomes)
-        self.set_aside += other.set_aside
-        self.opened += other.opened
-        self.notes += other.notes
+        for kind in ("set_aside", "opened", "notes"):
+            self.keep(kind, getattr(other, kind))
+        self.left_out.update(other.left_out)
         self.sent += other.sent
         self.not_sent += other.not_sent
         self.swept += other.swept
@@ -287,10 +300,12 @@ class App:
     def _summarise(self, summary: Summary, ctx: Context) -> None:
         prep = ctx.prep
         summary.outcomes[prep.outcome] += 1
-        summary.notes += prep.notes
         item = prep.item
+        summary.keep("notes", prep.notes)
+        for note in prep.notes:
+            logfmt.event(log, "intake.note", source=item.source, item=item.label, note=note)
         if prep.outcome in ("quarantined", "ignored"):
-            summary.set_aside.append((item.source, item.label, prep.outcome, prep.reason or ""))
+            summary.keep("set_aside", [(item.source, item.label, prep.outcome, prep.reason or "")])
             logfmt.event(
                 log,
                 f"intake.{prep.outcome}",
@@ -302,7 +317,7 @@ class App:
             return
         number = ctx.ticket.number if ctx.ticket is not None else None
         if prep.outcome == "ticket" and number:
-            summary.opened.append(number)
+            summary.keep("opened", [number])
         logfmt.event(
             log,
             f"intake.{prep.outcome}",

@@ -208,13 +208,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def print_summary(summary: Summary, app: App) -> None:
     acks = summary.outcomes
+    shown = summary.opened[:20]
     print(
-        f"cases opened: {len(summary.opened)}"
-        + (
-            f" ({', '.join(summary.opened[:20])}{' ...' if len(summary.opened) > 20 else ''})"
-            if summary.opened
-            else ""
-        )
+        f"cases opened: {acks['ticket']}"
+        + (f" ({', '.join(shown)}{' ...' if acks['ticket'] > len(shown) else ''})" if shown else "")
     )
     print(f"replies threaded onto cases: {acks['entry']}")
     if acks["known"]:
@@ -231,8 +228,15 @@ def print_summary(summary: Summary, app: App) -> None:
     )
     for source, item, how, why in summary.set_aside:
         print(f"{how}: {source}/{item}: {why}")
+    if summary.left_out["set_aside"]:
+        print(
+            f"... and {summary.left_out['set_aside']} more set aside (each is in the log; "
+            "a form's bad rows are also in its file's .report.csv)"
+        )
     for note in summary.notes:
         print(f"note: {note}")
+    if summary.left_out["notes"]:
+        print(f"... and {summary.left_out['notes']} more notes (each is in the log)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ import pytest
 from sqlalchemy import func, select
 
 from daemon import config as configmod
+from daemon.app import Summary
 from daemon.config import FormConfig
 from daemon.sources import forms as forms_source
 from daemon.sources.forms import FormSource, row_key, spreadsheet_safe
@@ -870,3 +871,31 @@ def test_old_submissions_are_registered_without_an_acknowledgement(make_app) -> 
     assert sorted(m["To"] for m in _outbox(app)) == ["lisi@example.cn", "wangwu@example.cn"]
     assert any("older than ack_max_age" in n for n in summary.notes)
     assert any("unreadable submission time" in n for n in summary.notes)
+
+
+def test_a_big_export_is_summarised_with_counts_and_every_note_is_logged(
+    make_app, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """run --once over a large export lists the first items and counts the rest, rather than
+    holding and printing one line per row; the notes it leaves out are in the log."""
+    from daemon.cli import print_summary
+
+    app = make_app(APP_TOML + 'submitted_at = "提交时间"\n')
+    no_email = [[f"9{i:03d}", "某人", "", "", "某店", "", "", "", "坏了", ""] for i in range(70)]
+    unreadable = [[f"8{i:03d}", "张三", f"u{i}@example.cn", "", f"店{i}", "A1", "2026-11-01", "9",
+                   "坏了，要求退款。", "not a time"] for i in range(60)]  # fmt: skip
+    _drop(app, "big.csv", no_email + unreadable)
+    with caplog.at_level("INFO", logger="caseloop"):
+        summary = app.run_once()
+
+    assert summary.outcomes["ticket"] == 60 and summary.outcomes["quarantined"] == 70
+    assert len(summary.set_aside) == Summary.DETAILS and len(summary.opened) == Summary.DETAILS
+    assert summary.left_out["set_aside"] == 70 - Summary.DETAILS
+    assert summary.left_out["notes"] == 60 - Summary.DETAILS
+    logged = [r.getMessage() for r in caplog.records if "event=intake.note" in r.getMessage()]
+    assert len(logged) == 60 and all("unreadable submission time" in m for m in logged)
+    print_summary(summary, app)
+    out = capsys.readouterr().out
+    assert "cases opened: 60 (" in out and out.count("quarantined: web/") == Summary.DETAILS
+    assert f"... and {70 - Summary.DETAILS} more set aside" in out
+    assert f"... and {60 - Summary.DETAILS} more notes" in out
