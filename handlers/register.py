@@ -506,6 +506,14 @@ def is_group_complaint(
     key = normalise_respondent(respondent)
     if not key or threshold == 0:  # 0: counting is off (a desk whose cases share a respondent)
         return False
+    # Within one transaction at one `now` (an intake batch), the window stays put and cases
+    # are only added: a respondent found to be a group complaint stays one, unasked.
+    at, known = session.info.get(_GROUPS_FOUND, (None, set()))
+    if at != now:
+        known = set()
+        session.info[_GROUPS_FOUND] = (now, known)
+    if key in known:
+        return True
     since = now - config.escalation.group_window.as_timedelta()
     # Enough distinct complainants is all that is asked: the scan stops at the threshold.
     session.flush()
@@ -514,7 +522,13 @@ def is_group_complaint(
     )
     emails = {row[0] for row in found}
     emails.add(complainant_email.strip().lower())
-    return len(emails) >= threshold
+    if len(emails) >= threshold:
+        known.add(key)
+        return True
+    return False
+
+
+_GROUPS_FOUND = "caseloop.group_respondents"
 
 
 _COMPLAINANTS = FastStatement(
