@@ -53,7 +53,13 @@ class Keywords:
             yield from self.en.finditer(text.text)
 
     def search(self, text: Scanned) -> re.Match[str] | None:
-        return next(self.finditer(text), None)
+        """The first match in the text, whichever script it is in."""
+        found = [
+            match
+            for pattern, present in ((self.zh, text.cjk), (self.en, text.latin))
+            if present and pattern is not None and (match := pattern.search(text.text))
+        ]
+        return min(found, key=lambda m: m.start(), default=None)
 
 
 # -- categories ------------------------------------------------------------------------------
