@@ -105,16 +105,31 @@ def write_export(path: Path, n: int, encoding: str, seed: int = 11) -> dict[str,
     return counts
 
 
+def children(pid: int) -> list[int]:
+    """Child processes of pid (run --once's delivery process, when it starts one)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listed:
+            return [int(c) for c in listed.read().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
 def sample(
     proc: subprocess.Popen[bytes], interval: float, progress: Path | None
-) -> tuple[list[tuple[float, int, int]], int]:
-    """(seconds, RSS kB, rows taken in) every `interval` until the process ends; peak kB."""
+) -> tuple[list[tuple[float, int, int, int]], int, int]:
+    """(seconds, RSS kB, children's RSS kB, rows taken in) every `interval` until the process
+    ends; its peak kB and its children's (each child's VmHWM, summed)."""
     t0 = time.perf_counter()
-    samples: list[tuple[float, int, int]] = []
+    samples: list[tuple[float, int, int, int]] = []
     peak = 0
+    child_peaks: dict[int, int] = {}
     while proc.poll() is None:
         rss = vm_kb(proc.pid)
         peak = max(peak, vm_kb(proc.pid, "VmHWM") or 0)
+        kids = 0
+        for child in children(proc.pid):
+            kids += vm_kb(child) or 0
+            child_peaks[child] = max(child_peaks.get(child, 0), vm_kb(child, "VmHWM") or 0)
         done = 0
         if progress is not None and progress.exists():
             try:
@@ -123,15 +138,16 @@ def sample(
             except sqlite3.Error:
                 pass
         if rss is not None:
-            samples.append((time.perf_counter() - t0, rss, done))
+            samples.append((time.perf_counter() - t0, rss, kids, done))
         time.sleep(interval)
-    return samples, peak
+    return samples, peak, sum(child_peaks.values())
 
 
-def print_series(samples: list[tuple[float, int, int]]) -> None:
+def print_series(samples: list[tuple[float, int, int, int]]) -> None:
     step = max(1, len(samples) // 12)
-    for t, rss, done in samples[::step] + samples[-1:]:
-        print(f"  {t:7.1f} s  RSS {rss / 1024:7.1f} MB  rows taken in {done}")
+    for t, rss, kids, done in samples[::step] + samples[-1:]:
+        aside = f" (+ {kids / 1024:.1f} MB delivery process)" if kids else ""
+        print(f"  {t:7.1f} s  RSS {rss / 1024:7.1f} MB{aside}  rows taken in {done}")
 
 
 def drain_source(folder: Path) -> int:
@@ -213,7 +229,7 @@ def main() -> int:
         if args.source_only:
             me = [sys.executable, os.path.abspath(__file__), "--drain", str(folder)]
             proc = subprocess.Popen(me, stdout=subprocess.PIPE)
-            samples, peak = sample(proc, args.interval, None)
+            samples, peak, _ = sample(proc, args.interval, None)
             out, _ = proc.communicate()
             result = json.loads(out)
             peak = max(peak, result["hwm_kb"] or 0)
@@ -239,7 +255,7 @@ def main() -> int:
         if args.intake_only:
             me = [sys.executable, os.path.abspath(__file__), "--poll", str(config)]
             proc = subprocess.Popen(me, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            samples, peak = sample(proc, args.interval, None if args.db else db_path)
+            samples, peak, _ = sample(proc, args.interval, None if args.db else db_path)
             out, _ = proc.communicate()
             result = json.loads(out)
             peak = max(peak, result["hwm_kb"] or 0)
@@ -258,7 +274,7 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        samples, peak = sample(proc, args.interval, None if args.db else db_path)
+        samples, peak, child_peak = sample(proc, args.interval, None if args.db else db_path)
         elapsed = time.perf_counter() - t0
         if proc.returncode != 0:
             print(f"caseloop run --once exited {proc.returncode}")
@@ -282,6 +298,11 @@ def main() -> int:
             f"{quarantined} quarantined, {mails} mails in {elapsed:.1f} s = "
             f"{args.n / elapsed:.0f} rows/s ({os.cpu_count()} cores); "
             f"peak RSS {peak / 1024:.1f} MB"
+            + (
+                f" (delivery process beside intake: {child_peak / 1024:.1f} MB)"
+                if child_peak
+                else ""
+            )
         )
         print_series(samples)
         print(f"processed/: {', '.join(processed)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from collections import Counter
@@ -413,18 +414,10 @@ class App:
         When the transport waits on a server (SMTP), delivery runs beside intake, so mail goes
         out while the next batch is fetched and decided: in a process of its own (its own GIL),
         or in a thread when a test drives a movable clock a child process could not share.
-        A Maildir outbox is written in turn: beside intake it would only contend for the CPU.
+        A Maildir outbox is written in turn, unless the backlog is long (see _run_once_in_turn).
         """
         if not self.transport.overlaps_intake:
-            total = Summary()
-            while not self._stop.is_set():
-                round_summary = self.poll_all()
-                round_summary.add(self.sweep())
-                round_summary.add(self.send_outbox())
-                total.add(round_summary)
-                if round_summary.work_done == 0:
-                    break
-            return total
+            return self._run_once_in_turn()
         if isinstance(self.clock, SystemClock):
             return self._run_once_delivering_aside()
         total = Summary()
@@ -443,6 +436,33 @@ class App:
             sender.join()
         for summary in delivered:
             total.add(summary)
+        return total
+
+    def _run_once_in_turn(self) -> Summary:
+        """Intake, clocks and delivery in turn, round after round.
+
+        A long backlog (full batches two rounds running, say a 200,000-row export) on a machine
+        with a second core moves delivery into a process beside intake for the rest of the
+        run: writing the outbox is mostly the kernel creating files, which then overlaps
+        intake (50,000 rows: 1,689 -> 2,118 rows/s). A small run never pays the ~0.7 s that
+        process takes to start.
+        """
+        total = Summary()
+        full_rounds = 0
+        spare_core = (os.cpu_count() or 1) > 1 and isinstance(self.clock, SystemClock)
+        while not self._stop.is_set():
+            round_summary = self.poll_all()
+            round_summary.add(self.sweep())
+            round_summary.add(self.send_outbox())
+            total.add(round_summary)
+            if round_summary.work_done == 0:
+                break
+            taken = sum(round_summary.outcomes.values()) - round_summary.outcomes["known"]
+            full_rounds = full_rounds + 1 if taken >= self.config.intake.batch_size else 0
+            if spare_core and full_rounds >= 2:
+                logfmt.event(log, "run.delivery_aside", reason="long backlog")
+                total.add(self._run_once_delivering_aside())
+                break
         return total
 
     def _run_once_delivering_aside(self) -> Summary:

@@ -50,7 +50,7 @@ class MaildirTransport:
 
     commit_every = 200  # a resend overwrites itself, so batching costs nothing
     max_unmarked = 200
-    overlaps_intake = False  # local file writes: nothing to wait for
+    overlaps_intake = False  # local file writes: in turn, or aside for a long backlog
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -899,3 +899,39 @@ def test_a_big_export_is_summarised_with_counts_and_every_note_is_logged(
     assert "cases opened: 60 (" in out and out.count("quarantined: web/") == Summary.DETAILS
     assert f"... and {70 - Summary.DETAILS} more set aside" in out
     assert f"... and {60 - Summary.DETAILS} more notes" in out
+
+
+def test_a_long_backlog_moves_delivery_beside_intake_and_loses_nothing(
+    make_app, caplog: pytest.LogCaptureFixture
+) -> None:
+    """run --once over a long export (full batches two rounds running) writes the outbox in a
+    process beside intake when there is a second core; a short run delivers in turn."""
+    from daemon.app import App
+    from daemon.store.models import OutboxMessage
+
+    configured = make_app(APP_TOML + "\n[intake]\nbatch_size = 5\n")
+    app = App(configured.config)  # the system clock, which a child process shares
+
+    def rows(first: int, n: int) -> list[list[str]]:
+        return [[f"{i}", "张三", f"c{i}@example.cn", "", f"店{i}", f"A{i}", "2026-11-01", "9",
+                 "电饭煲坏了，要求退款。", ""] for i in range(first, first + n)]  # fmt: skip
+
+    try:
+        _drop(app, "short.csv", rows(0, 3))
+        with caplog.at_level("INFO", logger="caseloop"):
+            short = app.run_once()
+        assert short.sent == 3 and "event=run.delivery_aside" not in caplog.text
+        _drop(app, "long.csv", rows(100, 40))
+        with caplog.at_level("INFO", logger="caseloop"):
+            long = app.run_once()
+        with app.sessions() as session:
+            statuses = session.scalars(select(OutboxMessage.status)).all()
+    finally:
+        app.close()
+    assert long.outcomes["ticket"] == 40 and long.sent == 40 and long.not_sent == 0
+    assert statuses == ["sent"] * 43
+    assert sorted(m["To"] for m in _outbox(app)) == sorted(
+        f"c{i}@example.cn" for i in [*range(3), *range(100, 140)]
+    )
+    aside = "event=run.delivery_aside" in caplog.text
+    assert aside == ((os.cpu_count() or 1) > 1)
