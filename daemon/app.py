@@ -37,7 +37,7 @@ from daemon.store.db import (
     session_factory,
 )
 from daemon.store.models import SourceItem, SourceState
-from handlers import digest, sla, survey
+from handlers import digest, privacy, sla, survey
 from handlers.notify import Templates
 from handlers.pipeline import Context, Incoming, Prepared, Services, decide, decide_steps
 
@@ -382,6 +382,30 @@ class App:
             if taken:
                 logfmt.event(log, "sweep.done", job=name, steps=taken)
             summary.swept += taken
+        if not self._stop.is_set():
+            self._retention(summary)
+
+    def _retention(self, summary: Summary) -> None:
+        """[privacy] retain_closed: personal data of long-closed cases erased; their attachment
+        files go once the erasure is committed."""
+        try:
+            with self.sessions.begin() as session:
+                done = privacy.retention_sweep(session, self.config, self.clock.now())
+        except Exception:  # like the other clock jobs: logged, and the next sweep tries again
+            log.exception("event=sweep.error job=retention")
+            return
+        for sha in done.blobs:
+            self.blobs.delete(sha)
+        if done.cases:
+            logfmt.event(
+                log,
+                "sweep.done",
+                job="retention",
+                steps=len(done.cases),
+                files=len(done.blobs),
+                kept_by_sources=len(done.kept_by_sources),
+            )
+        summary.swept += len(done.cases)
 
     # -- delivery -------------------------------------------------------------------------
 

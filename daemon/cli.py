@@ -29,7 +29,7 @@ from daemon.sources.maildir import deliver_to_maildir, ensure_maildir
 from daemon.store.db import make_engine, migrate
 from daemon.store.models import OutboxMessage, SourceState, Ticket
 from daemon.views import iso, outbox_json, ticket_json, ticket_text
-from handlers import digest, report, staff
+from handlers import digest, privacy, report, staff
 from handlers.workflow import STATUSES, TransitionRefused
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -134,6 +134,9 @@ max_message_size = "25MB"         # larger mail is quarantined
 max_attachment_size = "20MB"
 auto_mail_per_address_per_hour = 5
 poll_interval = "30s"             # how often `caseloop run` polls each source
+
+[privacy]                         # PIPL; `caseloop privacy export|erase EMAIL` on request
+retain_closed = "3 years"         # then a closed or rejected case's personal data is erased
 """
 
 
@@ -402,6 +405,33 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_privacy_export(args: argparse.Namespace) -> int:
+    """SPEC §2 `privacy export EMAIL`: everything held about one person, as JSON."""
+    with open_app(args) as app, app.sessions() as session:
+        data = privacy.export_person(session, args.email, app.config.timezone, app.clock.now())
+    print_json(data)
+    return EXIT_OK
+
+
+def cmd_privacy_erase(args: argparse.Namespace) -> int:
+    """SPEC §2 `privacy erase EMAIL` (PIPL): erase it; refused while a case is being handled."""
+    with open_app(args) as app:
+        try:
+            with app.sessions.begin() as session:
+                done = privacy.erase_person(session, args.email, app.clock.now())
+        except privacy.OpenCases as exc:
+            raise UsageError(str(exc)) from exc
+        for sha in done.blobs:  # after the commit: a rollback never leaves a case without them
+            app.blobs.delete(sha)
+    cases = ", ".join(done.cases) if done.cases else "none"
+    print(f"erased: cases {cases}; {done.entries} timeline entries, {done.originals} original "
+          f"messages, {done.outbox} outgoing mails, {done.attachments} attachments "
+          f"({len(done.blobs)} files deleted)")  # fmt: skip
+    for source, key in done.kept_by_sources:
+        print(f"also held outside the database, erase it there: source {source}, item {key}")
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     with open_app(args) as app, app.sessions() as session:
         report = status_report(app, session)
@@ -577,6 +607,15 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--print", action="store_true", help="print its text, send nothing")
     how.add_argument("--send", action="store_true", help="mail it to the supervisors")
     p.set_defaults(func=cmd_digest)
+    privacy_cmds = sub.add_parser("privacy", help="personal data (PIPL)").add_subparsers(
+        dest="privacy_command", required=True
+    )
+    p = privacy_cmds.add_parser("export", help="everything held about one address, as JSON")
+    p.add_argument("email")
+    p.set_defaults(func=cmd_privacy_export)
+    p = privacy_cmds.add_parser("erase", help="erase one address's personal data")
+    p.add_argument("email")
+    p.set_defaults(func=cmd_privacy_erase)
     p = sub.add_parser("report", help="statistics over a period")
     p.add_argument("--since", type=_local_date, help="first local date (YYYY-MM-DD)")
     p.add_argument("--until", type=_local_date, help="last local date, inclusive")

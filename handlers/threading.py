@@ -144,3 +144,7 @@ class FindCase:
             or case_by_subject_tag(ctx.session, ctx.config.tickets.number_prefix, msg.subject)
             or case_by_reply_token(ctx.session, ctx.config, recipients(msg))
         )
+        if ctx.ticket is not None and ctx.ticket.erased_at is not None:
+            # Its personal data is gone (handlers/privacy.py): whoever writes now starts anew.
+            ctx.prep.notes.append(f"{ctx.ticket.number} was erased; the mail opens a new case")
+            ctx.ticket = None

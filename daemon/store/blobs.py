@@ -34,3 +34,11 @@ class BlobStore:
 
     def get(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()
+
+    def delete(self, sha256: str) -> bool:
+        """Remove a file (its last reference was erased); False if it was not there."""
+        try:
+            self.path(sha256).unlink()
+        except FileNotFoundError:
+            return False
+        return True

@@ -100,6 +100,8 @@ class Ticket(Base):
     survey_token: Mapped[str | None] = mapped_column(String(32), unique=True)
     survey_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # When its personal data was erased (handlers/privacy.py): on request, or by retention.
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     timeline: Mapped[list[TimelineEntry]] = relationship(
         back_populates="ticket", order_by="TimelineEntry.id", cascade="all, delete-orphan"

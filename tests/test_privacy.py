@@ -1,0 +1,180 @@
+"""Personal data (PIPL): `privacy export`, `privacy erase`, and retention of closed cases."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from daemon.app import App
+from daemon.cli import main
+from daemon.clock import MovableClock
+from daemon.sources.maildir import deliver_to_maildir
+from daemon.store.models import Attachment, OutboxMessage, SourceItem, Ticket, TimelineEntry
+from handlers import privacy, staff
+
+ALICE, BOB = "alice@example.cn", "bob@example.cn"
+PHOTO = b"\xff\xd8\xff\xe0 alice's kettle photo"
+
+
+def complaint(sender: str, subject: str, text: str, photo: bytes | None = None) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, "support@example.com", subject
+    msg["Message-ID"] = make_msgid(domain="example.cn")
+    msg["Date"] = "Tue, 24 Nov 2026 09:00:00 +0800"
+    msg.set_content(text)
+    if photo is not None:
+        msg.add_attachment(photo, maintype="image", subtype="jpeg", filename="kettle.jpg")
+    return msg.as_bytes()
+
+
+def drop(app: App, raw: bytes) -> None:
+    inbox = app.config.mailboxes[0].path
+    assert inbox is not None
+    deliver_to_maildir(inbox, raw)
+
+
+def number_of(app: App, email: str) -> str:
+    with app.sessions() as session:
+        found = session.scalar(select(Ticket.number).where(Ticket.complainant_email == email))
+    assert found is not None
+    return found
+
+
+def two_cases(app: App) -> tuple[str, str]:
+    """Alice's case (with a photo), Bob's case, and Alice's mail on Bob's case."""
+    drop(app, complaint(ALICE, "电水壶漏水", "张丽 13900001111：电水壶漏水，要求退款。", PHOTO))
+    drop(app, complaint(BOB, "快递丢件", "王刚：快递丢件一周了。"))
+    app.run_once()
+    alice, bob = number_of(app, ALICE), number_of(app, BOB)
+    drop(app, complaint(ALICE, f"[{bob}] 我也遇到了", "我是他的邻居，同一家快递也丢了。"))
+    app.run_once()
+    return alice, bob
+
+
+def reject(app: App, number: str) -> None:
+    with app.sessions.begin() as session:
+        ticket = session.scalars(select(Ticket).where(Ticket.number == number)).one()
+        staff.set_fields(
+            session, app.services, ticket, actor="agent@example.com", now=app.clock.now(),
+            status="rejected", reason="不属于受理范围",
+        )  # fmt: skip
+
+
+def test_export_holds_everything_about_one_person_and_nobody_else(make_app) -> None:
+    app = make_app()
+    alice, bob = two_cases(app)
+    with app.sessions() as session:
+        data = privacy.export_person(
+            session, " Alice@Example.CN ", app.config.timezone, app.clock.now()
+        )
+    json.dumps(data, ensure_ascii=False)  # it is JSON
+
+    assert data["email"] == ALICE and [c["number"] for c in data["cases"]] == [alice]
+    case = data["cases"][0]
+    assert case["complainant"]["email"] == ALICE
+    texts = [e["text"] or "" for e in case["timeline"]]
+    assert any("13900001111" in t for t in texts)  # her words, as taken in
+    assert [a["filename"] for e in case["timeline"] for a in e["attachments"]] == ["kettle.jpg"]
+    [elsewhere] = data["entries_on_other_cases"]
+    assert elsewhere["case"] == bob and "邻居" in elsewhere["text"]
+    originals = [base64.b64decode(o["raw_base64"]) for o in data["originals"]]
+    assert len(originals) == 2 and all(b"alice@example.cn" in raw for raw in originals)
+    assert [(m["recipient"], m["kind"]) for m in data["mail_to_them"]] == [(ALICE, "ack")]
+    assert BOB not in json.dumps(data) and "王刚" not in json.dumps(data, ensure_ascii=False)
+
+
+def test_erase_is_refused_while_a_case_is_handled_then_erases_and_keeps_the_counts(
+    make_app, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = make_app()
+    alice, bob = two_cases(app)
+    config = ["--config", str(tmp_path / "caseloop.toml")]
+
+    assert main([*config, "privacy", "erase", ALICE]) == 2
+    assert f"cases still being handled: {alice}" in capsys.readouterr().err
+    reject(app, alice)
+    with app.sessions() as session:
+        blob = session.scalars(select(Attachment.sha256)).one()
+    assert app.blobs.path(blob).exists()
+
+    assert main([*config, "privacy", "erase", ALICE]) == 0
+    out = capsys.readouterr().out
+    assert f"erased: cases {alice};" in out and "1 attachments (1 files deleted)" in out
+    assert out.count("also held outside the database, erase it there: source local") == 2
+
+    with app.sessions() as session:
+        mine = session.scalars(select(Ticket).where(Ticket.number == alice)).one()
+        assert mine.complainant_email == privacy.ERASED_ADDRESS and mine.erased_at is not None
+        assert (mine.complainant_name, mine.complainant_phone, mine.extra) == (None, None, {})
+        assert (mine.status, mine.category, mine.subject) == (
+            "rejected",
+            "product_quality",
+            "[erased]",
+        )
+        dump = json.dumps(
+            [(e.actor, e.subject, e.text, e.data) for e in mine.timeline], ensure_ascii=False
+        )
+        assert "13900001111" not in dump and ALICE not in dump and "张丽" not in dump
+        assert mine.timeline[-1].text == "personal data erased: at the person's request"
+        theirs = session.scalars(select(Ticket).where(Ticket.number == bob)).one()
+        on_bob = [(e.actor, e.text) for e in theirs.timeline if e.kind == "message_in"]
+        assert on_bob[0] == (BOB, "王刚：快递丢件一周了。")  # Bob's own words stay
+        assert on_bob[1] == (privacy.ERASED_ADDRESS, "[erased]")  # Alice's on his case do not
+        kept = session.execute(select(SourceItem.ticket_id, SourceItem.raw.is_not(None))).all()
+        # Bob's own mail is kept; Alice's, on her case and on his, is not.
+        assert sorted(kept) == sorted([(mine.id, False), (theirs.id, True), (theirs.id, False)])
+        to_alice = session.scalar(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.recipient == ALICE)
+        )
+        assert to_alice == 0 and session.scalar(select(func.count()).select_from(Ticket)) == 2
+        assert session.scalars(select(Attachment.filename)).one() == "[erased]"
+    assert not app.blobs.path(blob).exists()
+    with app.sessions() as session:
+        again = privacy.export_person(session, ALICE, app.config.timezone, app.clock.now())
+    assert again["cases"] == [] and again["originals"] == [] and again["mail_to_them"] == []
+
+    # She writes again quoting the old number: a new case, not an entry on the erased one.
+    drop(app, complaint(ALICE, f"Re: [{alice}] 还没处理", "电水壶的事还没有处理。"))
+    summary = app.run_once()
+    assert summary.outcomes["ticket"] == 1 and any("was erased" in n for n in summary.notes)
+
+
+def test_retention_erases_cases_closed_longer_than_retain_closed(
+    make_app, clock: MovableClock
+) -> None:
+    app = make_app('[privacy]\nretain_closed = "30 days"\n')
+    alice, bob = two_cases(app)
+    # Carol sends the same photo: its one file stays while her case holds it.
+    drop(app, complaint("carol@example.cn", "同款电水壶漏水", "同款，也漏水。", PHOTO))
+    app.run_once()
+    reject(app, alice)
+    with app.sessions() as session:
+        photo = session.scalars(select(Attachment.sha256)).first()
+    assert photo is not None
+    clock.move(timedelta(days=29))
+    app.sweep()
+    with app.sessions() as session:
+        assert session.scalar(select(func.count()).where(Ticket.erased_at.is_not(None))) == 0
+    clock.move(timedelta(days=2))
+    app.sweep()
+    with app.sessions() as session:
+        erased = dict(session.execute(select(Ticket.number, Ticket.erased_at)).all())
+        notes = session.scalars(
+            select(TimelineEntry.text).where(
+                TimelineEntry.kind == "note", TimelineEntry.actor == "caseloop"
+            )
+        ).all()
+    assert erased[alice] is not None and erased[bob] is None  # Bob's case is still open
+    assert "personal data erased: retention (30 days after closing)" in notes
+    assert app.blobs.path(photo).exists()
+    before = erased[alice]
+    app.sweep()  # once only
+    with app.sessions() as session:
+        assert session.scalar(select(Ticket.erased_at).where(Ticket.number == alice)) == before
