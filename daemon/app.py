@@ -386,23 +386,23 @@ class App:
             self._retention(summary)
 
     def _retention(self, summary: Summary) -> None:
-        """[privacy] retain_closed: personal data of long-closed cases erased; their attachment
-        files go once the erasure is committed."""
+        """[privacy] retain_closed: personal data of long-closed cases erased; then the files
+        of erased attachments go, once that is committed."""
         try:
             with self.sessions.begin() as session:
                 done = privacy.retention_sweep(session, self.config, self.clock.now())
+            with self.sessions.begin() as session:
+                deleted, _waiting = privacy.collect_files(session, self.blobs)
         except Exception:  # like the other clock jobs: logged, and the next sweep tries again
             log.exception("event=sweep.error job=retention")
             return
-        for sha in done.blobs:
-            self.blobs.delete(sha)
-        if done.cases:
+        if done.cases or deleted:
             logfmt.event(
                 log,
                 "sweep.done",
                 job="retention",
                 steps=len(done.cases),
-                files=len(done.blobs),
+                files=deleted,
                 kept_by_sources=len(done.kept_by_sources),
             )
         summary.swept += len(done.cases)

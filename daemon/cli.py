@@ -400,6 +400,8 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
                 raise UsageError(f"no outbox message {args.id}")
             if row.status == "sent":
                 raise UsageError(f"outbox message {args.id} was already sent")
+            if not row.raw:
+                raise UsageError(f"outbox message {args.id} was erased (privacy): nothing to send")
             row.status, row.next_attempt_at = "queued", app.clock.now()
         print(f"outbox message {args.id} queued again")
     return EXIT_OK
@@ -419,14 +421,17 @@ def cmd_privacy_erase(args: argparse.Namespace) -> int:
         try:
             with app.sessions.begin() as session:
                 done = privacy.erase_person(session, args.email, app.clock.now())
-        except privacy.OpenCases as exc:
+        except privacy.Refused as exc:
             raise UsageError(str(exc)) from exc
-        for sha in done.blobs:  # after the commit: a rollback never leaves a case without them
-            app.blobs.delete(sha)
+        with app.sessions.begin() as session:  # after the erasure committed
+            deleted, waiting = privacy.collect_files(session, app.blobs)
     cases = ", ".join(done.cases) if done.cases else "none"
     print(f"erased: cases {cases}; {done.entries} timeline entries, {done.originals} original "
           f"messages, {done.outbox} outgoing mails, {done.attachments} attachments "
-          f"({len(done.blobs)} files deleted)")  # fmt: skip
+          f"({deleted} files deleted)")  # fmt: skip
+    if waiting:
+        print(f"{waiting} attachment files were stored within the last hour (mail being taken "
+              "in may share them): the daemon's sweep deletes them later")  # fmt: skip
     for source, key in done.kept_by_sources:
         print(f"also held outside the database, erase it there: source {source}, item {key}")
     return EXIT_OK

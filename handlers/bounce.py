@@ -351,11 +351,15 @@ class RecordBounce:
         outbox_id, ticket_id, recipient = row
         if bounce.recipients and recipient not in bounce.recipients:
             return
+        case = ctx.session.get(Ticket, ticket_id) if ticket_id is not None else None
+        if case is not None and case.erased_at is not None:  # handlers/privacy.py
+            ctx.stop("ignored", f"a bounce about {case.number}, whose personal data was erased")
+            return
         if bounce.permanent:
             ctx.session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == outbox_id)
                 .values(status="bounced", last_error=bounce.reason)
             )
-        if ticket_id is not None:
-            ctx.ticket = ctx.session.get(Ticket, ticket_id)  # recorded there, for staff only
+        if case is not None:
+            ctx.ticket = case  # recorded there, for staff only

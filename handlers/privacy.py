@@ -15,27 +15,47 @@ in processed/) are not ours to rewrite: erasing names them for the operator.
 from __future__ import annotations
 
 import base64
+import email
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import CursorResult, Executable, and_, func, or_, select, true, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Executable,
+    and_,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.orm import Session, selectinload
 
 from daemon.config import Config
+from daemon.store.blobs import BlobStore
 from daemon.store.models import Attachment, OutboxMessage, SourceItem, Ticket, TimelineEntry
 from daemon.views import entry_json, iso, outbox_json, ticket_json
 from handlers.workflow import OPEN
 
 ERASED = "[erased]"
 ERASED_ADDRESS = "erased@erased.invalid"  # never a real mailbox: nothing threads onto it
+# An erased attachment's content type: its file is to go (once no unerased case names it),
+# then gone. collect_files does that, in the clock sweep and after `privacy erase`.
+ERASED_TYPE = "application/x-erased"
+ERASED_GONE = "application/x-erased; file=gone"
 _MESSAGE_KINDS = ("message_in", "message_out", "note")  # their data may quote the person
+# Attachments are stored before the mail's case commits, outside any transaction, and storing
+# bytes already there touches the file (BlobStore.put). A file touched this recently may
+# belong to mail being taken in now, by this process or another: it waits for a later sweep.
+FILE_GRACE = timedelta(hours=1)
 
 
-class OpenCases(Exception):
-    """The person still has cases being handled; their data is needed for that."""
+class Refused(Exception):
+    """Erasing is not possible now: cases still being handled, or not a person's address."""
 
 
 @dataclass
@@ -45,7 +65,6 @@ class Erased:
     originals: int = 0  # raw messages as received
     outbox: int = 0
     attachments: int = 0
-    blobs: set[str] = field(default_factory=set)  # attachment files to delete after commit
     kept_by_sources: list[tuple[str, str]] = field(default_factory=list)  # (source, item key)
 
 
@@ -58,18 +77,20 @@ def _address(email: str) -> str:
     return email.strip().lower()
 
 
-def person_cases(session: Session, email: str) -> list[Ticket]:
-    """The cases this address complained in, oldest first."""
-    return list(
-        session.scalars(
-            select(Ticket)
-            .where(func.lower(Ticket.complainant_email) == _address(email))
-            .order_by(Ticket.id)
-        )
+def person_cases(session: Session, email: str, *, lock: bool = False) -> list[Ticket]:
+    """The cases this address complained in, oldest first (locked for an erase)."""
+    query = (
+        select(Ticket)
+        .where(func.lower(Ticket.complainant_email) == _address(email))
+        .order_by(Ticket.id)
+        .options(selectinload(Ticket.timeline).selectinload(TimelineEntry.attachments))
     )
+    return list(session.scalars(query.with_for_update() if lock else query))
 
 
-def _their_entries_elsewhere(session: Session, email: str, cases: list[Ticket]) -> list[Any]:
+def _their_entries_elsewhere(
+    session: Session, email: str, cases: list[Ticket]
+) -> list[TimelineEntry]:
     """Entries this address wrote on other people's cases (a third party's mail)."""
     own = [t.id for t in cases]
     return list(
@@ -82,22 +103,64 @@ def _their_entries_elsewhere(session: Session, email: str, cases: list[Ticket]) 
     )
 
 
+def _unlinked_originals(session: Session, email: str) -> list[SourceItem]:
+    """Mail from this address that became no case: ignored (robots) or quarantined.
+
+    Such items name no case, so their raw bytes are searched for the address."""
+    needle = _address(email).encode()
+    found = session.scalars(
+        select(SourceItem)
+        .where(SourceItem.ticket_id.is_(None), SourceItem.raw.is_not(None))
+        .execution_options(yield_per=500)
+    )
+    return [item for item in found if item.raw is not None and needle in item.raw.lower()]
+
+
+def _digests_naming(session: Session, cases: list[Ticket]) -> list[OutboxMessage]:
+    """Supervisor digests that list one of these cases (they name cases, subjects, comments)."""
+    if not cases:
+        return []
+    numbers = [t.number.encode() for t in cases]
+    since = min(t.created_at for t in cases)
+    found = []
+    for row in session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.kind == "digest", OutboxMessage.created_at >= since)
+        .execution_options(yield_per=100)
+    ):
+        if row.raw and any(n in _mail_text(row.raw) for n in numbers):
+            found.append(row)
+    return found
+
+
+def _mail_text(raw: bytes) -> bytes:
+    """The decoded text of a MIME mail (a digest is base64 in parts)."""
+    message = email.message_from_bytes(raw)
+    parts = [p.get_payload(decode=True) for p in message.walk() if not p.is_multipart()]
+    return b"\n".join(p for p in parts if isinstance(p, bytes))
+
+
 def export_person(session: Session, email: str, zone: ZoneInfo, now: datetime) -> dict[str, Any]:
     """Everything held about one address, as JSON data (SPEC §2 `privacy export`)."""
     address = _address(email)
     cases = person_cases(session, address)
+    ids = [t.id for t in cases]
     elsewhere = _their_entries_elsewhere(session, address, cases)
-    originals = session.execute(
-        select(SourceItem).where(
-            or_(
-                SourceItem.ticket_id.in_([t.id for t in cases]),
-                SourceItem.raw_sha256.in_([e.raw_sha256 for e in elsewhere if e.raw_sha256]),
+    originals = list(
+        session.scalars(
+            select(SourceItem).where(
+                or_(
+                    SourceItem.ticket_id.in_(ids),
+                    SourceItem.raw_sha256.in_([e.raw_sha256 for e in elsewhere if e.raw_sha256]),
+                )
             )
         )
-    ).scalars()
+    ) + _unlinked_originals(session, address)
     mail = session.scalars(
         select(OutboxMessage)
-        .where(func.lower(OutboxMessage.recipient) == address)
+        .where(
+            or_(func.lower(OutboxMessage.recipient) == address, OutboxMessage.ticket_id.in_(ids))
+        )
         .order_by(OutboxMessage.id)
     )
     numbers = {t.id: t.number for t in session.scalars(
@@ -118,13 +181,18 @@ def export_person(session: Session, email: str, zone: ZoneInfo, now: datetime) -
                 "source": item.source,
                 "key": item.key,
                 "outcome": item.outcome,
+                "reason": item.reason,
                 "at": iso(item.at, zone),
                 "sha256": item.raw_sha256,
                 "raw_base64": base64.b64encode(item.raw).decode("ascii") if item.raw else None,
             }
             for item in originals
         ],
-        "mail_to_them": [outbox_json(row, zone) for row in mail],
+        # To them, and to staff about their cases (each one's text is in the case timeline).
+        "mail": [outbox_json(row, zone) for row in mail],
+        "digests_naming_their_cases": [
+            outbox_json(row, zone) for row in _digests_naming(session, cases)
+        ],
     }
 
 
@@ -139,24 +207,30 @@ def _mask_entries(entries: Iterable[TimelineEntry], addresses: set[str], done: E
         if entry.kind in _MESSAGE_KINDS:
             entry.data = {}
         for attachment in entry.attachments:
-            attachment.filename = ERASED
-            done.blobs.add(attachment.sha256)
+            attachment.filename, attachment.content_type = ERASED, ERASED_TYPE
             done.attachments += 1
         done.entries += 1
 
 
-def _erase_originals(session: Session, condition: Any, done: Erased) -> None:
-    for source, key in session.execute(
-        select(SourceItem.source, SourceItem.key).where(condition, SourceItem.raw.is_not(None))
-    ):
-        done.kept_by_sources.append((source, key))
-    done.originals += _updated(
-        session,
-        update(SourceItem)
-        .where(condition, SourceItem.raw.is_not(None))
-        .values(raw=None, reason=None)
-        .execution_options(synchronize_session=False),
+def _erase_originals(session: Session, items: Iterable[SourceItem], done: Erased) -> None:
+    for item in items:
+        if item.raw is None:
+            continue
+        item.raw, item.reason = None, None
+        done.kept_by_sources.append((item.source, item.key))
+        done.originals += 1
+
+
+def _blank_mail(session: Session, condition: ColumnElement[bool], why: str) -> int:
+    """Outgoing mail matching `condition` keeps its metadata only; any not sent yet never is."""
+    mail = update(OutboxMessage).where(condition).execution_options(synchronize_session=False)
+    changed = _updated(session, mail.values(raw=b"", subject=ERASED, last_error=None))
+    session.execute(
+        mail.where(OutboxMessage.status == "queued").values(
+            status="failed", last_error=f"not sent: personal data erased ({why})"
+        )
     )
+    return changed
 
 
 def erase_cases(
@@ -168,6 +242,7 @@ def erase_cases(
         return done
     ids = [t.id for t in cases]
     addresses = {_address(t.complainant_email) for t in cases} - {ERASED_ADDRESS}
+    digests = _digests_naming(session, cases)
     for ticket in cases:
         _mask_entries(ticket.timeline, addresses, done)
         ticket.complainant_name = None
@@ -183,67 +258,108 @@ def erase_cases(
                           text=f"personal data erased: {why}", data={"erased": True})
         )  # fmt: skip
         done.cases.append(ticket.number)
-    _erase_originals(session, SourceItem.ticket_id.in_(ids), done)
-    mail = update(OutboxMessage).execution_options(synchronize_session=False)
-    # Mail not yet sent is not sent now: what it would say is gone.
-    session.execute(
-        mail.where(OutboxMessage.ticket_id.in_(ids), OutboxMessage.status == "queued").values(
-            status="failed", last_error=f"not sent: personal data erased ({why})"
-        )
-    )
-    done.outbox += _updated(
-        session, mail.where(OutboxMessage.ticket_id.in_(ids)).values(raw=b"", subject=ERASED)
+    _erase_originals(
+        session, session.scalars(select(SourceItem).where(SourceItem.ticket_id.in_(ids))), done
     )
     if addresses:  # mail to staff about the case keeps its (staff) recipient
         session.execute(
-            mail.where(
+            update(OutboxMessage)
+            .where(
                 OutboxMessage.ticket_id.in_(ids),
                 func.lower(OutboxMessage.recipient).in_(addresses),
-            ).values(recipient=ERASED_ADDRESS)
+            )
+            .values(recipient=ERASED_ADDRESS)
+            .execution_options(synchronize_session=False)
         )
+    done.outbox += _blank_mail(session, OutboxMessage.ticket_id.in_(ids), why)
+    if digests:
+        done.outbox += _blank_mail(session, OutboxMessage.id.in_([d.id for d in digests]), why)
     return done
 
 
 def erase_person(session: Session, email: str, now: datetime) -> Erased:
-    """SPEC §2 `privacy erase`: the person's cases, their words on other cases, mail to them.
+    """SPEC §2 `privacy erase`: the person's cases, their words on other cases, their mail that
+    became no case, and mail to them.
 
-    Refused (OpenCases) while a case of theirs is still being handled: close or reject it first.
+    Refused while a case of theirs is still being handled: close or reject it first.
     """
     address = _address(email)
-    cases = person_cases(session, address)
+    if address == ERASED_ADDRESS or "@" not in address:
+        raise Refused(f"{email!r} is not a person's address")
+    cases = person_cases(session, address, lock=True)
     # A resolved case still waits for its survey, which goes to the complainant's address.
     still_open = [t.number for t in cases if t.status in OPEN or t.status == "resolved"]
     if still_open:
-        raise OpenCases(
+        raise Refused(
             f"{address} has cases still being handled: {', '.join(still_open)}; "
             "close or reject them first, then erase"
         )
-    done = erase_cases(session, cases, now=now, why="at the person's request")
+    why = "at the person's request"
+    done = erase_cases(session, cases, now=now, why=why)
     elsewhere = _their_entries_elsewhere(session, address, cases)
     _mask_entries(elsewhere, {address}, done)
     shas = [e.raw_sha256 for e in elsewhere if e.raw_sha256]
     if shas:
-        _erase_originals(session, SourceItem.raw_sha256.in_(shas), done)
-    done.outbox += _updated(
-        session,
+        items = session.scalars(select(SourceItem).where(SourceItem.raw_sha256.in_(shas)))
+        _erase_originals(session, items, done)
+    _erase_originals(session, _unlinked_originals(session, address), done)
+    to_them = func.lower(OutboxMessage.recipient) == address
+    session.execute(
         update(OutboxMessage)
-        .where(func.lower(OutboxMessage.recipient) == address)
-        .values(recipient=ERASED_ADDRESS, raw=b"", subject=ERASED)
-        .execution_options(synchronize_session=False),
+        .where(to_them)
+        .values(recipient=ERASED_ADDRESS)
+        .execution_options(synchronize_session=False)
     )
-    session.flush()
-    done.blobs = unreferenced(session, done.blobs)
+    done.outbox += _blank_mail(
+        session, and_(OutboxMessage.recipient == ERASED_ADDRESS, OutboxMessage.raw != b""), why
+    )
     return done
 
 
-def unreferenced(session: Session, shas: set[str]) -> set[str]:
-    """Of these attachment files, the ones no case still holds unerased."""
+def collect_files(session: Session, blobs: BlobStore, limit: int = 1000) -> tuple[int, int]:
+    """Delete the files of erased attachments no unerased attachment names; (deleted, waiting).
+
+    A file touched within FILE_GRACE waits (its rows stay pending for the next run); a file
+    another case still names is left to that case (erasing it later makes it pending again).
+    """
+    pending = session.scalars(
+        select(Attachment).where(Attachment.content_type == ERASED_TYPE).limit(limit)
+    ).all()
+    shas = {a.sha256 for a in pending}
     if not shas:
-        return set()
-    kept = session.scalars(
-        select(Attachment.sha256).where(Attachment.sha256.in_(shas), Attachment.filename != ERASED)
+        return 0, 0
+    named = set(
+        session.scalars(
+            select(Attachment.sha256).where(
+                Attachment.sha256.in_(shas),
+                Attachment.content_type.not_in([ERASED_TYPE, ERASED_GONE]),
+            )
+        )
     )
-    return shas - set(kept)
+    touched_after = datetime.now(UTC) - FILE_GRACE  # file times are the real clock's
+    deleted, waiting = 0, set()
+    for sha in shas - named:
+        if blobs.delete(sha, unless_touched_after=touched_after):
+            deleted += 1
+        elif blobs.path(sha).exists():
+            waiting.add(sha)
+    for attachment in pending:
+        if attachment.sha256 not in waiting:
+            attachment.content_type = ERASED_GONE
+    return deleted, len(waiting)
+
+
+def _rejected_at(session: Session) -> Any:
+    """Per case, when it was last rejected (its status entry: later mail moves updated_at)."""
+    return (
+        select(func.max(TimelineEntry.at))
+        .where(
+            TimelineEntry.ticket_id == Ticket.id,
+            TimelineEntry.kind == "status",
+            TimelineEntry.data["to"].as_string() == "rejected",
+        )
+        .scalar_subquery()
+    )
 
 
 def retention_sweep(session: Session, config: Config, now: datetime, limit: int = 200) -> Erased:
@@ -257,16 +373,14 @@ def retention_sweep(session: Session, config: Config, now: datetime, limit: int 
                 Ticket.erased_at.is_(None),
                 or_(
                     and_(Ticket.status == "closed", Ticket.closed_at < cutoff),
-                    and_(Ticket.status == "rejected", Ticket.updated_at < cutoff),
+                    and_(Ticket.status == "rejected", _rejected_at(session) < cutoff),
                 ),
             )
             .order_by(Ticket.id)
             .limit(limit)
+            .options(selectinload(Ticket.timeline).selectinload(TimelineEntry.attachments))
         )
     )
-    done = erase_cases(
+    return erase_cases(
         session, cases, now=now, why=f"retention ({config.privacy.retain_closed} after closing)"
     )
-    session.flush()
-    done.blobs = unreferenced(session, done.blobs)
-    return done

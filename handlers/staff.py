@@ -13,7 +13,12 @@ from handlers import sla
 from handlers.assign import alert_urgent, assign
 from handlers.notify import queue_mail
 from handlers.pipeline import Services
-from handlers.workflow import TransitionRefused, apply_transition, check_transition
+from handlers.workflow import (
+    TransitionRefused,
+    apply_transition,
+    check_transition,
+    refuse_if_erased,
+)
 
 
 def reply(
@@ -27,6 +32,7 @@ def reply(
     status: str | None = None,
 ) -> None:
     """Send the consumer a staff reply, threaded; optionally move the case in the same step."""
+    refuse_if_erased(ticket)
     if not message.strip():
         raise TransitionRefused("an empty reply is not sent")
     if status is not None and status != ticket.status:
@@ -69,6 +75,7 @@ def set_fields(
     Overrides of category and priority are kept in the timeline; a new assignee is told (and
     the previous one); a case raised to urgent alerts compliance and the supervisors.
     """
+    refuse_if_erased(ticket)
     if category is not None and category not in CATEGORIES:
         raise TransitionRefused(f"unknown category {category!r} ({', '.join(CATEGORIES)})")
     if priority is not None and priority not in PRIORITIES:
@@ -116,6 +123,7 @@ def note(
     data: dict[str, object] | None = None,
 ) -> None:
     """An internal note: on the timeline for staff, never sent."""
+    refuse_if_erased(ticket)
     session.add(
         TimelineEntry(
             ticket_id=ticket.id,

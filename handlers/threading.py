@@ -145,6 +145,12 @@ class FindCase:
             or case_by_reply_token(ctx.session, ctx.config, recipients(msg))
         )
         if ctx.ticket is not None and ctx.ticket.erased_at is not None:
-            # Its personal data is gone (handlers/privacy.py): whoever writes now starts anew.
-            ctx.prep.notes.append(f"{ctx.ticket.number} was erased; the mail opens a new case")
-            ctx.ticket = None
+            # Its personal data is gone (handlers/privacy.py): a consumer writing now starts
+            # anew; staff have nothing left to act on there.
+            number, ctx.ticket = ctx.ticket.number, None
+            sender = msg.from_address.lower()
+            supervisors = {a.lower() for a in ctx.config.escalation.supervisors}
+            if ctx.config.staff_member(sender) or sender in supervisors:
+                ctx.stop("ignored", f"staff mail about {number}, whose personal data was erased")
+                return
+            ctx.prep.notes.append(f"{number} was erased; the mail opens a new case")

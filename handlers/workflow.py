@@ -75,8 +75,18 @@ def mails_consumer(config: Config, old: str, new: str) -> bool:
     return kind is not None and (kind not in OPTIONAL or config.tickets.notify_in_progress)
 
 
+def refuse_if_erased(ticket: Ticket) -> None:
+    """An erased case (handlers/privacy.py) is kept for the statistics only: nothing more is
+    done on it, so no new words land on it and no mail goes to its erased address."""
+    if ticket.erased_at is not None:
+        raise TransitionRefused(
+            f"{ticket.number}: its personal data was erased; it is kept for the statistics only"
+        )
+
+
 def check_transition(ticket: Ticket, new: str) -> None:
     """Raise TransitionRefused unless the table allows the case to move to `new`."""
+    refuse_if_erased(ticket)
     problem = refusal(ticket.number, ticket.status, (ticket.extra or {}).get("resume_to"), new)
     if problem is not None:
         raise TransitionRefused(problem)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import time
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -47,14 +49,24 @@ def number_of(app: App, email: str) -> str:
     return found
 
 
+SUPERVISED = '[escalation]\nsupervisors = ["lead@example.com"]\n'
+
+
 def two_cases(app: App) -> tuple[str, str]:
-    """Alice's case (with a photo), Bob's case, and Alice's mail on Bob's case."""
-    drop(app, complaint(ALICE, "电水壶漏水", "张丽 13900001111：电水壶漏水，要求退款。", PHOTO))
+    """Alice's urgent case (with a photo; alerts and a digest name it), Bob's case, Alice's mail
+    on Bob's case, and her vacation auto-reply, which becomes no case."""
+    text = "张丽 13900001111：电水壶漏电，要求退款。"
+    drop(app, complaint(ALICE, "电水壶漏电", text, PHOTO))
     drop(app, complaint(BOB, "快递丢件", "王刚：快递丢件一周了。"))
     app.run_once()
     alice, bob = number_of(app, ALICE), number_of(app, BOB)
     drop(app, complaint(ALICE, f"[{bob}] 我也遇到了", "我是他的邻居，同一家快递也丢了。"))
-    app.run_once()
+    away = EmailMessage()
+    away["From"], away["To"], away["Subject"] = ALICE, "support@example.com", "休假自动回复"
+    away["Auto-Submitted"], away["Message-ID"] = "auto-replied", make_msgid(domain="example.cn")
+    away.set_content("张丽休假中，13900001111 有事请打电话。")
+    drop(app, away.as_bytes())
+    app.run_once()  # the 09:00 digest is due: it lists her urgent case
     return alice, bob
 
 
@@ -68,7 +80,7 @@ def reject(app: App, number: str) -> None:
 
 
 def test_export_holds_everything_about_one_person_and_nobody_else(make_app) -> None:
-    app = make_app()
+    app = make_app(SUPERVISED)
     alice, bob = two_cases(app)
     with app.sessions() as session:
         data = privacy.export_person(
@@ -84,30 +96,35 @@ def test_export_holds_everything_about_one_person_and_nobody_else(make_app) -> N
     assert [a["filename"] for e in case["timeline"] for a in e["attachments"]] == ["kettle.jpg"]
     [elsewhere] = data["entries_on_other_cases"]
     assert elsewhere["case"] == bob and "邻居" in elsewhere["text"]
-    originals = [base64.b64decode(o["raw_base64"]) for o in data["originals"]]
-    assert len(originals) == 2 and all(b"alice@example.cn" in raw for raw in originals)
-    assert [(m["recipient"], m["kind"]) for m in data["mail_to_them"]] == [(ALICE, "ack")]
+    originals = {o["outcome"]: base64.b64decode(o["raw_base64"]) for o in data["originals"]}
+    assert sorted(originals) == ["entry", "ignored", "ticket"]  # the auto-reply too
+    assert all(b"alice@example.cn" in raw for raw in originals.values())
+    mail = {(m["recipient"], m["kind"]) for m in data["mail"]}
+    assert (ALICE, "ack") in mail and ("lead@example.com", "urgent") in mail  # about her case
+    assert [m["kind"] for m in data["digests_naming_their_cases"]] == ["digest"]
     assert BOB not in json.dumps(data) and "王刚" not in json.dumps(data, ensure_ascii=False)
 
 
 def test_erase_is_refused_while_a_case_is_handled_then_erases_and_keeps_the_counts(
     make_app, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    app = make_app()
+    app = make_app(SUPERVISED)
     alice, bob = two_cases(app)
     config = ["--config", str(tmp_path / "caseloop.toml")]
+    assert main([*config, "privacy", "erase", privacy.ERASED_ADDRESS]) == 2
 
     assert main([*config, "privacy", "erase", ALICE]) == 2
     assert f"cases still being handled: {alice}" in capsys.readouterr().err
     reject(app, alice)
     with app.sessions() as session:
         blob = session.scalars(select(Attachment.sha256)).one()
-    assert app.blobs.path(blob).exists()
+    hours_ago = time.time() - 2 * 3600  # stored a while ago: no mail being taken in holds it
+    os.utime(app.blobs.path(blob), (hours_ago, hours_ago))
 
     assert main([*config, "privacy", "erase", ALICE]) == 0
     out = capsys.readouterr().out
     assert f"erased: cases {alice};" in out and "1 attachments (1 files deleted)" in out
-    assert out.count("also held outside the database, erase it there: source local") == 2
+    assert out.count("also held outside the database, erase it there: source local") == 3
 
     with app.sessions() as session:
         mine = session.scalars(select(Ticket).where(Ticket.number == alice)).one()
@@ -128,17 +145,32 @@ def test_erase_is_refused_while_a_case_is_handled_then_erases_and_keeps_the_coun
         assert on_bob[0] == (BOB, "王刚：快递丢件一周了。")  # Bob's own words stay
         assert on_bob[1] == (privacy.ERASED_ADDRESS, "[erased]")  # Alice's on his case do not
         kept = session.execute(select(SourceItem.ticket_id, SourceItem.raw.is_not(None))).all()
-        # Bob's own mail is kept; Alice's, on her case and on his, is not.
-        assert sorted(kept) == sorted([(mine.id, False), (theirs.id, True), (theirs.id, False)])
-        to_alice = session.scalar(
-            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.recipient == ALICE)
+        # Bob's own mail is kept; Alice's (on her case, on his, her auto-reply) is not.
+        expected = [(mine.id, False), (theirs.id, True), (theirs.id, False), (None, False)]
+        assert sorted(kept, key=repr) == sorted(expected, key=repr)
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 2
+        rows = session.scalars(select(OutboxMessage)).all()
+        everything = b"".join(
+            r.raw + (r.subject + r.recipient + (r.last_error or "")).encode() for r in rows
         )
-        assert to_alice == 0 and session.scalar(select(func.count()).select_from(Ticket)) == 2
+        for trace in (ALICE, "张丽", "13900001111", "电水壶"):
+            assert trace.encode() not in everything
+        assert any(r.kind == "digest" and r.raw == b"" for r in rows)
+        assert all(r.raw for r in rows if r.recipient == BOB)  # Bob's acknowledgement stays
+        items = session.scalars(select(SourceItem.raw)).all()
+        assert not any(b"13900001111" in raw or ALICE.encode() in raw for raw in items if raw)
         assert session.scalars(select(Attachment.filename)).one() == "[erased]"
+        erased_mail = next(r.id for r in rows if r.raw == b"")
     assert not app.blobs.path(blob).exists()
+    # Nothing more is done on the erased case, by staff or anyone.
+    assert main([*config, "tickets", "note", alice, "--message", "张丽又来电"]) == 2
+    with app.sessions.begin() as session:  # as if it had failed: its retry sends nothing
+        session.get(OutboxMessage, erased_mail).status = "failed"  # type: ignore[union-attr]
+    assert main([*config, "outbox", "retry", str(erased_mail)]) == 2
+    assert "was erased (privacy): nothing to send" in capsys.readouterr().err
     with app.sessions() as session:
         again = privacy.export_person(session, ALICE, app.config.timezone, app.clock.now())
-    assert again["cases"] == [] and again["originals"] == [] and again["mail_to_them"] == []
+    assert again["cases"] == [] and again["originals"] == [] and again["mail"] == []
 
     # She writes again quoting the old number: a new case, not an entry on the erased one.
     drop(app, complaint(ALICE, f"Re: [{alice}] 还没处理", "电水壶的事还没有处理。"))
@@ -149,7 +181,7 @@ def test_erase_is_refused_while_a_case_is_handled_then_erases_and_keeps_the_coun
 def test_retention_erases_cases_closed_longer_than_retain_closed(
     make_app, clock: MovableClock
 ) -> None:
-    app = make_app('[privacy]\nretain_closed = "30 days"\n')
+    app = make_app(SUPERVISED + '[privacy]\nretain_closed = "30 days"\n')
     alice, bob = two_cases(app)
     # Carol sends the same photo: its one file stays while her case holds it.
     drop(app, complaint("carol@example.cn", "同款电水壶漏水", "同款，也漏水。", PHOTO))
@@ -158,7 +190,10 @@ def test_retention_erases_cases_closed_longer_than_retain_closed(
     with app.sessions() as session:
         photo = session.scalars(select(Attachment.sha256)).first()
     assert photo is not None
-    clock.move(timedelta(days=29))
+    clock.move(timedelta(days=20))  # a third party writes on the rejected case: it does not
+    drop(app, complaint("dave@example.cn", f"[{alice}] 补充", "我是张丽的同事。"))  # restart it
+    app.run_once()
+    clock.move(timedelta(days=9))
     app.sweep()
     with app.sessions() as session:
         assert session.scalar(select(func.count()).where(Ticket.erased_at.is_not(None))) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from datetime import datetime
 from pathlib import Path
 
 
@@ -26,7 +27,11 @@ class BlobStore:
         if target.parent not in self._made:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(target.parent)
-        if not target.exists():
+        try:
+            # Already here: touched, so an erasure deleting the last case that held it leaves
+            # it for the mail being taken in now (handlers/privacy.py FILE_GRACE).
+            os.utime(target)
+        except FileNotFoundError:
             tmp = target.with_name(f".{digest}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, target)  # a reader never sees half a file
@@ -35,10 +40,15 @@ class BlobStore:
     def get(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()
 
-    def delete(self, sha256: str) -> bool:
-        """Remove a file (its last reference was erased); False if it was not there."""
+    def delete(self, sha256: str, *, unless_touched_after: datetime | None = None) -> bool:
+        """Remove a file (its last reference was erased), unless it was written or touched
+        after the given moment; True if it was removed."""
+        path = self.path(sha256)
         try:
-            self.path(sha256).unlink()
+            after = unless_touched_after
+            if after is not None and path.stat().st_mtime > after.timestamp():
+                return False
+            path.unlink()
         except FileNotFoundError:
             return False
         return True

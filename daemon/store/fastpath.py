@@ -57,7 +57,9 @@ class FastStatement:
                 sql=str(compiled),
                 names=names,
                 literals={n: b.effective_value for n, b in binds.items() if n not in keys},
-                processors=tuple(b.type.bind_processor(dialect) for b in binds.values()),
+                processors=tuple(
+                    b.type.dialect_impl(dialect).bind_processor(dialect) for b in binds.values()
+                ),
             )
         return plan
 
