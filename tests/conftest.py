@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -99,6 +100,17 @@ def write_config(root: Path, body: str = "", db_url: str | None = None) -> Path:
     path = root / "caseloop.toml"
     path.write_text("\n".join(lines) + "\n" + body, encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """`main()` points the root logger at this test's captured stderr; later tests (and the
+    session's SMTP and IMAP server threads) must not log into it once pytest has closed it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

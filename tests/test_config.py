@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -108,17 +106,6 @@ match = "(爆炸|起火|触电|烫伤|受伤|中毒|过敏|explod|fire|injur|bur
 priority = "urgent"
 category = "product_quality"
 """
-
-
-@pytest.fixture(autouse=True)
-def _root_logging_restored() -> Iterator[None]:
-    """`main()` points the root logger at this test's captured stderr; later tests must not
-    log into it once pytest has closed it."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def _write(tmp_path: Path, body: str) -> Path:
