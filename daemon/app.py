@@ -80,6 +80,13 @@ def _deliver_aside(config: Config, log_level: int, intake_done: Any, results: An
         results.put((total.sent, total.not_sent))
 
 
+def as_of(prep: Prepared, now: datetime) -> datetime:
+    """When an item is taken in: now, or for a backfill its own date (never in the future),
+    so an imported case is numbered, dated and counted when the consumer wrote."""
+    date = prep.message.date if prep.backfill and prep.message is not None else None
+    return min(date, now) if date is not None else now
+
+
 class _ItemFailed(Exception):
     """One item of a batch raised; the batch is redone item by item."""
 
@@ -92,6 +99,12 @@ class Source(Protocol):
     def describe(self) -> str: ...
     def check(self) -> str: ...
     def backlog(self) -> int: ...
+
+
+class PeekableSource(Source, Protocol):
+    """A mailbox `caseloop import` can read on through without taking (a dry run)."""
+
+    def peek(self, limit: int, after: str | None) -> list[Incoming]: ...
 
 
 class WaitingSource(Source, Protocol):
@@ -178,6 +191,7 @@ class App:
         self.blobs = BlobStore(config.blobs_dir)
         self.preparer = Preparer(config, self.blobs)
         self.decide_steps = decide_steps()
+        self.backfill_steps = decide_steps(backfill=True)
         self.sources = build_sources(config)
         self.transport = make_transport(config)
         self._stop = threading.Event()
@@ -199,25 +213,29 @@ class App:
         if not items:
             self._record_poll(source, getattr(source, "last_error", None))
             return summary
-        with self.sessions.begin() as session:
-            known = dict(
-                session.execute(
-                    select(SourceItem.key, SourceItem.outcome).where(
-                        SourceItem.source == source.name,
-                        SourceItem.key.in_([i.key for i in items]),
-                    )
-                ).all()
-            )
+        known = self._known(source, items)
         # Already committed (a crash came between commit and settle): only settle them.
         settled: list[tuple[Incoming, str]] = [(i, known[i.key]) for i in items if i.key in known]
         # Settling them is progress too: a cumulative export's repeated rows can fill whole
         # batches, and run --once / a tick must not stop draining at such a batch.
         summary.outcomes["known"] += len(settled)
         fresh = [i for i in items if i.key not in known]
+        # Parse outside the transaction, so the database is locked only while deciding.
+        prepared = self.preparer.prepare_all(fresh) if fresh else []
+        self._take_in(source, prepared, settled, summary)
+        self._record_poll(source, getattr(source, "last_error", None))
+        return summary
+
+    def _take_in(
+        self,
+        source: Source,
+        prepared: list[Prepared],
+        settled: list[tuple[Incoming, str]],
+        summary: Summary,
+    ) -> None:
+        """Decide the prepared items in one transaction, then settle the batch at the source."""
         results: list[Context] = []
-        if fresh:
-            # Parse outside the transaction, so the database is locked only while deciding.
-            prepared = self.preparer.prepare_all(fresh)
+        if prepared:
             try:
                 results = self._decide_batch(prepared, isolate=False)
             except _ItemFailed:
@@ -228,8 +246,63 @@ class App:
             settled.append((ctx.prep.item, ctx.prep.outcome))
             self._summarise(summary, ctx)
         source.settle_batch(settled)
-        self._record_poll(source, getattr(source, "last_error", None))
-        return summary
+
+    def _known(self, source: Source, items: list[Incoming]) -> dict[str, str]:
+        """Of these items, the ones taken in before: their outcomes by key."""
+        with self.reads() as session:
+            return dict(
+                session.execute(
+                    select(SourceItem.key, SourceItem.outcome).where(
+                        SourceItem.source == source.name,
+                        SourceItem.key.in_([i.key for i in items]),
+                    )
+                ).all()
+            )
+
+    def import_batch(
+        self, source: PeekableSource, since: datetime, *, dry_run: bool, after: str | None = None
+    ) -> tuple[Summary, str | None]:
+        """One batch of `caseloop import` (SPEC §2): old mail taken in as of its own date,
+        with no mail sent (decide_steps(backfill=True), no SLA clocks on the cases).
+
+        Mail dated before `since` is settled as "skipped": moved on like processed mail and
+        never taken in. Each batch commits and settles, so an interrupted import resumes where
+        it stopped. A dry run takes nothing: it reads on from `after` and says what would
+        happen, by date and what the parse finds, without deciding. Returns the summary and,
+        for a dry run, the key to read on from (None when the source has no more).
+        """
+        summary = Summary()
+        limit = self.config.intake.batch_size
+        items = source.peek(limit, after) if dry_run else source.fetch(limit)
+        if not items:
+            return summary, None
+        known = self._known(source, items)
+        settled: list[tuple[Incoming, str]] = [(i, known[i.key]) for i in items if i.key in known]
+        summary.outcomes["known"] += len(settled)
+        prepared = self.preparer.prepare_all([i for i in items if i.key not in known])
+        for prep in prepared:
+            prep.backfill = True
+            date = prep.message.date if prep.message is not None else None
+            if not prep.stopped and date is not None and date < since:
+                zone = self.config.timezone
+                prep.stop(
+                    "skipped",
+                    f"dated {date.astimezone(zone):%Y-%m-%d}, "
+                    f"before --since {since.astimezone(zone):%Y-%m-%d}",
+                )
+            prep.fields["imported"] = True  # on the case it opens: staff see it came by import
+        if dry_run:
+            for prep in prepared:
+                outcome = prep.outcome if prep.stopped else "would_take_in"
+                if outcome == "would_take_in" and prep.automatic:
+                    outcome = "automatic"  # robot mail: kept on a case it answers, else ignored
+                summary.outcomes[outcome] += 1
+                if prep.outcome in ("quarantined", "ignored"):
+                    summary.keep("set_aside", [(prep.item.source, prep.item.label, prep.outcome,
+                                                prep.reason or "")])  # fmt: skip
+            return summary, items[-1].key
+        self._take_in(source, prepared, settled, summary)
+        return summary, None
 
     def _decide_batch(self, prepared: list[Prepared], *, isolate: bool) -> list[Context]:
         """Decide every prepared item in one transaction.
@@ -240,7 +313,13 @@ class App:
         now = self.clock.now()  # one moment for the batch: it commits as one
         with self.sessions.begin() as session, deferred_writes(session) as pending:
             return [
-                self._decide(session, replace(prep, notes=list(prep.notes)), isolate, pending, now)
+                self._decide(
+                    session,
+                    replace(prep, notes=list(prep.notes)),
+                    isolate,
+                    pending,
+                    as_of(prep, now),
+                )
                 for prep in prepared
             ]
 
@@ -259,7 +338,7 @@ class App:
         if not isolate:
             try:
                 if not prep.stopped:
-                    decide(ctx, self.decide_steps)
+                    decide(ctx, self.backfill_steps if prep.backfill else self.decide_steps)
                 self._record_item(session, ctx)
             except Exception as exc:
                 raise _ItemFailed from exc
@@ -267,7 +346,7 @@ class App:
         savepoint, pending_before = session.begin_nested(), len(pending)
         try:
             if not prep.stopped:
-                decide(ctx, self.decide_steps)
+                decide(ctx, self.backfill_steps if prep.backfill else self.decide_steps)
             self._record_item(session, ctx)
             savepoint.commit()
         except Exception as exc:  # bad input never stops the queue: set it aside for a human
@@ -294,7 +373,10 @@ class App:
             raw_sha256=prep.raw_sha256,
             # The original as received, kept for staff and audits (a duplicate's is there
             # already; oversized mail stays in the source's quarantine only).
-            raw=None if prep.outcome == "duplicate" or prep.raw_sha256 is None else prep.item.raw,
+            # Mail an import skipped (before --since) is not kept: it was never taken in.
+            raw=None
+            if prep.outcome in ("duplicate", "skipped") or prep.raw_sha256 is None
+            else prep.item.raw,
             at=ctx.now,
         )
 

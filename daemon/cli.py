@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime, time
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from daemon.clock import SystemClock
 from daemon.config import Config, ConfigError
 from daemon.resources import shipped_dir
 from daemon.sender import check_smtp, make_transport
-from daemon.sources.maildir import deliver_to_maildir, ensure_maildir
+from daemon.sources.imap import ImapSource
+from daemon.sources.maildir import MaildirSource, deliver_to_maildir, ensure_maildir
 from daemon.store.db import make_engine, migrate
 from daemon.store.models import OutboxMessage, SourceState, Ticket
 from daemon.views import iso, outbox_json, ticket_json, ticket_text
@@ -407,6 +408,49 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """SPEC §2 `import --source NAME --since DATE [--dry-run]`: deliberate backfill of a
+    mailbox. Registers its mail dated on or after DATE as of its own date; sends nothing."""
+    with open_app(args) as app:
+        source = next((s for s in app.sources if s.name == args.source), None)
+        mailboxes = [m.name for m in app.config.mailboxes]
+        if source is None or not isinstance(source, MaildirSource | ImapSource):
+            raise UsageError(
+                f"no mailbox {args.source!r} (mailboxes: {', '.join(mailboxes) or 'none'}); "
+                "form exports are taken in from their folder, old rows without an "
+                "acknowledgement when [[forms]] maps submitted_at"
+            )
+        since = datetime.combine(args.since, time(0), app.config.timezone).astimezone(UTC)
+        total, after = Summary(), None
+        while True:
+            batch, after = app.import_batch(source, since, dry_run=args.dry_run, after=after)
+            total.add(batch)
+            if not batch.work_done or (args.dry_run and after is None):
+                break
+        error = getattr(source, "last_error", None)
+        outcomes = total.outcomes
+        if args.dry_run:
+            print(f"dry run, nothing taken in: {outcomes['would_take_in']} messages dated "
+                  f"{args.since} or later would be registered (each a case, or an entry on the "
+                  f"case it answers); {outcomes['skipped']} are older and would be skipped; "
+                  f"{outcomes['automatic']} are robot mail; {outcomes['known']} were taken in "
+                  "before")  # fmt: skip
+        else:
+            print(f"imported: {outcomes['ticket']} cases, {outcomes['entry']} replies on cases, "
+                  f"{outcomes['duplicate']} duplicates; skipped {outcomes['skipped']} dated "
+                  f"before {args.since}; {outcomes['known']} taken in before; "
+                  "no mail sent")  # fmt: skip
+        for source_name, item, how, why in total.set_aside:
+            print(f"{how}: {source_name}/{item}: {why}")
+        if total.left_out["set_aside"]:
+            print(f"... and {total.left_out['set_aside']} more set aside (each is in the log)")
+        if error:
+            print(f"caseloop: import stopped: {error}; run it again to go on (what was taken in "
+                  "is kept)", file=sys.stderr)  # fmt: skip
+            return EXIT_RUNTIME
+    return EXIT_OK
+
+
 def cmd_privacy_export(args: argparse.Namespace) -> int:
     """SPEC §2 `privacy export EMAIL`: everything held about one person, as JSON."""
     with open_app(args) as app, app.sessions() as session:
@@ -612,6 +656,11 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--print", action="store_true", help="print its text, send nothing")
     how.add_argument("--send", action="store_true", help="mail it to the supervisors")
     p.set_defaults(func=cmd_digest)
+    p = sub.add_parser("import", help="backfill a mailbox's old mail: registered, nothing sent")
+    p.add_argument("--source", required=True, help="the [[mailboxes]] name")
+    p.add_argument("--since", required=True, type=_local_date, help="first local date taken in")
+    p.add_argument("--dry-run", action="store_true", help="say what would happen; take nothing")
+    p.set_defaults(func=cmd_import)
     privacy_cmds = sub.add_parser("privacy", help="personal data (PIPL)").add_subparsers(
         dest="privacy_command", required=True
     )

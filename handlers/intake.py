@@ -139,7 +139,8 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
         reopened_count=0,
         needs_review=False,
         extra={k: v for k, v in prep.fields.items() if k not in ("phone", "respondent", "name")},
-        **_initial_dues(ctx, prep.priority),
+        # An imported case's deadlines passed long ago: no clocks run until staff move it.
+        **(dict.fromkeys(_DUE_COLUMNS) if prep.backfill else _initial_dues(ctx, prep.priority)),
     )
     values["id"] = insert_row(ctx.session, Ticket, **values)
     # Filled in as loaded values, not set one by one: the ORM's per-attribute events cost
@@ -150,6 +151,9 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
 
 
 _TICKETS = Ticket.__mapper__.class_manager
+
+
+_DUE_COLUMNS = ("due_first_response", "due_acceptance", "due_resolution", "sla_next_check_at")
 
 
 def _initial_dues(ctx: Context, priority: str) -> dict[str, datetime | None]:
@@ -264,8 +268,8 @@ class OpenOrThread:
                 data["registration_filled"] = filled
         record_message(ctx, internal=internal, data=data)
         if not ctx.new_ticket:
-            ticket.updated_at = ctx.now
-            if not internal:
+            ticket.updated_at = max(ticket.updated_at, ctx.now)
+            if not internal and not prep.backfill:
                 consumer_replied(
                     ctx.session,
                     ctx.services,

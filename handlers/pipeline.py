@@ -72,7 +72,9 @@ class Prepared:
     # respondent, order_number, purchase_date, amount, demand; unmapped columns under "extra".
     fields: dict[str, Any] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # registration essentials still to ask for
-    outcome: str = "pending"  # ticket | entry | duplicate | quarantined | ignored
+    # `caseloop import`: taken in as of its own date, sending nothing (decide_steps(backfill)).
+    backfill: bool = False
+    outcome: str = "pending"  # ticket | entry | duplicate | quarantined | ignored | skipped
     reason: str | None = None
     notes: list[str] = field(default_factory=list)  # what the operator's summary reports
 
@@ -160,7 +162,10 @@ def prepare_steps(kind: str = "mail") -> list[PrepareStep]:
     ]
 
 
-def decide_steps() -> list[DecideStep]:
+def decide_steps(*, backfill: bool = False) -> list[DecideStep]:
+    """The deciding steps, in order. A backfill (`caseloop import`) leaves out those that send
+    mail or act on what the mail says: old staff mail is a record, not a command; an old
+    survey answer changes nothing now; nobody is acknowledged, alerted or assigned."""
     from handlers.acknowledge import Acknowledge
     from handlers.assign import Assign
     from handlers.bounce import RecordBounce
@@ -170,7 +175,7 @@ def decide_steps() -> list[DecideStep]:
     from handlers.survey import FindSurveyCase, SurveyAnswer
     from handlers.threading import FindCase
 
-    return [
+    steps: list[DecideStep] = [
         Deduplicate(),  # a Message-ID we already hold is one entry, not two
         RecordBounce(),  # a bounce marks our outgoing mail and lands on its case, for staff
         FindCase(),  # In-Reply-To/References, the [NUMBER] subject tag, the Reply-To token
@@ -182,6 +187,10 @@ def decide_steps() -> list[DecideStep]:
         Acknowledge(),  # the acknowledgement, or the request for missing registration details
         Assign(),  # routing to the least-loaded staff member; urgent cases alert at once
     ]
+    if backfill:
+        sending = (StaffMail, SurveyAnswer, Acknowledge, Assign)
+        steps = [step for step in steps if not isinstance(step, sending)]
+    return steps
 
 
 def prepare(

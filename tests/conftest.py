@@ -113,6 +113,21 @@ def _root_logging_restored() -> Iterator[None]:
     root.setLevel(level)
 
 
+def imap_mailbox_toml(box: object, root: Path, name: str = "support") -> str:
+    """A [[mailboxes]] entry for the test Dovecot's mailbox, its password in a file in root."""
+    (root / "imap-password").write_text(box.password)  # type: ignore[attr-defined]
+    return (
+        "[[mailboxes]]\n"
+        f'name = "{name}"\n'
+        'type = "imap"\n'
+        f'address = "{box.user}"\n'  # type: ignore[attr-defined]
+        f'host = "{box.host}"\n'  # type: ignore[attr-defined]
+        f"port = {box.port}\n"  # type: ignore[attr-defined]
+        'security = "none"\n'
+        'password_file = "imap-password"\n'
+    )
+
+
 @pytest.fixture
 def make_app(tmp_path: Path, db_url: str, clock: MovableClock) -> Iterator[object]:
     """Build an App on the parametrised database (PostgreSQL migrated as an operator would)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import imap_mailbox_toml
 from dovecot import Dovecot
 from imapclient import IMAPClient
 from sqlalchemy import select
@@ -462,17 +463,8 @@ def test_the_app_opens_tickets_and_acks_over_smtp_from_an_imap_mailbox(
     tmp_path: Path,
 ) -> None:
     sink, smtp_port = smtp_sink
-    (tmp_path / "imap-password").write_text(imap_box.password)
     app = make_app(
-        "[[mailboxes]]\n"
-        'name = "support"\n'
-        'type = "imap"\n'
-        f'address = "{imap_box.user}"\n'
-        f'host = "{imap_box.host}"\n'
-        f"port = {imap_box.port}\n"
-        'security = "none"\n'
-        'password_file = "imap-password"\n'
-        "[smtp]\n"
+        imap_mailbox_toml(imap_box, tmp_path) + "[smtp]\n"
         'host = "127.0.0.1"\n'
         f"port = {smtp_port}\n"
         'security = "none"\n'

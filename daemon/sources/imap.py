@@ -166,6 +166,17 @@ class ImapSource:
                 self._failed(exc)
                 return []
 
+    def peek(self, limit: int, after: str | None) -> list[Incoming]:
+        """Like fetch, from the first UID after the item keyed `after` (a dry run reads on
+        without settling); a network failure raises, as a command run by hand should."""
+        after_uid = int(after.rpartition(":")[2]) if after else 0
+        with self._lock:
+            try:
+                client = self._session()
+            except _Backoff:
+                raise OSError(f"{self.describe()}: {self.last_error or 'not reachable'}") from None
+            return self._fetch(client, limit, after_uid)
+
     def settle(self, item: Incoming, outcome: str) -> None:
         self.settle_batch([(item, outcome)])
 
@@ -401,7 +412,7 @@ class ImapSource:
     def _key(self, validity: int, uid: int) -> str:
         return f"{self.config.folder}:{validity}:{uid}"
 
-    def _fetch(self, client: IMAPClient, limit: int) -> list[Incoming]:
+    def _fetch(self, client: IMAPClient, limit: int, after_uid: int = 0) -> list[Incoming]:
         validity = self._select(client)
         # \Seen mode keeps processed mail in the folder; otherwise processed mail has moved out.
         criteria = ["UNSEEN", "UNDELETED"] if self.config.processed_folder == "" else ["UNDELETED"]
@@ -409,7 +420,9 @@ class ImapSource:
         self._waiting = len(found)
         now = time.monotonic()
         self._skip = {key: until for key, until in self._skip.items() if until > now}
-        uids = [uid for uid in found if self._key(validity, uid) not in self._skip][:limit]
+        uids = [
+            uid for uid in found if uid > after_uid and self._key(validity, uid) not in self._skip
+        ][:limit]
         items: list[Incoming] = []
         for chunk in _chunks(uids, self.fetch_chunk):
             fetched = client.fetch(list(chunk), [b"BODY.PEEK[]"])

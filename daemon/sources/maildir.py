@@ -52,7 +52,16 @@ class MaildirSource:
 
     def fetch(self, limit: int) -> list[Incoming]:
         """The oldest messages in new/: at most `limit`, and about BATCH_BYTES of mail."""
-        names = sorted(e.name for e in os.scandir(self.path / "new") if e.is_file())[:limit]
+        return self.peek(limit, None)
+
+    def peek(self, limit: int, after: str | None) -> list[Incoming]:
+        """Like fetch, from the first item after the one keyed `after` (a dry run reads on
+        without settling)."""
+        names = sorted(
+            e.name
+            for e in os.scandir(self.path / "new")
+            if e.is_file() and (after is None or e.name.split(":", 1)[0] > after)
+        )[:limit]
         items: list[Incoming] = []
         taken = 0
         for name in names:
