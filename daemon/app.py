@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -78,6 +79,13 @@ def _deliver_aside(config: Config, log_level: int, intake_done: Any, results: An
     finally:
         app.close()
         results.put((total.sent, total.not_sent))
+
+
+class HashOnly:
+    """A blob writer that stores nothing: the sha256 a BlobStore would name the bytes by."""
+
+    def put(self, data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
 
 
 def as_of(prep: Prepared, now: datetime) -> datetime:
@@ -190,6 +198,7 @@ class App:
         self.services = Services(config=config, calendar=self.calendar, templates=self.templates)
         self.blobs = BlobStore(config.blobs_dir)
         self.preparer = Preparer(config, self.blobs)
+        self.dry_preparer = Preparer(config, HashOnly())
         self.decide_steps = decide_steps()
         self.backfill_steps = decide_steps(backfill=True)
         self.sources = build_sources(config)
@@ -279,7 +288,9 @@ class App:
         known = self._known(source, items)
         settled: list[tuple[Incoming, str]] = [(i, known[i.key]) for i in items if i.key in known]
         summary.outcomes["known"] += len(settled)
-        prepared = self.preparer.prepare_all([i for i in items if i.key not in known])
+        # A dry run parses without storing attachments: it keeps nothing of what it reads.
+        preparer = self.dry_preparer if dry_run else self.preparer
+        prepared = preparer.prepare_all([i for i in items if i.key not in known])
         for prep in prepared:
             prep.backfill = True
             date = prep.message.date if prep.message is not None else None

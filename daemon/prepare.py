@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 
 from daemon.config import Config
-from daemon.store.blobs import BlobStore
-from handlers.pipeline import Incoming, Prepared, prepare, prepare_steps
+from handlers.pipeline import BlobWriter, Incoming, Prepared, prepare, prepare_steps
 
 log = logging.getLogger("caseloop.prepare")
 
 
 class Preparer:
-    def __init__(self, config: Config, blobs: BlobStore) -> None:
+    def __init__(self, config: Config, blobs: BlobWriter) -> None:
         self.config, self.blobs = config, blobs
         self.steps = {kind: prepare_steps(kind) for kind in ("mail", "form")}
 

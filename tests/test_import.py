@@ -37,6 +37,9 @@ def old_mail(sender: str, subject: str, text: str, date: str, msgid: str, **head
     for name, value in headers.items():
         msg[name.replace("_", "-")] = value
     msg.set_content(text)
+    if "漏电" in subject:  # with the receipt: a dry run must not store it
+        msg.add_attachment(b"%PDF-1.4 receipt", maintype="application", subtype="pdf",
+                           filename="发票.pdf")  # fmt: skip
     return msg.as_bytes()
 
 
@@ -71,6 +74,8 @@ def test_a_dry_run_takes_nothing_then_the_import_registers_as_of_each_date_and_s
     assert len(list((inbox / "new").iterdir())) == 3
     with app.sessions() as session:
         assert session.scalar(select(func.count()).select_from(SourceItem)) == 0
+    blobs = app.config.blobs_dir
+    assert not blobs.exists() or not any(p.is_file() for p in blobs.rglob("*"))
 
     assert cli(tmp_path, "import", "--source", "local", "--since", "2026-01-01") == 0
     out = capsys.readouterr().out
@@ -96,6 +101,7 @@ def test_a_dry_run_takes_nothing_then_the_import_registers_as_of_each_date_and_s
     assert outbox == 0
     assert skipped.raw is None and "before --since 2026-01-01" in (skipped.reason or "")
     assert list((inbox / "new").iterdir()) == [] and len(list((inbox / "cur").iterdir())) == 3
+    assert sum(1 for p in blobs.rglob("*") if p.is_file()) == 1  # the real import keeps it
 
     # Again: nothing left to take. The daemon then runs no clock on the imported case: the
     # supervisors' digest may list it, nobody is acknowledged, assigned or reminded.
