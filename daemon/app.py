@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -93,6 +94,13 @@ def as_of(prep: Prepared, now: datetime) -> datetime:
     so an imported case is numbered, dated and counted when the consumer wrote."""
     date = prep.message.date if prep.backfill and prep.message is not None else None
     return min(date, now) if date is not None else now
+
+
+class ImportBusy(Exception):
+    """Another `caseloop import` holds the mailbox."""
+
+
+_HOLDER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class _ItemFailed(Exception):
@@ -218,6 +226,8 @@ class App:
     def poll(self, source: Source) -> Summary:
         """Take in one batch from a source in one transaction; one bad message is set aside."""
         summary = Summary()
+        if self._importing(source):  # `caseloop import` has it: its mail is not live mail
+            return summary
         items = source.fetch(self.config.intake.batch_size)
         if not items:
             self._record_poll(source, getattr(source, "last_error", None))
@@ -269,51 +279,102 @@ class App:
             )
 
     def import_batch(
-        self, source: PeekableSource, since: datetime, *, dry_run: bool, after: str | None = None
+        self,
+        source: PeekableSource,
+        since: datetime,
+        until: datetime,
+        *,
+        dry_run: bool,
+        after: str | None = None,
     ) -> tuple[Summary, str | None]:
         """One batch of `caseloop import` (SPEC §2): old mail taken in as of its own date,
         with no mail sent (decide_steps(backfill=True), no SLA clocks on the cases).
 
-        Mail dated before `since` is settled as "skipped": moved on like processed mail and
-        never taken in. Each batch commits and settles, so an interrupted import resumes where
-        it stopped. A dry run takes nothing: it reads on from `after` and says what would
-        happen, by date and what the parse finds, without deciding. Returns the summary and,
-        for a dry run, the key to read on from (None when the source has no more).
+        The import reads on through the mailbox from `after` (the last key of the previous
+        batch), so what it leaves does not come back to it:
+        - mail dated from `since` up to `until` (when the import began) is taken in;
+        - mail dated before `since`, or with no date, is settled as "skipped": moved on like
+          processed mail, never taken in, its attachments not kept;
+        - mail dated after `until` is left where it is: it may be live mail, the daemon's.
+        Each batch commits and settles, so an interrupted import resumes where it stopped.
+        A dry run takes and keeps nothing and says what would happen, without deciding.
+        Returns the summary and the key to read on from (None when the mailbox has no more).
         """
         summary = Summary()
-        limit = self.config.intake.batch_size
-        items = source.peek(limit, after) if dry_run else source.fetch(limit)
+        items = source.peek(self.config.intake.batch_size, after)
         if not items:
             return summary, None
         known = self._known(source, items)
         settled: list[tuple[Incoming, str]] = [(i, known[i.key]) for i in items if i.key in known]
         summary.outcomes["known"] += len(settled)
-        # A dry run parses without storing attachments: it keeps nothing of what it reads.
-        preparer = self.dry_preparer if dry_run else self.preparer
-        prepared = preparer.prepare_all([i for i in items if i.key not in known])
+        # First read without storing attachments; only mail taken in is read again to keep them.
+        looked = self.dry_preparer.prepare_all([i for i in items if i.key not in known])
+        take: list[Incoming] = []
+        prepared: list[Prepared] = []
+        zone = self.config.timezone
+        for prep in looked:
+            date = prep.message.date if prep.message is not None else None
+            if prep.stopped:
+                prepared.append(prep)
+            elif date is None:
+                prep.stop("skipped", "no date: not known to be from --since on")
+                prepared.append(prep)
+            elif date < since:
+                prep.stop("skipped", f"dated {date.astimezone(zone):%Y-%m-%d}, before --since "
+                                     f"{since.astimezone(zone):%Y-%m-%d}")  # fmt: skip
+                prepared.append(prep)
+            elif date > until:
+                summary.outcomes["left"] += 1  # newer than the import: the daemon's to take
+            else:
+                take.append(prep.item)
+        if not dry_run:
+            prepared += self.preparer.prepare_all(take)
         for prep in prepared:
             prep.backfill = True
-            date = prep.message.date if prep.message is not None else None
-            if not prep.stopped and date is not None and date < since:
-                zone = self.config.timezone
-                prep.stop(
-                    "skipped",
-                    f"dated {date.astimezone(zone):%Y-%m-%d}, "
-                    f"before --since {since.astimezone(zone):%Y-%m-%d}",
-                )
             prep.fields["imported"] = True  # on the case it opens: staff see it came by import
+        # In date order within a batch, so an original comes before the replies to it.
+        prepared.sort(key=lambda p: p.message.date if p.message and p.message.date else until)
         if dry_run:
+            summary.outcomes["would_take_in"] += len(take)
             for prep in prepared:
-                outcome = prep.outcome if prep.stopped else "would_take_in"
-                if outcome == "would_take_in" and prep.automatic:
-                    outcome = "automatic"  # robot mail: kept on a case it answers, else ignored
-                summary.outcomes[outcome] += 1
+                summary.outcomes[prep.outcome] += 1
                 if prep.outcome in ("quarantined", "ignored"):
                     summary.keep("set_aside", [(prep.item.source, prep.item.label, prep.outcome,
                                                 prep.reason or "")])  # fmt: skip
-            return summary, items[-1].key
-        self._take_in(source, prepared, settled, summary)
-        return summary, None
+        else:
+            self._take_in(source, prepared, settled, summary)
+        return summary, items[-1].key
+
+    def claim_import(self, source: Source, until: datetime | None) -> None:
+        """Hold (until a moment) or release (None) a mailbox for `caseloop import`: while it
+        is held, the daemon's polls leave that mailbox alone (one holder per mailbox).
+
+        Raises ImportBusy when another import holds it. The claim is renewed every batch and
+        lapses by itself if the import dies.
+        """
+        with self.sessions.begin() as session:
+            state = session.get(SourceState, source.name, with_for_update=True)
+            if state is None:
+                state = SourceState(source=source.name, state={})
+                session.add(state)
+            held = state.state.get("import_until")
+            now = self.clock.now()
+            other = state.state.get("import_by") != _HOLDER
+            if held and datetime.fromisoformat(held) > now and other:
+                if until is None:
+                    return  # not ours to release
+                raise ImportBusy(f"an import of {source.name} is running (until {held})")
+            others = {k: v for k, v in state.state.items() if not k.startswith("import_")}
+            state.state = others if until is None else {
+                **others, "import_until": until.isoformat(), "import_by": _HOLDER
+            }  # fmt: skip
+
+    def _importing(self, source: Source) -> bool:
+        """A `caseloop import` holds this mailbox (see claim_import)."""
+        with self.reads() as session:
+            state = session.get(SourceState, source.name)
+        held = state.state.get("import_until") if state is not None else None
+        return bool(held) and datetime.fromisoformat(str(held)) > self.clock.now()
 
     def _decide_batch(self, prepared: list[Prepared], *, isolate: bool) -> list[Context]:
         """Decide every prepared item in one transaction.

@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from daemon import config as configmod
 from daemon import log as logsetup
-from daemon.app import App, Summary, build_sources
+from daemon.app import App, ImportBusy, Summary, build_sources
 from daemon.clock import SystemClock
 from daemon.config import Config, ConfigError
 from daemon.resources import shipped_dir
@@ -408,6 +408,9 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+IMPORT_CLAIM = timedelta(minutes=10)  # renewed every batch; lapses if the import dies
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """SPEC §2 `import --source NAME --since DATE [--dry-run]`: deliberate backfill of a
     mailbox. Registers its mail dated on or after DATE as of its own date; sends nothing."""
@@ -421,24 +424,37 @@ def cmd_import(args: argparse.Namespace) -> int:
                 "acknowledgement when [[forms]] maps submitted_at"
             )
         since = datetime.combine(args.since, time(0), app.config.timezone).astimezone(UTC)
+        until = app.clock.now()  # mail dated later may be live: it is left for the daemon
         total, after = Summary(), None
-        while True:
-            batch, after = app.import_batch(source, since, dry_run=args.dry_run, after=after)
-            total.add(batch)
-            if not batch.work_done or (args.dry_run and after is None):
-                break
+        try:
+            while True:
+                if not args.dry_run:  # the daemon leaves the mailbox alone meanwhile
+                    app.claim_import(source, app.clock.now() + IMPORT_CLAIM)
+                batch, after = app.import_batch(
+                    source, since, until, dry_run=args.dry_run, after=after
+                )
+                total.add(batch)
+                if after is None:
+                    break
+        except ImportBusy as exc:
+            raise UsageError(str(exc)) from None
+        finally:
+            if not args.dry_run:
+                app.claim_import(source, None)
         error = getattr(source, "last_error", None)
         outcomes = total.outcomes
         if args.dry_run:
             print(f"dry run, nothing taken in: {outcomes['would_take_in']} messages dated "
-                  f"{args.since} or later would be registered (each a case, or an entry on the "
-                  f"case it answers); {outcomes['skipped']} are older and would be skipped; "
-                  f"{outcomes['automatic']} are robot mail; {outcomes['known']} were taken in "
-                  "before")  # fmt: skip
+                  f"{args.since} or later would be taken in (a case each, an entry on a case "
+                  f"they answer, or once if repeated); {outcomes['skipped']} are older or "
+                  f"undated and would be skipped; {outcomes['quarantined']} would be set aside; "
+                  f"{outcomes['left']} are newer than the import and stay for the daemon; "
+                  f"{outcomes['known']} were taken in before")  # fmt: skip
         else:
             print(f"imported: {outcomes['ticket']} cases, {outcomes['entry']} replies on cases, "
                   f"{outcomes['duplicate']} duplicates; skipped {outcomes['skipped']} dated "
-                  f"before {args.since}; {outcomes['known']} taken in before; "
+                  f"before {args.since} or undated; left {outcomes['left']} newer than the "
+                  f"import for the daemon; {outcomes['known']} taken in before; "
                   "no mail sent")  # fmt: skip
         for source_name, item, how, why in total.set_aside:
             print(f"{how}: {source_name}/{item}: {why}")

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 OPEN = ("received", "accepted", "in_progress", "waiting")
 LIST_LIMIT = 50  # cases listed per section; the counts cover the rest
+# Cases a `caseloop import` brought in are the importer's backlog to triage (`tickets list
+# --status received`): listed here, oldest first, they would push out the live ones.
+LIVE = Ticket.extra["imported"].as_boolean().is_(None)
 # open cases by age (days since received) for the chart
 AGE_BUCKETS = ((0, 1), (1, 3), (3, 7), (7, 15), (15, 30), (30, None))
 
@@ -108,7 +111,7 @@ def collect(session: Session, config: Config, now: datetime) -> DigestData:
     data.urgent = list(
         session.scalars(
             select(Ticket)
-            .where(Ticket.priority == "urgent", Ticket.status.in_(OPEN))
+            .where(Ticket.priority == "urgent", Ticket.status.in_(OPEN), LIVE)
             .order_by(Ticket.created_at)
             .limit(LIST_LIMIT)
         )
@@ -116,7 +119,7 @@ def collect(session: Session, config: Config, now: datetime) -> DigestData:
     data.awaiting_decision = list(
         session.scalars(
             select(Ticket)
-            .where(Ticket.status == "received")
+            .where(Ticket.status == "received", LIVE)
             .order_by(Ticket.created_at)
             .limit(LIST_LIMIT)
         )

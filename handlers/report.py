@@ -129,7 +129,8 @@ def compute(
         if ticket.first_response_at is not None:
             delta = ticket.first_response_at - ticket.created_at
             report.first_response_hours.append(delta.total_seconds() / 3600)
-        if ticket.status != "rejected":  # a rejected case was decided, not accepted
+        # A rejected case was decided, not accepted; an imported one came in after its time.
+        if ticket.status != "rejected" and not (ticket.extra or {}).get("imported"):
             deadline = calendar.add(ticket.created_at, ACCEPT_WITHIN)
             if ticket.accepted_at is None and deadline > now:
                 report.decision_pending += 1

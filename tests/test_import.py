@@ -15,6 +15,7 @@ from daemon.app import App
 from daemon.cli import main
 from daemon.sources.maildir import deliver_to_maildir
 from daemon.store.models import OutboxMessage, SourceItem, Ticket, TimelineEntry
+from handlers import digest
 
 # Staff, routing and supervisors: live intake would acknowledge, assign and alert.
 STAFFED = """
@@ -58,19 +59,25 @@ def cli(tmp_path: Path, *args: str) -> int:
     return main(["--config", str(tmp_path / "caseloop.toml"), *args])
 
 
-def test_a_dry_run_takes_nothing_then_the_import_registers_as_of_each_date_and_sends_nothing(
-    make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def staffed_inbox(make_app: Any, *mails: bytes) -> tuple[App, Path]:
+    """An app with staff to notify, and these mails waiting in its Maildir inbox."""
     app: App = make_app(STAFFED)
     inbox = app.config.mailboxes[0].path
     assert inbox is not None
-    for raw in HISTORY:
+    for raw in mails:
         deliver_to_maildir(inbox, raw)
+    return app, inbox
+
+
+def test_a_dry_run_takes_nothing_then_the_import_registers_as_of_each_date_and_sends_nothing(
+    make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app, inbox = staffed_inbox(make_app, *HISTORY)
 
     assert cli(tmp_path, "import", "--source", "local", "--since", "2026-01-01", "--dry-run") == 0
     out = capsys.readouterr().out
-    assert "2 messages dated 2026-01-01 or later would be registered" in out
-    assert "1 are older and would be skipped" in out
+    assert "2 messages dated 2026-01-01 or later would be taken in" in out
+    assert "1 are older or undated and would be skipped" in out
     assert len(list((inbox / "new").iterdir())) == 3
     with app.sessions() as session:
         assert session.scalar(select(func.count()).select_from(SourceItem)) == 0
@@ -103,6 +110,10 @@ def test_a_dry_run_takes_nothing_then_the_import_registers_as_of_each_date_and_s
     assert list((inbox / "new").iterdir()) == [] and len(list((inbox / "cur").iterdir())) == 3
     assert sum(1 for p in blobs.rglob("*") if p.is_file()) == 1  # the real import keeps it
 
+    # The supervisors' digest lists live cases, not the importer's backlog.
+    with app.reads() as session:
+        assert case.number not in digest.print_digest(session, app.services, app.clock.now())
+
     # Again: nothing left to take. The daemon then runs no clock on the imported case: the
     # supervisors' digest may list it, nobody is acknowledged, assigned or reminded.
     assert cli(tmp_path, "import", "--source", "local", "--since", "2026-01-01") == 0
@@ -134,7 +145,7 @@ def test_an_imap_mailbox_is_imported_in_batches_and_old_mail_moves_on_unregister
     imap_box.append_many([*HISTORY, *extra])
 
     assert cli(tmp_path, "import", "--source", "support", "--since", "2026-01-01", "--dry-run") == 0
-    assert "5 messages dated 2026-01-01 or later" in capsys.readouterr().out
+    assert "5 messages dated 2026-01-01 or later would be taken in" in capsys.readouterr().out
     assert len(imap_box.messages("INBOX")) == 6
 
     assert cli(tmp_path, "import", "--source", "support", "--since", "2026-01-01") == 0
@@ -142,3 +153,44 @@ def test_an_imap_mailbox_is_imported_in_batches_and_old_mail_moves_on_unregister
     assert imap_box.messages("INBOX") == []
     processed = f"caseloop{imap_box.separator()}processed"
     assert len(imap_box.messages(processed)) == 6  # the skipped one moved on too
+
+
+def test_undated_mail_is_skipped_newer_mail_is_left_and_the_daemon_waits_for_the_import(
+    make_app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon.app import ImportBusy
+
+    undated = old_mail("zhao@example.cn", "没有日期", "赵：投诉。", "", "<undated@example.cn>")
+    live = old_mail("qian@example.cn", "今天的投诉", "钱：刚买的就坏了。",
+                    "Fri, 01 Jan 2100 10:00:00 +0800", "<live@example.cn>")  # fmt: skip
+    app, inbox = staffed_inbox(make_app, HISTORY[0], undated, live)
+
+    # While an import holds the mailbox, the daemon leaves it alone, and so does a second import.
+    source = app.sources[0]
+    app.claim_import(source, datetime(2100, 1, 1, tzinfo=UTC))
+    assert app.run_once().outcomes["ticket"] == 0
+    assert len(list((inbox / "new").iterdir())) == 3
+    moment = app.clock.now()
+    with app.sessions.begin() as session:  # as if another process held it
+        from daemon.store.models import SourceState
+
+        state = session.get(SourceState, "local")
+        assert state is not None
+        state.state = {**state.state, "import_by": "elsewhere:1"}
+    assert cli(tmp_path, "import", "--source", "local", "--since", "2026-01-01") == 2
+    assert "an import of local is running" in capsys.readouterr().err
+    with pytest.raises(ImportBusy):
+        app.claim_import(source, moment)
+    with app.sessions.begin() as session:  # that import ended
+        state = session.get(SourceState, "local")
+        assert state is not None
+        state.state = {}
+
+    assert cli(tmp_path, "import", "--source", "local", "--since", "2026-01-01") == 0
+    out = capsys.readouterr().out
+    assert "imported: 1 cases" in out and "skipped 1 dated" in out and "left 1 newer" in out
+    with app.sessions() as session:
+        reasons = dict(session.execute(select(SourceItem.outcome, SourceItem.reason)).all())
+    assert reasons["skipped"] == "no date: not known to be from --since on"
+    [left] = list((inbox / "new").iterdir())  # the newer mail is the daemon's
+    assert b"live@example.cn" in left.read_bytes()
