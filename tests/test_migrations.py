@@ -33,3 +33,28 @@ def test_migrations_match_the_models(db_url: str) -> None:
         migrate(engine)  # running it again is harmless
     finally:
         engine.dispose()
+
+
+def test_0003_gives_sqlite_whole_second_times_the_form_core_writes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import select, text
+
+    from daemon.store.db import _alembic_config
+    from daemon.store.models import SourceItem
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        command.upgrade(_alembic_config(engine), "0002")
+        with engine.begin() as conn:  # as the fast path wrote it before 0003
+            conn.execute(text("INSERT INTO source_items (source, key, outcome, at) "
+                              "VALUES ('s', 'k', 'ticket', '2026-11-24 02:00:00')"))  # fmt: skip
+        migrate(engine)
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT at FROM source_items")).scalar_one()
+            at = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+            found = conn.execute(select(SourceItem.key).where(SourceItem.at == at)).all()
+        assert stored == "2026-11-24 02:00:00.000000" and found == [("k",)]
+    finally:
+        engine.dispose()
