@@ -180,7 +180,7 @@ class Assign:
     description = "route a new case to the least-loaded member of its category's staff group"
 
     def process(self, ctx: Context) -> None:
-        if not ctx.new_ticket or ctx.ticket is None or ctx.prep.automatic:
+        if not (ctx.new_ticket or ctx.woken) or ctx.ticket is None or ctx.prep.automatic:
             return
         escalation = ctx.config.escalation
         urgent = ctx.ticket.priority == "urgent" and bool(

@@ -270,6 +270,8 @@ class OpenOrThread:
         if not ctx.new_ticket:
             ticket.updated_at = max(ticket.updated_at, ctx.now)
             if not internal and not prep.backfill:
+                if ticket.extra.get("imported"):
+                    wake(ctx, ticket)
                 consumer_replied(
                     ctx.session,
                     ctx.services,
@@ -277,3 +279,18 @@ class OpenOrThread:
                     actor=sender,
                     now=ctx.now,
                 )
+
+
+def wake(ctx: Context, ticket: Ticket) -> None:
+    """An imported case (`caseloop import`) its complainant writes on now: no longer backlog.
+
+    Its clocks start now, as for a case opened now, and Assign routes it (ctx.woken)."""
+    ticket.extra = {k: v for k, v in ticket.extra.items() if k != "imported"}
+    for column, due in sla.initial_dues(ctx.config, ctx.calendar, ticket.priority, ctx.now).items():
+        setattr(ticket, column, due)
+    ctx.woken = True
+    ctx.session.add(
+        TimelineEntry(ticket_id=ticket.id, at=ctx.now, kind="note", actor="caseloop",
+                      internal=True, data={},
+                      text="an imported case its complainant wrote on: handled from now on")
+    )  # fmt: skip

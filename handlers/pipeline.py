@@ -108,6 +108,8 @@ class Context:
     now: datetime
     ticket: Ticket | None = None
     new_ticket: bool = False
+    # An imported case its complainant wrote on live: from now on it is handled like a new one.
+    woken: bool = False
     entry_id: int | None = None  # the timeline entry this message became
 
     @property

@@ -123,6 +123,18 @@ def test_a_dry_run_takes_nothing_then_the_import_registers_as_of_each_date_and_s
         kinds = set(session.scalars(select(OutboxMessage.kind)))
     assert kinds <= {"digest"}
 
+    # Now the complainant writes again, live: the case is handled from now on.
+    deliver_to_maildir(inbox, old_mail("li@example.cn", "Re: 电热水器漏电", "还没人处理吗？",
+                                       "Tue, 24 Nov 2026 09:50:00 +0800", "<kettle-3@example.cn>",
+                                       In_Reply_To="<kettle-2@example.cn>"))  # fmt: skip
+    app.run_once()
+    with app.sessions() as session:
+        woken = session.scalars(select(Ticket)).one()
+        kinds = set(session.scalars(select(OutboxMessage.kind)))
+    assert "imported" not in woken.extra and woken.assignee == "agent@example.com"
+    assert woken.due_first_response is not None and woken.sla_next_check_at is not None
+    assert {"assigned", "urgent"} <= kinds
+
 
 def test_import_names_a_mailbox(make_app: Any, tmp_path: Path) -> None:
     make_app()
