@@ -42,6 +42,7 @@ from daemon.store.models import SourceItem, SourceState
 from handlers import digest, privacy, sla, survey
 from handlers.notify import Templates
 from handlers.pipeline import Context, Incoming, Prepared, Services, decide, decide_steps
+from handlers.register import forget_group_cache
 
 log = logging.getLogger("caseloop")
 
@@ -424,6 +425,7 @@ class App:
         except Exception as exc:  # bad input never stops the queue: set it aside for a human
             savepoint.rollback()
             del pending[pending_before:]  # the failed item's batched rows go with it
+            forget_group_cache(session)
             log.exception("event=intake.error source=%s item=%s", prep.item.source, prep.item.label)
             ctx.ticket = None
             prep.stop(

@@ -14,6 +14,8 @@ from handlers.pipeline import BlobWriter, Prepared
 # with a Han character) make one regex, the English lines another, and a text is scanned only by
 # the ones its scripts can match: a Chinese complaint with no Latin letter skips every English
 # word. Both scan the lowercased text without IGNORECASE, so English lines are written lowercase.
+# English lines match with ASCII word boundaries: "swallowed油炸锅" holds the word "swallowed",
+# and "repair[a-z]*" stops where the Chinese begins.
 # Every Chinese alternative starts with a literal character, so re jumps from one possible first
 # character to the next; one alternative starting with a group or a lookbehind makes the whole
 # scan try every alternative at every character, about four times slower. Hence "爆炸(?<!信息
@@ -31,7 +33,9 @@ class Scanned(NamedTuple):
 
 
 def scanned(text: str) -> Scanned:
-    lowered = text.lower()
+    # "İ".lower() is "i" plus a combining dot, which is no word character: "İNJURED" would
+    # not start a word.
+    lowered = text.replace("İ", "I").lower()
     return Scanned(lowered, bool(_CJK.search(lowered)), bool(_LATIN.search(lowered)))
 
 
@@ -43,7 +47,8 @@ class Keywords:
             if line != line.lower():
                 raise ValueError(f"English keywords are matched lowercase: {line!r}")
         self.zh = re.compile("|".join(zh)) if zh else None
-        self.en = re.compile("|".join(en)) if en else None
+        # ASCII word boundaries: "swallowed" ends a word before the Chinese written right after.
+        self.en = re.compile("|".join(en), re.ASCII) if en else None
 
     def finditer(self, text: Scanned) -> Iterator[re.Match[str]]:
         """Matches in the text's scripts: the Chinese ones, then the English ones."""
@@ -74,7 +79,7 @@ _CATEGORIES: dict[str, Keywords] = {
         r"巧克力|花生|坚果|配料表?|饼干|糖果|过敏原",
         r"\bfood\b|\bexpired\b|\bspoil(ed|t)\b|\bmou?ld(y)?\b|\brotten\b|\bfood poisoning\b",
         r"\b(insect|bug|worm|cockroach|hair|fly|glass) (was )?in (the|my) (food|meal|soup|salad|"
-        r"dish|bread|drink|milk)\b|\bdiarrh(o)?ea\b|\bvomit\w*|\bbest before\b|\buse[- ]by\b",
+        r"dish|bread|drink|milk)\b|\bdiarrh(o)?ea\b|\bvomit[a-z]*|\bbest before\b|\buse[- ]by\b",
         r"\brestaurant\b|\btakeaway\b|\btake-out\b|\bmeal\b|\binfant formula\b|\bmilk powder\b",
         r"\bsandwich\b|\byog(h)?urt\b|\bsnacks?\b|\bsalad\b|\bsoup\b|\bchicken\b|\bmeat\b",
         r"\bchocolate\b|\bpeanuts?\b|\bnuts\b|\bingredients?\b|\bbiscuits?\b|\bcandy\b",
@@ -93,7 +98,7 @@ _CATEGORIES: dict[str, Keywords] = {
         r"|冒充",
         r"宣传.{0,8}(不符|不实|虚假|不一样)|欺骗消费者|名不副实|虚标|广告.{0,6}(说|称|写)|诱导"
         r"|所谓的?",
-        r"\bmisleading\b|\bfalse advertis\w*|\bnot as (described|advertised|pictured)\b",
+        r"\bmisleading\b|\bfalse advertis[a-z]*|\bnot as (described|advertised|pictured)\b",
         r"\badvertised (as|that)\b|\bclaimed (to|that)\b|\bfake\b|\bcounterfeit\b"
         r"|\bbait[- ]and[- ]switch\b",
         r"\bfalse (claim|claims|promise)\b|\bthe (ad|advert|advertisement|listing) (said|says"
@@ -105,9 +110,10 @@ _CATEGORIES: dict[str, Keywords] = {
         r"掉色|褪色|起球|甲醛|爆炸(?<!信息爆炸)(?!性)|炸(?<!气炸)(?<!油炸)(了|开|裂)(?!锅)|起火"
         r"|着火|自燃|冒烟|鼓包|发烫|过热|不制冷|不开机|无法开机|开不了机|不能开机",
         r"零件|脱落|掉漆|刹车|失灵|触电|警示",
-        r"\bquality\b|\bdefect\w*|\bbroken\b|\bbroke\b|\bfaulty\b|\bstopped working\b",
+        r"\bquality\b|\bdefect[a-z]*|\bbroken\b|\bbroke\b|\bfaulty\b|\bstopped working\b",
         r"\b(does|did)n'?t work\b|\bnot working\b|\bcrack(ed|s)?\b|\bleak(s|ed|ing)?\b",
-        r"\bexplod\w*|\bexplosion\b|\bmalfunction\w*|\boverheat\w*|\b(caught|catch) fire\b",
+        r"\bexplod[a-z]*|\bexplosion\b|\bmalfunction[a-z]*|\boverheat[a-z]*",
+        r"\b(caught|catch) fire\b",
         r"\bfault(y|s)?\b|\bwiring\b|\belectric(al)? shock\b",
         r"\bfell apart\b|\bswollen\b|\bswelling\b|\bpeeling\b|\bshoddy\b|\bdead on arrival\b",
     ),
@@ -126,23 +132,23 @@ _CATEGORIES: dict[str, Keywords] = {
     "price": Keywords(
         r"价格|多收|收费|乱收费|价格欺诈|差价|涨价|标价|明码标价|先涨后降|扣费|乱扣|自动续费"
         r"|重复扣款|多扣|价保",
-        r"\bovercharg\w*|\bprice[ds]?\b|\bpricing\b|\bcharged (me )?(twice|double|more)\b",
+        r"\bovercharg[a-z]*|\bprice[ds]?\b|\bpricing\b|\bcharged (me )?(twice|double|more)\b",
         r"\bdouble[- ]charged\b|\bhidden (fee|fees|charge|charges)\b|\bsurcharge\b",
-        r"\bauto[- ]?renew\w*|\bsubscription fee\b|\bprice tag\b|\bbilled\b|\bbilling\b",
+        r"\bauto[- ]?renew[a-z]*|\bsubscription fee\b|\bprice tag\b|\bbilled\b|\bbilling\b",
     ),
     "service_attitude": Keywords(
         r"态度|辱骂|骂人|骂我|不理|推诿|推脱|敷衍|挂电话|挂断|爱答不理|冷漠|不耐烦|服务差|服务恶劣"
         r"|嘲讽|威胁我",
         r"\brude(ly|ness)?\b|\bimpolite\b|\battitude\b|\bignored\b|\bhung up\b|\bshouted\b",
-        r"\byelled\b|\binsult\w*|\bunprofessional\b|\bdisrespect\w*|\bcondescending\b",
+        r"\byelled\b|\binsult[a-z]*|\bunprofessional\b|\bdisrespect[a-z]*|\bcondescending\b",
     ),
     "after_sales": Keywords(
         r"未(收到)?退款|没有?(收到)?退款|还没有?(收到)?退款|退款.{0,6}(未|没|还没)到"
         r"|寄回|退回.{0,10}(未|没)",
         r"售后|保修|三包|维修|返修|退换|拒绝退|不给退|不予退|不退|不换|不给换|拒绝换"
         r"|不给修",
-        r"\bafter[- ]sales\b|\bwarranty\b|\bguarantee\b|\brepair\w*",
-        r"\brefus\w* (to )?(a |my |the )?(refund|return|exchange|repair)\b",
+        r"\bafter[- ]sales\b|\bwarranty\b|\bguarantee\b|\brepair[a-z]*",
+        r"\brefus[a-z]* (to )?(a |my |the )?(refund|return|exchange|repair)\b",
         r"\breturn policy\b|\bwon'?t (refund|replace|exchange|repair)\b|\bexchange\b",
     ),
 }
@@ -164,15 +170,15 @@ _SAFETY = Keywords(
     "|".join(f"{who}.{{0,15}}{_HARM}" for who in _CHILD),
     r"\bexplo(de|ded|des|ding|sion|sions)\b|\b(caught|catch|catches|catching|on) fire\b"
     r"|\bfire (broke out|hazard)\b|\bburst into flames?\b|\bin flames\b|\bsparks\b",
-    r"\belectric(al|ity)? shocks?\b|\belectrocut\w*|\bgot a shock\b",
+    r"\belectric(al|ity)? shocks?\b|\belectrocut[a-z]*|\bgot a shock\b",
     r"\b(burn|burns|burned|burnt|scald|scalds|scalded)\b",
     r"\binjur(y|ies|ed|ing)\b|\b(was|were|got|been|is|are|get) (badly |seriously )?hurt\b",
     r"\bhospital(i[sz]ed|i[sz]ation)?\b|\bemergency room\b|\ba&e\b|\bstitches\b|\bbleeding\b",
-    r"\bpoison(ed|ing|ous)?\b|\ballerg(y|ies|ic)\b|\banaphyla\w*",
-    r"\bchok(e|ed|es|ing)\b|\bsuffocat\w*|\bswallowed\b",
+    r"\bpoison(ed|ing|ous)?\b|\ballerg(y|ies|ic)\b|\banaphyla[a-z]*",
+    r"\bchok(e|ed|es|ing)\b|\bsuffocat[a-z]*|\bswallowed\b",
     r"\bsafety (hazard|risk)s?\b",
     r"\b(child|children|kid|kids|toddler|baby|infant)\b[^.!?\n]{0,40}"
-    r"\b(danger\w*|swallow\w*|trapped|sharp edges?)\b",
+    r"\b(danger[a-z]*|swallow[a-z]*|trapped|sharp edges?)\b",
 )
 # Many complainants, same cause (PROCEDURE §3: 群体性投诉).
 _MANY = ("上百", "几十", "数十", "数百", "上千")

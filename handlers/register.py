@@ -531,6 +531,11 @@ def is_group_complaint(
 _GROUPS_FOUND = "caseloop.group_respondents"
 
 
+def forget_group_cache(session: Session) -> None:
+    """After a savepoint rolled an item back: the case that made a group may be gone."""
+    session.info.pop(_GROUPS_FOUND, None)
+
+
 _COMPLAINANTS = FastStatement(
     select(func.lower(func.trim(Ticket.complainant_email)))
     .where(

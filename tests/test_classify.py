@@ -207,3 +207,13 @@ def test_english_keywords_must_be_written_lowercase() -> None:
         Keywords(r"\bA&E\b")
     found = Keywords(r"\ba&e\b", "急诊").search(scanned("Sent to A&E last night"))
     assert found is not None and found.group(0) == "a&e"
+
+
+def test_english_words_written_against_chinese_or_with_a_dotted_capital_i_still_count() -> None:
+    # "swallowed油炸锅": the English word ends where the Chinese begins (ASCII boundaries);
+    # "İ".lower() would add a combining dot that splits "INJURED".
+    assert safety_risk("孩子 the kid nearly swallowed油炸锅") == "kid nearly swallowed"
+    assert classify("İNJURED by the kettle", ())[1] == "urgent"
+    assert safety_risk("HOSPİTAL visit") == "hospital"
+    # "repair[a-z]*" no longer runs on into the Chinese after it and swallows a second word.
+    assert classify("the repair没有退款", ())[0] == "after_sales"

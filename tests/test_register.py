@@ -22,6 +22,7 @@ from handlers.register import (
     find_phone,
     find_purchase_date,
     find_respondent,
+    forget_group_cache,
     is_group_complaint,
     merge_reply,
     missing_essentials,
@@ -374,3 +375,16 @@ def test_the_from_display_name_is_a_name_unless_it_only_repeats_the_address(
     display: str, address: str, name: str | None
 ) -> None:
     assert complainant_name(display, address, "电水壶漏水。") == name
+
+
+def test_a_group_found_in_a_batch_is_remembered_until_an_item_rolls_back(make_app) -> None:
+    app: App = make_app("[escalation]\ngroup_threshold = 2\n")
+    _ticket(app, 1, "a@example.org", "Acme Ltd", timedelta(hours=5))
+    now = app.clock.now()
+    with app.sessions.begin() as session:
+        # b makes two: within this batch Acme stays a group, as b's case is about to open ...
+        assert is_group_complaint(session, app.config, "Acme", "b@example.org", now)
+        assert is_group_complaint(session, app.config, "Acme", "a@example.org", now)
+        # ... unless b's item rolled back: then a alone is one complainant again.
+        forget_group_cache(session)
+        assert not is_group_complaint(session, app.config, "Acme", "a@example.org", now)
