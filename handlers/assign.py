@@ -90,7 +90,6 @@ def assign(
         now=now,
         automatic="auto-generated",
         recipient=new,
-        language=config.language_of(new),
         internal=True,
         reply_to=staff_reply_address(session, config, ticket, new, now),
         context={"previous": previous, "actor": actor, **summary},
@@ -106,7 +105,6 @@ def assign(
             now=now,
             automatic="auto-generated",
             recipient=previous,
-            language=config.language_of(previous),
             internal=True,
             context={"assignee": new, "actor": actor},
         )
@@ -137,7 +135,6 @@ def alert_urgent(
             now=now,
             automatic="auto-generated",
             recipient=address,
-            language=config.language_of(address),
             internal=True,
             context={"why": why, **summary},
         )

@@ -193,7 +193,6 @@ def queue_mail(
     automatic: str | None = "auto-replied",
     recipient: str | None = None,
     references: list[str] | None = None,
-    language: str | None = None,
     internal: bool = False,
     reply_to: str | None = None,
 ) -> str | None:
@@ -206,9 +205,10 @@ def queue_mail(
     a case opened in this very transaction, which can have queued nothing yet (the outbox's
     unique intent still guards it). Otherwise it is read from the case's timeline.
 
-    Mail to staff or supervisors about a case passes `recipient`, their `language`,
-    `internal=True` (its timeline entry is for staff only) and, for staff who may act by reply,
-    their own `reply_to` address (handlers/threading.py staff_reply_address).
+    Mail to staff or supervisors about a case passes `recipient`, `internal=True` (it is
+    written in the recipient's language, its timeline entry is for staff only) and, for staff
+    who may act by reply, their own `reply_to` address (handlers/threading.py
+    staff_reply_address). Mail to the consumer is in the case's language.
     """
     to = (recipient or ticket.complainant_email).strip()
     if references is None and scalar(session, _INTENT_TAKEN, {"intent": intent}):
@@ -228,7 +228,7 @@ def queue_mail(
             )
         )
         return None
-    language = language or ticket.language
+    language = config.language_of(to) if internal else ticket.language
     mail = templates.render(kind, language, ticket=ticket, **context)
     subject = header_safe(f"[{ticket.number}] {mail.subject}", 300)
     message_id = new_message_id(config)

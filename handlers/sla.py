@@ -319,7 +319,6 @@ def _mail(
         },
         automatic="auto-generated",
         recipient=recipient,
-        language=config.language_of(recipient),
         internal=True,
         reply_to=staff_reply_address(session, config, ticket, recipient, now),
     )

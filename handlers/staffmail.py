@@ -184,7 +184,6 @@ class StaffMail:
                 intent=f"staff-error:{ticket.number}:{ctx.entry_id}",
                 now=ctx.now,
                 recipient=sender,
-                language=config.language_of(sender),
                 internal=True,
                 reply_to=staff_reply_address(ctx.session, config, ticket, sender, ctx.now),
                 in_reply_to=msg.message_id,

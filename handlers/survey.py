@@ -437,7 +437,6 @@ def _appeal(
             now=ctx.now,
             automatic="auto-generated",
             recipient=supervisor,
-            language=ctx.config.language_of(supervisor),
             internal=True,
             reply_to=staff_reply_address(ctx.session, ctx.config, ticket, supervisor, ctx.now),
             context={"answer_text": text[:2000], "score": answer.score},
