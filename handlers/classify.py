@@ -152,7 +152,6 @@ _CATEGORIES: dict[str, Keywords] = {
         r"\breturn policy\b|\bwon'?t (refund|replace|exchange|repair)\b|\bexchange\b",
     ),
 }
-CATEGORY_ORDER = tuple(_CATEGORIES) + ("other",)
 
 # -- urgency ---------------------------------------------------------------------------------
 # Safety risks: the words people use, with the look-alikes that are not (信息爆炸, 气炸了,
