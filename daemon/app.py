@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any, Protocol, TypeGuard
 
@@ -95,6 +95,9 @@ def as_of(prep: Prepared, now: datetime) -> datetime:
     so an imported case is numbered, dated and counted when the consumer wrote."""
     date = prep.message.date if prep.backfill and prep.message is not None else None
     return min(date, now) if date is not None else now
+
+
+RETENTION_EVERY = timedelta(hours=1)
 
 
 class ImportBusy(Exception):
@@ -215,6 +218,7 @@ class App:
         self._stop = threading.Event()
         self._send_lock = threading.Lock()  # the outbox job and the IDLE threads both deliver
         self._sweep_lock = threading.Lock()  # the sweep and digest jobs share the clock steps
+        self._retention_due: datetime | None = None  # see _retention
 
     def close(self) -> None:
         for source in self.sources:
@@ -543,13 +547,20 @@ class App:
 
     def _retention(self, summary: Summary) -> None:
         """[privacy] retain_closed: personal data of long-closed cases erased; then the files
-        of erased attachments go, once that is committed."""
+        of erased attachments go, once that is committed.
+
+        Once an hour at most: retention counts in days and the file grace is an hour, so each
+        sweep (every minute, every round of run --once) need not scan for it again."""
+        now = self.clock.now()
+        if self._retention_due is not None and now < self._retention_due:
+            return
+        self._retention_due = now + RETENTION_EVERY
         try:
             with self.sessions.begin() as session:
-                done = privacy.retention_sweep(session, self.config, self.clock.now())
+                done = privacy.retention_sweep(session, self.config, now)
             with self.sessions.begin() as session:
                 deleted, _waiting = privacy.collect_files(session, self.blobs)
-        except Exception:  # like the other clock jobs: logged, and the next sweep tries again
+        except Exception:  # like the other clock jobs: logged, and the next run tries again
             log.exception("event=sweep.error job=retention")
             return
         if done.cases or deleted:

@@ -210,6 +210,7 @@ def test_retention_erases_cases_closed_longer_than_retain_closed(
     assert "personal data erased: retention (30 days after closing)" in notes
     assert app.blobs.path(photo).exists()
     before = erased[alice]
+    clock.move(timedelta(hours=2))  # the next retention run
     app.sweep()  # once only
     with app.sessions() as session:
         assert session.scalar(select(Ticket.erased_at).where(Ticket.number == alice)) == before
