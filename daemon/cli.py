@@ -210,6 +210,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def print_set_aside(summary: Summary, where: str) -> None:
+    """The items a run set aside, and how many more it only counted (`where` to find them)."""
+    for source, item, how, why in summary.set_aside:
+        print(f"{how}: {source}/{item}: {why}")
+    if summary.left_out["set_aside"]:
+        print(f"... and {summary.left_out['set_aside']} more set aside{where}")
+
+
 def print_summary(summary: Summary, app: App) -> None:
     acks = summary.outcomes
     shown = summary.opened[:20]
@@ -230,13 +238,8 @@ def print_summary(summary: Summary, app: App) -> None:
             else ""
         )
     )
-    for source, item, how, why in summary.set_aside:
-        print(f"{how}: {source}/{item}: {why}")
-    if summary.left_out["set_aside"]:
-        print(
-            f"... and {summary.left_out['set_aside']} more set aside (each is in the log; "
-            "a form's bad rows are also in its file's .report.csv)"
-        )
+    print_set_aside(summary, " (each is in the log; a form's bad rows are also in its file's "
+                     ".report.csv)")  # fmt: skip
     for note in summary.notes:
         print(f"note: {note}")
     if summary.left_out["notes"]:
@@ -456,10 +459,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                   f"before {args.since} or undated; left {outcomes['left']} newer than the "
                   f"import for the daemon; {outcomes['known']} taken in before; "
                   "no mail sent")  # fmt: skip
-        for source_name, item, how, why in total.set_aside:
-            print(f"{how}: {source_name}/{item}: {why}")
-        if total.left_out["set_aside"]:
-            print(f"... and {total.left_out['set_aside']} more set aside (each is in the log)")
+        print_set_aside(total, " (each is in the log)")
         if error:
             print(f"caseloop: import stopped: {error}; run it again to go on (what was taken in "
                   "is kept)", file=sys.stderr)  # fmt: skip
