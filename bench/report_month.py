@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from daemon import config as configmod
 from daemon.app import App
 from daemon.clock import MovableClock
-from daemon.sources.maildir import deliver_to_maildir
+from daemon.maildirs import deliver_to_maildir
 from daemon.store.models import Ticket
 from handlers.workflow import apply_transition
 

@@ -24,25 +24,19 @@ from sqlalchemy.orm import Session
 from daemon import log as logfmt
 from daemon.clock import Clock, SystemClock, WorkCalendar
 from daemon.config import Config
+from daemon.items import Incoming
 from daemon.prepare import Preparer
 from daemon.sender import make_transport, send_due
 from daemon.sources.forms import FormSource
 from daemon.sources.imap import ImapSource
 from daemon.sources.maildir import MaildirSource
+from daemon.store import writes
 from daemon.store.blobs import BlobStore
-from daemon.store.db import (
-    deferred_writes,
-    insert_later,
-    make_engine,
-    migrate,
-    needs_migration,
-    session_factory,
-)
+from daemon.store.db import make_engine, migrate, needs_migration, session_factory
 from daemon.store.models import SourceItem, SourceState
-from handlers import digest, privacy, sla, survey
+from handlers import digest, pipeline, privacy, sla, survey
+from handlers.context import Context, Prepared, Services
 from handlers.notify import Templates
-from handlers.pipeline import Context, Incoming, Prepared, Services, decide, decide_steps
-from handlers.register import forget_group_cache
 
 log = logging.getLogger("caseloop")
 
@@ -207,12 +201,10 @@ class App:
             config.sla.calendar, config.timezone, config.sla.business_hours
         )
         self.templates = Templates(config)
-        self.services = Services(config=config, calendar=self.calendar, templates=self.templates)
+        self.services = pipeline.services(config, self.calendar, self.templates)
         self.blobs = BlobStore(config.blobs_dir)
         self.preparer = Preparer(config, self.blobs)
         self.dry_preparer = Preparer(config, HashOnly())
-        self.decide_steps = decide_steps()
-        self.backfill_steps = decide_steps(backfill=True)
         self.sources = build_sources(config)
         self.transport = make_transport(config)
         self._stop = threading.Event()
@@ -388,61 +380,48 @@ class App:
         whole batch back, when any item fails; isolate=True gives each item a savepoint.
         """
         now = self.clock.now()  # one moment for the batch: it commits as one
-        with self.sessions.begin() as session, deferred_writes(session) as pending:
-            return [
+        items: list[dict[str, Any]] = []  # the batch's source_items rows, written together
+        with self.sessions.begin() as session:
+            decided = [
                 self._decide(
-                    session,
-                    replace(prep, notes=list(prep.notes)),
-                    isolate,
-                    pending,
-                    as_of(prep, now),
+                    session, replace(prep, notes=list(prep.notes)), isolate, items, as_of(prep, now)
                 )
                 for prep in prepared
             ]
+            writes.record_items(session, items)
+        return decided
 
     def _decide(
-        self, session: Session, prep: Prepared, isolate: bool, pending: list[Any], now: datetime
+        self, session: Session, prep: Prepared, isolate: bool, items: list[Any], now: datetime
     ) -> Context:
-        ctx = Context(
-            prep=prep,
-            config=self.config,
-            session=session,
-            clock=self.clock,
-            calendar=self.calendar,
-            templates=self.templates,
-            now=now,
-        )
+        ctx = Context(prep=prep, services=self.services, session=session, clock=self.clock, now=now)
         if not isolate:
             try:
                 if not prep.stopped:
-                    decide(ctx, self.backfill_steps if prep.backfill else self.decide_steps)
-                self._record_item(session, ctx)
+                    pipeline.decide(ctx)
             except Exception as exc:
                 raise _ItemFailed from exc
+            items.append(self._item_row(ctx))
             return ctx
-        savepoint, pending_before = session.begin_nested(), len(pending)
+        savepoint = session.begin_nested()
         try:
             if not prep.stopped:
-                decide(ctx, self.backfill_steps if prep.backfill else self.decide_steps)
-            self._record_item(session, ctx)
+                pipeline.decide(ctx)
             savepoint.commit()
         except Exception as exc:  # bad input never stops the queue: set it aside for a human
             savepoint.rollback()
-            del pending[pending_before:]  # the failed item's batched rows go with it
-            forget_group_cache(session)
             log.exception("event=intake.error source=%s item=%s", prep.item.source, prep.item.label)
             ctx.ticket = None
             prep.stop(
                 "quarantined", f"internal error while processing: {type(exc).__name__}: {exc}"
             )
-            self._record_item(session, ctx)
+        items.append(self._item_row(ctx))
         return ctx
 
-    def _record_item(self, session: Session, ctx: Context) -> None:
+    def _item_row(self, ctx: Context) -> dict[str, Any]:
+        """The source_items row of a decided item: its dedupe key and what became of it."""
         prep = ctx.prep
-        insert_later(
-            session,
-            SourceItem,
+        return dict(
             source=prep.item.source,
             key=prep.item.key,
             outcome=prep.outcome,

@@ -23,10 +23,11 @@ from daemon import log as logsetup
 from daemon.app import App, ImportBusy, Summary, build_sources
 from daemon.clock import SystemClock
 from daemon.config import Config, ConfigError
+from daemon.maildirs import deliver_to_maildir, ensure_maildir
 from daemon.resources import shipped_dir
 from daemon.sender import check_smtp, make_transport
 from daemon.sources.imap import ImapSource
-from daemon.sources.maildir import MaildirSource, deliver_to_maildir, ensure_maildir
+from daemon.sources.maildir import MaildirSource
 from daemon.store.db import make_engine, migrate
 from daemon.store.models import OutboxMessage, SourceState, Ticket
 from daemon.views import iso, outbox_json, ticket_json, ticket_text

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 
 from daemon.config import Config
-from handlers.pipeline import BlobWriter, Incoming, Prepared, prepare, prepare_steps
+from daemon.items import Incoming
+from handlers.context import BlobWriter, Prepared
+from handlers.pipeline import prepare
 
 log = logging.getLogger("caseloop.prepare")
 
@@ -19,13 +21,12 @@ log = logging.getLogger("caseloop.prepare")
 class Preparer:
     def __init__(self, config: Config, blobs: BlobWriter) -> None:
         self.config, self.blobs = config, blobs
-        self.steps = {kind: prepare_steps(kind) for kind in ("mail", "form")}
 
     def prepare_all(self, items: list[Incoming]) -> list[Prepared]:
         done = []
         for item in items:
             try:
-                done.append(prepare(item, self.config, self.blobs, self.steps[item.kind]))
+                done.append(prepare(item, self.config, self.blobs))
             except Exception as exc:  # bad input never stops the queue
                 log.exception("event=prepare.error source=%s item=%s", item.source, item.label)
                 failed = Prepared(item=item)

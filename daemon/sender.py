@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from daemon import log as logfmt
 from daemon.clock import Clock
 from daemon.config import Config, SmtpConfig
-from daemon.sources.maildir import ensure_maildir
+from daemon.maildirs import ensure_maildir
 from daemon.store.models import OutboxMessage
 
 log = logging.getLogger("caseloop.sender")

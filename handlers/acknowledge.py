@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, update
-
-from daemon.store.db import execute_later
-from daemon.store.fastpath import FastStatement
-from daemon.store.models import Ticket
+from daemon.store import writes
+from handlers.context import Context
 from handlers.intake import attach
 from handlers.notify import queue_mail
-from handlers.pipeline import Context
 from handlers.workflow import apply_transition
-
-_ACKNOWLEDGED = FastStatement(
-    update(Ticket)
-    .where(Ticket.id == bindparam("ticket_id"))
-    .values(acknowledged_at=bindparam("at", type_=Ticket.acknowledged_at.type))
-)
 
 
 class Acknowledge:
@@ -51,7 +41,7 @@ class Acknowledge:
         if queued is None:
             return
         ticket.acknowledged_at = ctx.now
-        execute_later(ctx.session, _ACKNOWLEDGED, {"ticket_id": ticket.id, "at": ctx.now})
+        writes.update_case(ctx.session, ticket.id, acknowledged_at=ctx.now)
         if ctx.prep.missing and ticket.channel == "email":
             # Waiting on the consumer for the details just asked for: the clocks pause and
             # their reply brings the case back to `received` (a form case stays `received`,

@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 from daemon.config import Config, StaffMember
 from daemon.store.models import Ticket, TimelineEntry
 from handlers.classify import rejection_label, suggest_rejection
+from handlers.context import Context, Services
 from handlers.intake import attach
 from handlers.notify import queue_mail
-from handlers.pipeline import Context, Services
 from handlers.threading import staff_reply_address
-from handlers.workflow import OPEN
+from handlers.workflow import OPEN, TransitionRefused
 
 
 def route(config: Config, category: str) -> str | None:
@@ -58,8 +58,6 @@ def assign(
     config = services.config
     member = config.staff_member(address)
     if member is None:
-        from handlers.workflow import TransitionRefused
-
         known = ", ".join(s.address for s in config.staff) or "none configured"
         raise TransitionRefused(f"{address} is not a [[staff]] address (staff: {known})")
     new, previous = member.address.lower(), ticket.assignee
@@ -201,6 +199,6 @@ class Assign:
                     reason=f"routing: {ticket.category} -> {group}",
                 )
         if urgent:
-            why = "group complaint" if ctx.prep.fields.get("group_complaint") else None
+            why = "group complaint" if ticket.extra.get("group_complaint") else None
             alert_urgent(ctx.session, services, ticket, ctx.now, why)
         ctx.ticket = ticket

@@ -21,27 +21,17 @@ from __future__ import annotations
 
 import email
 import re
-from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
-from typing import TYPE_CHECKING
 
 from flufl.bounce import all_failures
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import update
 
-from daemon.store.fastpath import FastStatement
+from daemon.store import writes
 from daemon.store.models import OutboxMessage, Ticket
-from handlers.parse import Attachment, ParsedMessage
-
-
-@dataclass(frozen=True)
-class Bounce:
-    permanent: bool  # False for a delay warning: the server is still trying
-    recipients: tuple[str, ...]  # lower-case addresses that failed; may be empty
-    original_message_id: str | None  # "<...>" of the mail of ours that failed
-    reason: str  # one line for people: the server's answer, else the report's subject
-
+from handlers.context import Bounce, Context
+from handlers.message import Attachment, ParsedMessage
 
 _DSN_TYPES = {"message/delivery-status", "message/global-delivery-status"}
 _ORIGINAL_TYPES = {
@@ -325,16 +315,6 @@ def _one_line(text: str) -> str:
     return line if len(line) <= _REASON_MAX else line[: _REASON_MAX - 1] + "…"
 
 
-if TYPE_CHECKING:
-    from handlers.pipeline import Context
-
-_OUTBOX_BY_MESSAGE_ID = FastStatement(
-    select(OutboxMessage.id, OutboxMessage.ticket_id, OutboxMessage.recipient).where(
-        OutboxMessage.message_id == bindparam("message_id")
-    )
-)
-
-
 class RecordBounce:
     name = "record-bounce"
     description = "a bounce marks the outgoing mail it refers to and lands on that case"
@@ -343,9 +323,7 @@ class RecordBounce:
         bounce = ctx.prep.bounce
         if bounce is None or bounce.original_message_id is None:
             return
-        row = _OUTBOX_BY_MESSAGE_ID.first(
-            ctx.session.connection(), {"message_id": bounce.original_message_id}
-        )
+        row = writes.outbox_of_message(ctx.session, bounce.original_message_id)
         if row is None:
             return  # not ours: threading may still place it, else it is ignored
         outbox_id, ticket_id, recipient = row

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from daemon.config import ClassifyRule, Config
-from handlers.pipeline import BlobWriter, Prepared
+from handlers.context import BlobWriter, Prepared
 
 # -- keyword sets ----------------------------------------------------------------------------
 # A keyword set is lines of alternatives, each line in one script. The Chinese lines (any line

@@ -14,14 +14,13 @@ from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from daemon.config import Config
-from daemon.store.db import insert_row
-from daemon.store.models import DigestRun, EscalationStep, OutboxMessage, Ticket
+from daemon.store import writes
+from daemon.store.models import DigestRun, EscalationStep, Ticket
+from handlers.context import Services
 from handlers.notify import header_safe, new_message_id, our_domain
-from handlers.pipeline import Services
 from handlers.sla import CLOCKS
 
 log = logging.getLogger(__name__)
@@ -315,15 +314,11 @@ def latest_slot(config: Config, now: datetime) -> datetime | None:
 
 
 def _claim(session: Session, slot: datetime, now: datetime) -> bool:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        insert(DigestRun)
-        .values(slot=slot, at=now, sent=0, data={})
-        .on_conflict_do_nothing(index_elements=["slot"])
-        .returning(DigestRun.slot)
+    """Take the digest slot, once across restarts and instances."""
+    taken = writes.insert_if_absent(
+        session, DigestRun, ("slot",), slot=slot, at=now, sent=0, data={}
     )
-    return session.execute(statement).scalar() is not None
+    return taken is not None
 
 
 def _mark_reported(session: Session, data: DigestData, now: datetime) -> None:
@@ -344,12 +339,11 @@ def _queue_all(session: Session, services: Services, data: DigestData, intent: s
     queued = 0
     for recipient in supervisors:
         key = f"{intent}:{recipient}"[:200]
-        if session.scalar(select(OutboxMessage.id).where(OutboxMessage.intent == key)):
+        if writes.intent_taken(session, key):
             continue
         raw, subject, message_id = build_digest_mail(services, data, recipient, png)
-        insert_row(
+        writes.queue_outbox(
             session,
-            OutboxMessage,
             ticket_id=None,
             kind="digest",
             intent=key,

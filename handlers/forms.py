@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo
 
 from daemon.config import Config
 from handlers.classify import detect_language
-from handlers.parse import ParsedMessage
-from handlers.pipeline import BlobWriter, Prepared
+from handlers.context import BlobWriter, Prepared
+from handlers.message import ParsedMessage
 
 # What PROCEDURE §2 registers and a form can carry. Contact is the email itself; evidence
 # cannot come in a form row, so the acknowledgement invites the consumer to reply with it.

@@ -1,67 +1,21 @@
-"""Registration: parse, drop duplicates, open a numbered case or add the message to its case."""
+"""Intake's deciding steps: drop duplicates, open a numbered case or add the message to its case."""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 
 from daemon.config import Config
-from daemon.store.db import insert_row, scalar
-from daemon.store.fastpath import FastStatement
-from daemon.store.models import Attachment, Ticket, TicketCounter, TimelineEntry
+from daemon.store import writes
+from daemon.store.models import Ticket, TimelineEntry
 from handlers import sla
-from handlers.parse import ParseError, parse_message
-from handlers.pipeline import BlobWriter, Context, Prepared, StoredAttachment
-from handlers.quotes import strip_quotes
+from handlers.context import Context
 from handlers.register import merge_reply, normalise_respondent
 from handlers.workflow import consumer_replied
-
-
-class Parse:
-    name = "parse"
-    description = "bytes -> parsed message, raw mail and attachments stored; bad mail quarantined"
-
-    def process(self, prep: Prepared, config: Config, blobs: BlobWriter) -> None:
-        raw = prep.item.raw
-        limit = config.intake.max_message_size
-        if len(raw) > limit:
-            prep.stop("quarantined", f"message is {len(raw)} bytes, over max_message_size {limit}")
-            return
-        prep.raw_sha256 = hashlib.sha256(raw).hexdigest()  # the bytes go into source_items
-        try:
-            message = parse_message(raw)
-        except ParseError as exc:
-            prep.stop("quarantined", str(exc))
-            return
-        for part in message.attachments:
-            if len(part.payload) > config.intake.max_attachment_size:
-                prep.notes.append(
-                    f"{prep.item.label}: attachment {part.filename!r} over max_attachment_size, "
-                    "kept only in the raw mail"
-                )
-                continue
-            prep.attachments.append(
-                StoredAttachment(
-                    filename=part.filename,
-                    content_type=part.content_type,
-                    size=len(part.payload),
-                    sha256=blobs.put(part.payload),
-                )
-            )
-        prep.new_text = strip_quotes(message.text)
-        prep.message = message  # the raw bytes travel once, in prep.item
-
-
-_CASE_OF_MESSAGE = FastStatement(
-    select(TimelineEntry.ticket_id).where(TimelineEntry.message_id == bindparam("message_id"))
-)
 
 
 class Deduplicate:
@@ -73,7 +27,7 @@ class Deduplicate:
         message_id = ctx.message.message_id
         if message_id is None:
             return
-        ticket_id = scalar(ctx.session, _CASE_OF_MESSAGE, {"message_id": message_id})
+        ticket_id = writes.case_of_message(ctx.session, message_id)
         if ticket_id is not None:
             ctx.ticket = ctx.session.get(Ticket, ticket_id)
             ctx.stop("duplicate", f"Message-ID {message_id} already taken in")
@@ -83,36 +37,14 @@ def next_number(session: Session, config: Config, now: datetime) -> str:
     """PREFIX-YYYYMMDD-NNNN by local date, from a counter row the database bumps atomically."""
     prefix = config.tickets.number_prefix
     day = now.astimezone(config.timezone).date()
-    conn = session.connection()
-    upsert = _COUNTER_UPSERTS[conn.dialect.name]
-    value = int(upsert.scalar(conn, {"prefix": prefix, "day": day}))
-    return f"{prefix}-{day:%Y%m%d}-{value:04d}"
-
-
-def _counter_upsert(insert: Any) -> Any:
-    return (
-        insert(TicketCounter)
-        .values(prefix=bindparam("prefix"), day=bindparam("day"), value=1)
-        .on_conflict_do_update(
-            index_elements=[TicketCounter.prefix, TicketCounter.day],
-            set_={"value": TicketCounter.value + 1},
-        )
-        .returning(TicketCounter.value)
-    )
-
-
-# Built once: statement construction costs more than running it.
-_COUNTER_UPSERTS = {
-    "sqlite": FastStatement(_counter_upsert(sqlite.insert)),
-    "postgresql": FastStatement(_counter_upsert(postgresql.insert)),
-}
+    return f"{prefix}-{day:%Y%m%d}-{writes.bump_counter(session, prefix, day):04d}"
 
 
 def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> Ticket:
     """A new case in `received`, numbered, with its SLA due times.
 
-    Inserted straight through Core (the hot path); the returned Ticket is a plain, unattached
-    copy of the row for the steps after this one.
+    Inserted through the store's write API (the hot path); the returned Ticket is a plain,
+    unattached copy of the row for the steps after this one.
     """
     now, prep = ctx.now, ctx.prep
     values: dict[str, Any] = dict(
@@ -142,7 +74,7 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
         # An imported case's deadlines passed long ago: no clocks run until staff move it.
         **(dict.fromkeys(_DUE_COLUMNS) if prep.backfill else _initial_dues(ctx, prep.priority)),
     )
-    values["id"] = insert_row(ctx.session, Ticket, **values)
+    values["id"] = writes.open_case(ctx.session, **values)
     # Filled in as loaded values, not set one by one: the ORM's per-attribute events cost
     # more than the INSERT.
     ticket = cast(Ticket, _TICKETS.new_instance())
@@ -188,9 +120,8 @@ def record_message(ctx: Context, *, internal: bool, data: dict[str, Any]) -> Non
     """The incoming message as a timeline entry of ctx.ticket, with its attachments."""
     msg, prep = ctx.message, ctx.prep
     assert ctx.ticket is not None
-    ctx.entry_id = insert_row(
+    ctx.entry_id = writes.add_entry(
         ctx.session,
-        TimelineEntry,
         ticket_id=ctx.ticket.id,
         at=ctx.now,
         kind="message_in",
@@ -204,9 +135,8 @@ def record_message(ctx: Context, *, internal: bool, data: dict[str, Any]) -> Non
         data=data,
     )
     for att in prep.attachments:
-        insert_row(
+        writes.add_attachment(
             ctx.session,
-            Attachment,
             entry_id=ctx.entry_id,
             filename=att.filename,
             content_type=att.content_type,

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 
 from daemon.config import Config
-from handlers.bounce import Bounce, parse_bounce
-from handlers.parse import ParsedMessage
-from handlers.pipeline import BlobWriter, Prepared
+from handlers.bounce import parse_bounce
+from handlers.context import BlobWriter, Bounce, Prepared
+from handlers.message import ParsedMessage
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.header import Header
 from email.utils import format_datetime, formataddr, make_msgid
@@ -14,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from daemon.clock import Duration
 from daemon.config import Config
 from daemon.resources import shipped_dir
-from daemon.store.db import insert_later, insert_row, scalar
-from daemon.store.fastpath import FastStatement
-from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
+from daemon.store import writes
+from daemon.store.models import Ticket, TimelineEntry
+from handlers.context import RenderedMail, Renderer
 from handlers.threading import reply_address
 
 _UNIT_WORDS = {
@@ -56,13 +55,6 @@ def describe_duration(duration: Duration, language: str) -> str:
     if amount == 1:
         unit = unit.rstrip("s")
     return f"{amount} {'working ' if duration.working else ''}{unit}"
-
-
-@dataclass(frozen=True)
-class RenderedMail:
-    subject: str
-    text: str
-    html: str
 
 
 class Templates:
@@ -155,34 +147,14 @@ def thread_ids(session: Session, ticket: Ticket) -> list[str]:
 
 def rate_limited(session: Session, config: Config, recipient: str, now: datetime) -> bool:
     """SPEC §6: automatic mail to one address is capped per hour, the last line against loops."""
-    recent = scalar(
-        session,
-        _RECENT_AUTOMATIC,
-        {"recipient": recipient.lower(), "since": now - timedelta(hours=1)},
-    )
-    return (recent or 0) >= config.intake.auto_mail_per_address_per_hour
-
-
-_RECENT_AUTOMATIC = FastStatement(
-    select(func.count())
-    .select_from(OutboxMessage)
-    .where(
-        OutboxMessage.recipient == bindparam("recipient"),
-        OutboxMessage.automatic.is_(True),
-        OutboxMessage.created_at > bindparam("since", type_=OutboxMessage.created_at.type),
-    )
-)
-
-
-_INTENT_TAKEN = FastStatement(
-    select(OutboxMessage.id).where(OutboxMessage.intent == bindparam("intent"))
-)
+    recent = writes.automatic_mail_count(session, recipient.lower(), now - timedelta(hours=1))
+    return recent >= config.intake.auto_mail_per_address_per_hour
 
 
 def queue_mail(
     session: Session,
     config: Config,
-    templates: Templates,
+    templates: Renderer,
     *,
     ticket: Ticket,
     kind: str,
@@ -211,7 +183,7 @@ def queue_mail(
     staff_reply_address). Mail to the consumer is in the case's language.
     """
     to = (recipient or ticket.complainant_email).strip()
-    if references is None and scalar(session, _INTENT_TAKEN, {"intent": intent}):
+    if references is None and writes.intent_taken(session, intent):
         return None
     # The cap guards consumers' mailboxes against loops; mail to our own staff is not capped.
     if automatic is not None and not internal and rate_limited(session, config, to, now):
@@ -252,9 +224,8 @@ def queue_mail(
     }
     raw = build_mime(headers, mail)
 
-    insert_row(
+    writes.queue_outbox(
         session,
-        OutboxMessage,
         ticket_id=ticket.id,
         kind=kind,
         intent=intent,
@@ -270,9 +241,8 @@ def queue_mail(
         sent_at=None,
         last_error=None,
     )
-    insert_later(
+    writes.add_entry(
         session,
-        TimelineEntry,
         ticket_id=ticket.id,
         at=now,
         kind="message_out",

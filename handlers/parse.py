@@ -1,4 +1,4 @@
-"""bytes -> ParsedMessage: charsets, text from HTML, attachments.
+"""bytes -> ParsedMessage: charsets, text from HTML, attachments; and the Parse step.
 
 The standard library's ``email`` parser (compat32 policy) splits a message into headers and
 MIME parts: it is fast and keeps the original bytes of every header and part. Text is decoded
@@ -18,11 +18,11 @@ import base64
 import binascii
 import codecs
 import email
+import hashlib
 import mimetypes
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import Message
 from email.policy import compat32
@@ -34,37 +34,14 @@ import charset_normalizer
 import inscriptis
 from mailparser.utils import get_addresses
 
+from daemon.config import Config
+from handlers.context import BlobWriter, Prepared, StoredAttachment
+from handlers.message import Attachment, ParsedMessage
+from handlers.quotes import strip_quotes
+
 
 class ParseError(Exception):
     """The bytes cannot become a ticket; str(exc) says why in a few words."""
-
-
-@dataclass(frozen=True)
-class Attachment:
-    filename: str  # a safe basename, never a path
-    content_type: str  # lower-case
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class ParsedMessage:
-    raw: bytes  # exactly what came in, for quarantine and re-parsing
-    message_id: str | None  # "<local@domain>"
-    in_reply_to: tuple[str, ...]  # message ids "<...>"
-    references: tuple[str, ...]  # message ids "<...>", oldest first
-    from_name: str  # decoded display name, "" if none
-    from_address: str  # as given; never empty, always has "@"
-    reply_to: str | None
-    to: tuple[str, ...]  # addresses only
-    cc: tuple[str, ...]
-    return_path: str | None  # None without the header; "" for the null sender "<>"
-    subject: str  # fully decoded, unfolded; "" if none
-    date: datetime | None  # aware, UTC; None if missing or unreadable
-    text: str  # the text/plain part, else the HTML laid out as text; "\n" line ends
-    html: str | None  # the HTML as sent, decoded: escape it before showing it (LESSONS 5)
-    attachments: tuple[Attachment, ...]
-    headers: Mapping[str, str]  # lower-case name -> decoded value of the first occurrence
-    defects: tuple[str, ...]  # what had to be guessed or repaired, for people to read
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
@@ -536,3 +513,41 @@ def _parse(raw: bytes) -> ParsedMessage:
         headers=MappingProxyType(headers),
         defects=tuple(decoder.defects),
     )
+
+
+# --- the pipeline step ------------------------------------------------------------------------
+
+
+class Parse:
+    name = "parse"
+    description = "bytes -> parsed message, raw mail and attachments stored; bad mail quarantined"
+
+    def process(self, prep: Prepared, config: Config, blobs: BlobWriter) -> None:
+        raw = prep.item.raw
+        limit = config.intake.max_message_size
+        if len(raw) > limit:
+            prep.stop("quarantined", f"message is {len(raw)} bytes, over max_message_size {limit}")
+            return
+        prep.raw_sha256 = hashlib.sha256(raw).hexdigest()  # the bytes go into source_items
+        try:
+            message = parse_message(raw)
+        except ParseError as exc:
+            prep.stop("quarantined", str(exc))
+            return
+        for part in message.attachments:
+            if len(part.payload) > config.intake.max_attachment_size:
+                prep.notes.append(
+                    f"{prep.item.label}: attachment {part.filename!r} over max_attachment_size, "
+                    "kept only in the raw mail"
+                )
+                continue
+            prep.attachments.append(
+                StoredAttachment(
+                    filename=part.filename,
+                    content_type=part.content_type,
+                    size=len(part.payload),
+                    sha256=blobs.put(part.payload),
+                )
+            )
+        prep.new_text = strip_quotes(message.text)
+        prep.message = message  # the raw bytes travel once, in prep.item

@@ -1,10 +1,10 @@
-"""Registration fields a complaint mail gives (PROCEDURE §2), what is missing, group complaints.
+"""Registration fields a complaint mail gives (PROCEDURE §2), and what is still missing.
 
 extract_fields finds phone, respondent, order number, purchase date, amount and demand in the
 consumer's words; missing_essentials says which registration essentials a mail still lacks, so
 the acknowledgement can ask for them once; merge_reply picks up what the consumer's answer
-adds. Register (prepare stage) fills Prepared.fields/missing for mail; GroupComplaint (decide
-stage) makes a new case urgent when many consumers complain about the same respondent.
+adds. Register (prepare stage) fills Prepared.fields/missing for mail. Group complaints (many
+consumers against one respondent) are handlers/group.py's.
 
 Which essentials a mail must give (ESSENTIALS, the same keys as handlers/forms.py):
 - name: the From display name, else a signature or "我叫X / My name is X / 姓名：X";
@@ -21,18 +21,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session
-
 from daemon.config import Config
-from daemon.store.fastpath import FastStatement
-from daemon.store.models import Ticket
+from handlers.context import BlobWriter, Prepared
 from handlers.forms import ESSENTIALS, PURCHASE_FIELDS
-from handlers.pipeline import BlobWriter, Context, Prepared
 
 MAIL_FIELDS = ("phone", "respondent", "order_number", "purchase_date", "amount", "demand")
 DEMANDS = ("refund", "return", "exchange", "repair", "compensation", "apology")
@@ -467,7 +462,7 @@ class Register:
         ]
 
 
-# -- group complaints ------------------------------------------------------------------------
+# -- the respondent, comparable ---------------------------------------------------------------
 _SUFFIXES = re.compile(
     r"(股份有限公司|有限责任公司|有限公司|集团|公司|官方旗舰店|旗舰店|专卖店|专营店|官方店|自营店|"
     r"co\.?,? ?ltd\.?|company|limited|ltd\.?|inc\.?|llc|corp\.?|corporation|gmbh|plc|store|shop)$",
@@ -488,81 +483,3 @@ def normalise_respondent(value: str) -> str:
             break
         text = shorter
     return text
-
-
-def is_group_complaint(
-    session: Session,
-    config: Config,
-    respondent: str,
-    complainant_email: str,
-    now: datetime,
-) -> bool:
-    """At least group_threshold distinct complainants (this one included) about one respondent
-    on cases opened within group_window before `now`.
-
-    Cases keep the normalised name in respondent_key, indexed with created_at.
-    """
-    threshold = config.escalation.group_threshold
-    key = normalise_respondent(respondent)
-    if not key or threshold == 0:  # 0: counting is off (a desk whose cases share a respondent)
-        return False
-    # Within one transaction at one `now` (an intake batch), the window stays put and cases
-    # are only added: a respondent found to be a group complaint stays one, unasked.
-    at, known = session.info.get(_GROUPS_FOUND, (None, set()))
-    if at != now:
-        known = set()
-        session.info[_GROUPS_FOUND] = (now, known)
-    if key in known:
-        return True
-    since = now - config.escalation.group_window.as_timedelta()
-    # Enough distinct complainants is all that is asked: the scan stops at the threshold.
-    session.flush()
-    found = _COMPLAINANTS.rows(
-        session.connection(), {"key": key, "since": since, "now": now, "limit": threshold}
-    )
-    emails = {row[0] for row in found}
-    emails.add(complainant_email.strip().lower())
-    if len(emails) >= threshold:
-        known.add(key)
-        return True
-    return False
-
-
-_GROUPS_FOUND = "caseloop.group_respondents"
-
-
-def forget_group_cache(session: Session) -> None:
-    """After a savepoint rolled an item back: the case that made a group may be gone."""
-    session.info.pop(_GROUPS_FOUND, None)
-
-
-_COMPLAINANTS = FastStatement(
-    select(func.lower(func.trim(Ticket.complainant_email)))
-    .where(
-        Ticket.respondent_key == bindparam("key"),
-        Ticket.created_at >= bindparam("since", type_=Ticket.created_at.type),
-        Ticket.created_at <= bindparam("now", type_=Ticket.created_at.type),
-    )
-    .distinct()
-    .limit(bindparam("limit"))
-)
-
-
-class GroupComplaint:
-    name = "group-complaint"
-    description = "a new case against a respondent many consumers complained about is urgent"
-
-    def process(self, ctx: Context) -> None:
-        prep = ctx.prep
-        respondent = prep.fields.get("respondent")
-        if ctx.ticket is not None or prep.automatic or not respondent or prep.message is None:
-            return
-        if is_group_complaint(
-            ctx.session, ctx.config, str(respondent), prep.message.from_address, ctx.now
-        ):
-            prep.priority = "urgent"
-            prep.fields["group_complaint"] = True
-            prep.notes.append(
-                f"group complaint: {ctx.config.escalation.group_threshold} or more complainants "
-                f"about this respondent within {ctx.config.escalation.group_window}"
-            )

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from sqlalchemy import inspect, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from daemon.clock import Duration, WorkCalendar
 from daemon.config import Config, SlaPolicy
+from daemon.store import writes
 from daemon.store.models import EscalationStep, Ticket
+from handlers.context import Services
 from handlers.notify import queue_mail, rate_limited
-from handlers.pipeline import Services
 from handlers.threading import staff_reply_address
 
 log = logging.getLogger(__name__)
@@ -271,22 +271,17 @@ def _recipients(config: Config, ticket: Ticket, step: Step) -> list[str]:
 
 def _record(session: Session, ticket_id: int, step: Step, now: datetime) -> int | None:
     """Insert the step once; None when it was already there (taken by an earlier sweep)."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        insert(EscalationStep)
-        .values(
-            ticket_id=ticket_id,
-            clock=step.clock,
-            deadline=step.deadline,
-            step=step.name,
-            at=now,
-            in_digest_at=None,
-        )
-        .on_conflict_do_nothing(index_elements=["ticket_id", "clock", "deadline", "step"])
-        .returning(EscalationStep.id)
+    found = writes.insert_if_absent(
+        session,
+        EscalationStep,
+        ("ticket_id", "clock", "deadline", "step"),
+        ticket_id=ticket_id,
+        clock=step.clock,
+        deadline=step.deadline,
+        step=step.name,
+        at=now,
+        in_digest_at=None,
     )
-    found = session.execute(statement).scalar()
     return int(found) if found is not None else None
 
 

@@ -11,8 +11,8 @@ from daemon.config import CATEGORIES, PRIORITIES
 from daemon.store.models import Ticket, TimelineEntry
 from handlers import sla
 from handlers.assign import alert_urgent, assign
+from handlers.context import Services
 from handlers.notify import queue_mail
-from handlers.pipeline import Services
 from handlers.workflow import (
     TransitionRefused,
     apply_transition,

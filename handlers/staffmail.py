@@ -20,9 +20,9 @@ from email.policy import compat32
 from daemon.config import CATEGORIES, PRIORITIES, Config
 from daemon.store.models import Ticket
 from handlers import staff
+from handlers.context import Context, Services
 from handlers.intake import record_message
 from handlers.notify import queue_mail
-from handlers.pipeline import Context, Services
 from handlers.threading import recipients, staff_reply_address, staff_token_holder
 from handlers.workflow import apply_transition, mails_consumer, refusal
 

@@ -14,9 +14,16 @@ from sqlalchemy.orm import Session
 
 from daemon.config import Config
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
+from handlers.context import Context, Services
 from handlers.notify import queue_mail
-from handlers.pipeline import Context, Services
-from handlers.threading import plus_address, plus_details, recipients, staff_reply_address
+from handlers.threading import (
+    plus_address,
+    plus_details,
+    recipients,
+    staff_reply_address,
+    tag_pattern,
+)
+from handlers.workflow import apply_transition
 
 # Set in ctx.prep.fields by FindSurveyCase when a recipient address carried the case's current
 # survey token: the mail answers the survey whoever sent it (a forwarded one-click answer).
@@ -146,8 +153,6 @@ def _intent_taken(session: Session, intent: str) -> bool:
 
 
 def _close_unanswered(session: Session, services: Services, ticket: Ticket, now: datetime) -> int:
-    from handlers.workflow import apply_transition
-
     ticket.survey_expires_at = None
     if ticket.status != "resolved":
         return 1
@@ -353,8 +358,6 @@ class SurveyAnswer:
 
 
 def _bare_subject(ctx: Context) -> str:
-    from handlers.threading import tag_pattern
-
     subject = tag_pattern(ctx.config.tickets.number_prefix).sub(" ", ctx.message.subject)
     return re.sub(
         r"^\s*(?:(?:re|aw|sv|vs|fwd?|回复|答复|转发)\s*[:：]\s*)+", "", subject, flags=re.I
@@ -381,8 +384,6 @@ def _record(ctx: Context, ticket: Ticket, answer: Answer, text: str, sender: str
 
 
 def _close(ctx: Context, services: Services, ticket: Ticket, answer: Answer, sender: str) -> None:
-    from handlers.workflow import apply_transition
-
     if answer.outcome == "neutral":
         ticket.needs_review = True  # listed in the supervisors' digest
     apply_transition(
@@ -413,8 +414,6 @@ def _close(ctx: Context, services: Services, ticket: Ticket, answer: Answer, sen
 def _appeal(
     ctx: Context, services: Services, ticket: Ticket, answer: Answer, text: str, sender: str
 ) -> None:
-    from handlers.workflow import apply_transition
-
     token = ticket.survey_token
     apply_transition(
         ctx.session,

@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 
 from daemon.config import Config
 from daemon.store.models import StaffToken, Ticket, TimelineEntry
-from handlers.parse import ParsedMessage
+from handlers.message import ParsedMessage
 
 if TYPE_CHECKING:  # pipeline imports notify, which imports reply_address from here
-    from handlers.pipeline import Context
+    from handlers.context import Context
 
 
 def tag_pattern(prefix: str) -> re.Pattern[str]:

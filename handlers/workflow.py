@@ -8,9 +8,8 @@ from sqlalchemy.orm import Session
 
 from daemon.config import Config
 from daemon.store.models import Ticket, TimelineEntry
-from handlers import sla, survey
+from handlers.context import Services
 from handlers.notify import queue_mail
-from handlers.pipeline import Services
 
 STATUSES = ("received", "accepted", "rejected", "in_progress", "waiting", "resolved", "closed")
 
@@ -128,8 +127,8 @@ def apply_transition(
         ticket.reopened_count += 1  # an appeal (SPEC §4)
         ticket.resolved_at = None
         ticket.closed_at = None
-    sla.on_transition(ticket, old, new, services, now)
-    survey.on_transition(ticket, old, new, services, now)
+    for hook in services.transition_hooks:  # the SLA clocks, the survey (handlers/pipeline.py)
+        hook(ticket, old, new, services, now)
     entry = TimelineEntry(
         ticket_id=ticket.id,
         at=now,

@@ -31,7 +31,7 @@ from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any
 
-from daemon.sources.maildir import deliver_to_maildir
+from daemon.maildirs import deliver_to_maildir
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,13 @@ from sqlalchemy import func, select
 from daemon import config as configmod
 from daemon.app import Summary
 from daemon.config import FormConfig
+from daemon.items import Incoming
 from daemon.sources import forms as forms_source
 from daemon.sources.forms import FormSource, row_key, spreadsheet_safe
+from handlers.context import Prepared
 from handlers.forms import ParseFormRow, check_email, form_message_id, missing_essentials
 from handlers.notify import Templates
-from handlers.pipeline import Incoming, Prepared, prepare, prepare_steps
+from handlers.pipeline import prepare
 
 COLUMNS = {
     "email": "邮箱",
@@ -603,7 +605,6 @@ def test_an_english_row_under_chinese_headers_is_english(tmp_path: Path) -> None
 def test_a_form_row_is_classified_on_its_words_not_its_labelled_columns(tmp_path: Path) -> None:
     # "Burns" is a safety word and "Price" a category word; in the name column they are neither.
     config = _config(tmp_path, FORMS_TOML)
-    steps = prepare_steps("form")
     fields = {
         "name": "Robert Burns",
         "email": "rb@example.com",
@@ -611,12 +612,12 @@ def test_a_form_row_is_classified_on_its_words_not_its_labelled_columns(tmp_path
         "order_number": "FIRE-99",
         "description": "My parcel is two weeks late and the courier never answers.",
     }
-    prep = prepare(_prepared(fields).item, config, None, steps)  # type: ignore[arg-type]
+    prep = prepare(_prepared(fields).item, config, None)  # type: ignore[arg-type]
     assert prep.message is not None and "Name: Robert Burns" in prep.message.text
     assert (prep.category, prep.priority) == ("logistics", "normal")
     # The same word in the description is the consumer's own: urgent.
     fields["description"] = "The heater burns and sparks."
-    burnt = prepare(_prepared(fields).item, config, None, steps)  # type: ignore[arg-type]
+    burnt = prepare(_prepared(fields).item, config, None)  # type: ignore[arg-type]
     assert burnt.priority == "urgent"
 
 
@@ -826,7 +827,7 @@ def test_needs_wiring_missing_essentials_open_a_case_and_ask_for_them(make_app) 
 def test_needs_wiring_the_consumers_email_reply_threads_onto_the_form_case(make_app) -> None:
     from email.message import EmailMessage
 
-    from daemon.sources.maildir import deliver_to_maildir
+    from daemon.maildirs import deliver_to_maildir
     from daemon.store.models import Ticket, TimelineEntry
 
     app = _wired_app(make_app)

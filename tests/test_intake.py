@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from daemon.app import App
-from daemon.sources.maildir import deliver_to_maildir
+from daemon.maildirs import deliver_to_maildir
 from daemon.store.models import OutboxMessage, SourceItem, Ticket, TimelineEntry
 from daemon.views import ticket_json
 

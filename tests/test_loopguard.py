@@ -9,9 +9,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from daemon.config import Config, MailboxConfig
+from daemon.items import Incoming
+from handlers.context import Prepared
 from handlers.loopguard import LoopGuard, automatic_mail
 from handlers.parse import ParsedMessage, parse_message
-from handlers.pipeline import Incoming, Prepared
 
 DATA = Path(__file__).parent / "data"
 THREADS = DATA / "threads"

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from daemon.app import App
 from daemon.cli import main
 from daemon.clock import MovableClock
-from daemon.sources.maildir import deliver_to_maildir
+from daemon.maildirs import deliver_to_maildir
 from daemon.store.models import Attachment, OutboxMessage, SourceItem, Ticket, TimelineEntry
 from handlers import privacy, staff
 

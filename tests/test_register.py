@@ -1,18 +1,17 @@
-"""Registration fields from complaint mail, missing essentials, replies, group complaints."""
+"""Registration fields from complaint mail, missing essentials, replies."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from daemon import config as configmod
-from daemon.app import App
-from daemon.store.models import Ticket
-from handlers.pipeline import Context, Incoming, Prepared, prepare
+from daemon.items import Incoming
+from handlers.context import Prepared
+from handlers.pipeline import prepare
 from handlers.register import (
-    GroupComplaint,
     Register,
     complainant_name,
     extract_fields,
@@ -22,11 +21,8 @@ from handlers.register import (
     find_phone,
     find_purchase_date,
     find_respondent,
-    forget_group_cache,
-    is_group_complaint,
     merge_reply,
     missing_essentials,
-    normalise_respondent,
 )
 
 TODAY = date(2026, 11, 24)
@@ -228,15 +224,11 @@ class _Blobs:
 
 
 def _prepare(tmp_path: Path, raw: bytes) -> Prepared:
-    from handlers.classify import Classify
-    from handlers.intake import Parse
-    from handlers.loopguard import LoopGuard
-
     path = tmp_path / "caseloop.toml"
     path.write_text('data_dir = "d"\n', encoding="utf-8")
     config = configmod.load(path)
     item = Incoming(source="t", key="k", raw=raw, label="t")
-    return prepare(item, config, _Blobs(), [Parse(), LoopGuard(), Classify(), Register()])
+    return prepare(item, config, _Blobs())  # the mail pipeline: parse, loop guard, rules, register
 
 
 def test_register_fills_fields_from_the_mail_and_asks_for_the_rest(tmp_path: Path) -> None:
@@ -279,89 +271,6 @@ def prep_config(tmp_path: Path) -> configmod.Config:
     return configmod.load(tmp_path / "caseloop.toml")
 
 
-# -- group complaints, on both databases ---------------------------------------------------
-
-
-def _ticket(app: App, n: int, email: str, respondent: str | None, age: timedelta) -> None:
-    now = app.clock.now()
-    with app.sessions.begin() as session:
-        session.add(
-            Ticket(
-                number=f"TS-20261124-{n:04d}",
-                status="received",
-                channel="email",
-                language="zh-CN",
-                subject="x",
-                complainant_email=email,
-                respondent=respondent,
-                respondent_key=normalise_respondent(respondent) if respondent else None,
-                source="t",
-                reply_token=f"{n:016d}",
-                created_at=now - age,
-                updated_at=now - age,
-                extra={},
-            )
-        )
-
-
-def test_respondents_compare_in_normalised_form() -> None:
-    assert normalise_respondent(" 恒盛地产有限公司 ") == normalise_respondent("恒盛地产公司")
-    assert normalise_respondent("ＡＣＭＥ Store Inc.") == normalise_respondent("acme")
-    assert normalise_respondent("美的官方旗舰店") == normalise_respondent("美的")
-    assert normalise_respondent("小米之家") != normalise_respondent("小米")
-
-
-def test_group_complaint_counts_distinct_complainants_in_the_window(make_app) -> None:
-    app: App = make_app('[escalation]\ngroup_threshold = 3\ngroup_window = "7 days"\n')
-    day = timedelta(days=1)
-    _ticket(app, 1, "a@example.cn", "恒盛地产有限公司", 1 * day)
-    _ticket(app, 2, "A@Example.cn ", "恒盛地产公司", 2 * day)  # the same person again
-    _ticket(app, 3, "b@example.cn", "其他公司", 1 * day)
-    _ticket(app, 4, "c@example.cn", "恒盛地产有限公司", 8 * day)  # outside the window
-    _ticket(app, 5, "d@example.cn", None, 1 * day)
-    now = app.clock.now()
-    with app.sessions.begin() as session:
-        # a and the newcomer: two of three
-        assert not is_group_complaint(session, app.config, "恒盛地产", "new@example.cn", now)
-    _ticket(app, 6, "e@example.cn", "\u3000恒盛地产 有限公司\u3000", 3 * day)
-    _ticket(app, 7, "f@example.cn", "恒盛地产集团有限公司", 3 * day)
-    with app.sessions.begin() as session:
-        assert is_group_complaint(session, app.config, "恒盛地产", "new@example.cn", now)
-        assert not is_group_complaint(session, app.config, "其他公司", "new@example.cn", now)
-
-
-def test_group_complaint_step_makes_a_new_case_urgent(make_app, tmp_path: Path) -> None:
-    app: App = make_app("[escalation]\ngroup_threshold = 2\n")
-    _ticket(app, 1, "a@example.org", "Acme Ltd", timedelta(hours=5))
-    raw = _mail("b@example.org", "Complaint against ACME. The kettle leaks.", "Kettle")
-    path = tmp_path / "prepare"
-    path.mkdir()
-    prep = _prepare(path, raw)
-    assert prep.fields["respondent"] == "ACME" and prep.priority == "normal"
-
-    def run(prep: Prepared, ticket: Ticket | None) -> Prepared:
-        with app.sessions.begin() as session:
-            ctx = Context(
-                prep=prep,
-                config=app.config,
-                session=session,
-                clock=app.clock,
-                calendar=app.calendar,
-                templates=app.templates,
-                now=app.clock.now(),
-                ticket=ticket,
-            )
-            GroupComplaint().process(ctx)
-        return prep
-
-    existing = Ticket(number="x")
-    assert run(_prepare(path, raw), existing).priority == "normal"  # a reply on a case
-    prep = run(prep, None)
-    assert prep.priority == "urgent"
-    assert prep.fields["group_complaint"] is True
-    assert any("group complaint" in note for note in prep.notes)
-
-
 @pytest.mark.parametrize(
     ("display", "address", "name"),
     [
@@ -375,16 +284,3 @@ def test_the_from_display_name_is_a_name_unless_it_only_repeats_the_address(
     display: str, address: str, name: str | None
 ) -> None:
     assert complainant_name(display, address, "电水壶漏水。") == name
-
-
-def test_a_group_found_in_a_batch_is_remembered_until_an_item_rolls_back(make_app) -> None:
-    app: App = make_app("[escalation]\ngroup_threshold = 2\n")
-    _ticket(app, 1, "a@example.org", "Acme Ltd", timedelta(hours=5))
-    now = app.clock.now()
-    with app.sessions.begin() as session:
-        # b makes two: within this batch Acme stays a group, as b's case is about to open ...
-        assert is_group_complaint(session, app.config, "Acme", "b@example.org", now)
-        assert is_group_complaint(session, app.config, "Acme", "a@example.org", now)
-        # ... unless b's item rolled back: then a alone is one complainant again.
-        forget_group_cache(session)
-        assert not is_group_complaint(session, app.config, "Acme", "a@example.org", now)

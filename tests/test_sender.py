@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from daemon.app import App
 from daemon.clock import MovableClock
-from daemon.sources.maildir import deliver_to_maildir
+from daemon.maildirs import deliver_to_maildir
 from daemon.store.models import OutboxMessage
 
 DATA = Path(__file__).parent / "data"

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from daemon.app import App
-from daemon.sources.maildir import deliver_to_maildir
+from daemon.maildirs import deliver_to_maildir
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 from handlers.staffmail import check_commands, dkim_proof, parse_commands
 

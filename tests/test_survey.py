@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, update
 
 from daemon.app import App
-from daemon.sources.maildir import deliver_to_maildir
+from daemon.maildirs import deliver_to_maildir
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 from handlers import survey
 from handlers.survey import Answer, read_answer

@@ -10,7 +10,7 @@ from email.utils import make_msgid
 from sqlalchemy import func, select
 
 from daemon.app import App
-from daemon.sources.maildir import deliver_to_maildir
+from daemon.maildirs import deliver_to_maildir
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 
 CONFIG = '[intake]\nack_max_age = "365 days"\n'

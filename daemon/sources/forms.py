@@ -37,8 +37,8 @@ from typing import Any, TextIO
 from daemon import log as logfmt
 from daemon.clock import Clock, SystemClock
 from daemon.config import FormConfig
+from daemon.items import Incoming
 from handlers.forms import row_problems
-from handlers.pipeline import Incoming
 
 log = logging.getLogger("caseloop.forms")
 

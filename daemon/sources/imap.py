@@ -18,7 +18,7 @@ from imapclient.exceptions import LoginError
 
 from daemon import log as logfmt
 from daemon.config import MailboxConfig
-from handlers.pipeline import Incoming
+from daemon.items import Incoming
 
 log = logging.getLogger("caseloop.imap")
 

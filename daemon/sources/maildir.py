@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import time
 from pathlib import Path
 
-from handlers.pipeline import Incoming
+from daemon.items import Incoming
+from daemon.maildirs import ensure_maildir
 
 log = logging.getLogger("caseloop.maildir")
 
 BATCH_BYTES = 64 * 1024 * 1024  # memory bound of one batch, however large the mails
-
-
-def ensure_maildir(path: Path) -> None:
-    for sub in ("new", "cur", "tmp"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
-
-
-def deliver_to_maildir(path: Path, data: bytes, name: str | None = None) -> Path:
-    """Write a message the Maildir way: tmp/ first, then an atomic rename into new/."""
-    ensure_maildir(path)
-    name = name or f"{time.time():.6f}.{os.getpid()}_{os.urandom(4).hex()}.{socket.gethostname()}"
-    tmp = path / "tmp" / name
-    tmp.write_bytes(data)
-    target = path / "new" / name
-    os.replace(tmp, target)
-    return target
 
 
 class MaildirSource:

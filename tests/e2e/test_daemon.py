@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from daemon.sources.maildir import deliver_to_maildir
+from daemon.maildirs import deliver_to_maildir
 
 DATA = Path(__file__).parent.parent / "data"
 

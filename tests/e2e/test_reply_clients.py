@@ -34,7 +34,7 @@ from sqlalchemy import func, select
 
 from daemon.app import App
 from daemon.clock import MovableClock
-from daemon.sources.maildir import deliver_to_maildir
+from daemon.maildirs import deliver_to_maildir
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 
 THREADS = Path(__file__).parent.parent / "data" / "threads"

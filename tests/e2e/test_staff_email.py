@@ -23,8 +23,8 @@ from sqlalchemy import select
 
 from daemon.app import App
 from daemon.clock import MovableClock
+from daemon.maildirs import deliver_to_maildir, ensure_maildir
 from daemon.samples import __file__ as samples_init
-from daemon.sources.maildir import deliver_to_maildir, ensure_maildir
 from daemon.store.models import Ticket
 
 SUPPORT = "support@example.com"

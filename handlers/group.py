@@ -1,0 +1,74 @@
+"""Group complaints (群体性投诉): many consumers against one respondent make a new case urgent.
+
+Cases keep the respondent's name normalised (register.normalise_respondent) in respondent_key,
+indexed with created_at, so counting the complainants of one respondent within a window is one
+look-up.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from daemon.config import Config
+from daemon.store import writes
+from handlers import sla
+from handlers.context import Context
+from handlers.intake import attach
+from handlers.register import normalise_respondent
+
+
+def is_group_complaint(
+    session: Session,
+    config: Config,
+    respondent: str,
+    complainant_email: str,
+    now: datetime,
+) -> bool:
+    """At least group_threshold distinct complainants (this one included) about one respondent
+    on cases opened within group_window before `now`."""
+    threshold = config.escalation.group_threshold
+    key = normalise_respondent(respondent)
+    if not key or threshold == 0:  # 0: counting is off (a desk whose cases share a respondent)
+        return False
+    # Within one transaction at one `now` (an intake batch), the window stays put and cases
+    # are only added: a respondent found to be a group complaint stays one, unasked. A
+    # rollback forgets it (writes.memo): the case that made the group may be gone.
+    known = writes.memo(session, "group-respondents")
+    if known.get(key) == now:
+        return True
+    since = now - config.escalation.group_window.as_timedelta()
+    # Enough distinct complainants is all that is asked: the scan stops at the threshold.
+    emails = writes.complainants(session, key, since, now, threshold)
+    emails.add(complainant_email.strip().lower())
+    if len(emails) >= threshold:
+        known[key] = now
+        return True
+    return False
+
+
+class GroupComplaint:
+    name = "group-complaint"
+    description = "a new case against a respondent many consumers complained about is urgent"
+
+    def process(self, ctx: Context) -> None:
+        ticket = ctx.ticket
+        if not ctx.new_ticket or ticket is None or ctx.prep.automatic or not ticket.respondent:
+            return
+        if not is_group_complaint(
+            ctx.session, ctx.config, ticket.respondent, ticket.complainant_email, ctx.now
+        ):
+            return
+        case = ctx.ticket = attach(ctx.session, ticket)
+        case.priority = "urgent"
+        case.extra = {**case.extra, "group_complaint": True}
+        if not ctx.prep.backfill:  # an imported case runs no clocks until staff move it
+            for column, due in sla.initial_dues(
+                ctx.config, ctx.calendar, "urgent", ctx.now
+            ).items():
+                setattr(case, column, due)
+        ctx.prep.notes.append(
+            f"group complaint: {ctx.config.escalation.group_threshold} or more complainants "
+            f"about this respondent within {ctx.config.escalation.group_window}"
+        )

@@ -1,0 +1,35 @@
+"""A parsed mail as every handler sees it: decoded headers, text and attachments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str  # a safe basename, never a path
+    content_type: str  # lower-case
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    raw: bytes  # exactly what came in, for quarantine and re-parsing
+    message_id: str | None  # "<local@domain>"
+    in_reply_to: tuple[str, ...]  # message ids "<...>"
+    references: tuple[str, ...]  # message ids "<...>", oldest first
+    from_name: str  # decoded display name, "" if none
+    from_address: str  # as given; never empty, always has "@"
+    reply_to: str | None
+    to: tuple[str, ...]  # addresses only
+    cc: tuple[str, ...]
+    return_path: str | None  # None without the header; "" for the null sender "<>"
+    subject: str  # fully decoded, unfolded; "" if none
+    date: datetime | None  # aware, UTC; None if missing or unreadable
+    text: str  # the text/plain part, else the HTML laid out as text; "\n" line ends
+    html: str | None  # the HTML as sent, decoded: escape it before showing it (LESSONS 5)
+    attachments: tuple[Attachment, ...]
+    headers: Mapping[str, str]  # lower-case name -> decoded value of the first occurrence
+    defects: tuple[str, ...]  # what had to be guessed or repaired, for people to read
