@@ -23,6 +23,7 @@ from daemon.resources import shipped_dir
 from daemon.store.db import insert_later, insert_row, scalar
 from daemon.store.fastpath import FastStatement
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
+from handlers.rejection import CODES, consumer_reason
 from handlers.threading import reply_address
 
 _UNIT_WORDS = {
@@ -87,6 +88,8 @@ class Templates:
         for env in (self._text, self._html):
             env.filters["duration"] = describe_duration
             env.filters["localtime"] = self._localtime
+            env.filters["rejection_reason"] = consumer_reason
+            env.globals["rejection_codes"] = CODES
 
     def sender(self, language: str) -> str:
         """Our From: the display name from <language>/sender.txt (an operator may override it)
