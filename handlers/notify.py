@@ -6,6 +6,7 @@ import base64
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.header import Header
@@ -307,14 +308,26 @@ def encoded_words(value: str) -> str:
     return "\r\n ".join(f"=?utf-8?b?{e}?=" for e in encoded)
 
 
-def build_mime(headers: dict[str, str | None], mail: RenderedMail) -> bytes:
-    """multipart/alternative (text + HTML, UTF-8, base64) with CRLF line ends, as on the wire.
+@dataclass(frozen=True)
+class InlinePart:
+    """A file the HTML part shows by Content-ID ("cid:..."), such as the digest's chart."""
+
+    data: bytes
+    content_type: str  # "image/png"
+    cid: str  # without the angle brackets
+    filename: str
+
+
+def build_mime(
+    headers: dict[str, str | None], mail: RenderedMail, inline: Sequence[InlinePart] = ()
+) -> bytes:
+    """multipart/alternative (text + HTML, UTF-8, base64) with CRLF line ends, as on the wire;
+    with `inline` parts the HTML and they make a multipart/related.
 
     Assembled directly: the email package's generator costs more than the rest of an
     acknowledgement together. Header values are already free of CR/LF (header_safe); non-ASCII
     values become RFC 2047 encoded-words, long ASCII ones are folded by email.header.
     """
-    boundary = f"=_caseloop_{secrets.token_hex(12)}"
     lines = []
     for name, value in headers.items():
         if value is None:
@@ -324,19 +337,44 @@ def build_mime(headers: dict[str, str | None], mail: RenderedMail) -> bytes:
         elif len(name) + len(value) > 76:
             value = Header(value, "us-ascii", header_name=name).encode(linesep="\r\n")
         lines.append(f"{name}: {value}")
-    lines += [
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
-        "",
-    ]
-    for subtype, body in (("plain", mail.text), ("html", mail.html)):
-        encoded = base64.encodebytes(body.encode("utf-8")).decode("ascii")
-        lines += [
-            f"--{boundary}",
-            f'Content-Type: text/{subtype}; charset="utf-8"',
-            "Content-Transfer-Encoding: base64",
-            "",
-            encoded.rstrip("\n").replace("\n", "\r\n"),
+    lines.append("MIME-Version: 1.0")
+    html = _leaf('text/html; charset="utf-8"', mail.html.encode("utf-8"))
+    if inline:
+        files = [
+            _leaf(
+                part.content_type,
+                part.data,
+                f"Content-ID: <{part.cid}>",
+                f'Content-Disposition: inline; filename="{part.filename}"',
+            )
+            for part in inline
         ]
-    lines += [f"--{boundary}--", ""]
+        html = _multipart("related", [html, *files])
+    lines += _multipart(
+        "alternative", [_leaf('text/plain; charset="utf-8"', mail.text.encode("utf-8")), html]
+    )
+    lines.append("")
     return "\r\n".join(lines).encode("ascii")
+
+
+def _leaf(content_type: str, body: bytes, *headers: str) -> list[str]:
+    """One base64 part's lines: its headers, a blank line, the body in 76-character lines."""
+    encoded = base64.encodebytes(body).decode("ascii")
+    return [
+        f"Content-Type: {content_type}",
+        "Content-Transfer-Encoding: base64",
+        *headers,
+        "",
+        encoded.rstrip("\n").replace("\n", "\r\n"),
+    ]
+
+
+def _multipart(subtype: str, parts: list[list[str]]) -> list[str]:
+    """A multipart's lines: its Content-Type with a fresh boundary, then each part after it."""
+    boundary = f"=_caseloop_{secrets.token_hex(12)}"
+    lines = [f'Content-Type: multipart/{subtype}; boundary="{boundary}"', ""]
+    for part in parts:
+        lines.append(f"--{boundary}")
+        lines += part
+    lines.append(f"--{boundary}--")
+    return lines
