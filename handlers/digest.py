@@ -21,10 +21,10 @@ from daemon.store.models import DigestRun, EscalationStep, OutboxMessage, Ticket
 from handlers.notify import InlinePart, build_mime, header_safe, new_message_id, our_domain
 from handlers.pipeline import Services
 from handlers.sla import CLOCKS
+from handlers.workflow import OPEN
 
 log = logging.getLogger(__name__)
 
-OPEN = ("received", "accepted", "in_progress", "waiting")
 LIST_LIMIT = 50  # cases listed per section; the counts cover the rest
 # Cases a `caseloop import` brought in are the importer's backlog to triage (`tickets list
 # --status received`): listed here, oldest first, they would push out the live ones.

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from daemon.clock import Duration
-from daemon.config import Config
+from daemon.config import CATEGORIES, PRIORITIES, Config
 from daemon.resources import shipped_dir
 from daemon.store.db import insert_later, insert_row, scalar
 from daemon.store.fastpath import FastStatement
@@ -90,7 +90,10 @@ class Templates:
             env.filters["duration"] = describe_duration
             env.filters["localtime"] = self._localtime
             env.filters["rejection_reason"] = consumer_reason
+            # what staff may write after #reject, #priority and #category (_how_to_act.txt)
             env.globals["rejection_codes"] = CODES
+            env.globals["priorities"] = PRIORITIES
+            env.globals["categories"] = CATEGORIES
 
     def sender(self, language: str) -> str:
         """Our From: the display name from <language>/sender.txt (an operator may override it)

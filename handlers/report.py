@@ -23,6 +23,7 @@ from daemon.resources import shipped_dir
 from daemon.sources.forms import spreadsheet_safe
 from daemon.store.models import Ticket
 from handlers.notify import describe_duration
+from handlers.workflow import OPEN
 
 TOP_RESPONDENTS = 10
 NONE = "(none)"
@@ -178,7 +179,7 @@ def compute(
                     accepted += 1
         if ticket.accepted_at is not None:
             done = ticket.resolved_at
-            if done is None and ticket.status not in ("resolved", "closed"):
+            if done is None and ticket.status in OPEN:
                 report.accepted_still_open += 1
             deadline = calendar.add(ticket.accepted_at, policy.resolution)
             if done is None and deadline > now:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from daemon.app import App
 from daemon.clock import parse_duration
-from daemon.config import LANGUAGES
+from daemon.config import CATEGORIES, LANGUAGES, PRIORITIES
 from daemon.store.models import OutboxMessage, Ticket
 from handlers.notify import describe_duration, encoded_words, header_safe, queue_mail
 from handlers.rejection import CODES, REASONS
@@ -162,7 +162,7 @@ def test_non_ascii_subjects_are_encoded_words_that_read_back_exactly(subject: st
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_rejection_notice_and_staff_commands_word_reasons_from_the_one_table(
+def test_rejection_notice_and_staff_commands_follow_the_one_list_of_each(
     make_app, language: str
 ) -> None:
     app: App = make_app()
@@ -178,5 +178,7 @@ def test_rejection_notice_and_staff_commands_word_reasons_from_the_one_table(
     )
     assert "sold by a ghost" in own.text
     staff = app.templates.render("staff_error", language, ticket=ticket, problems=["#x"])
-    listed = next(line for line in staff.text.splitlines() if "#reject" in line)
-    assert all(code in listed for code in CODES)
+    lines = {line.split()[0]: line for line in staff.text.splitlines() if line.startswith("  #")}
+    assert all(code in lines["#reject"] for code in CODES)
+    assert all(priority in lines["#priority"] for priority in PRIORITIES)
+    assert all(category in lines["#category"] for category in CATEGORIES)
