@@ -10,10 +10,11 @@ from sqlalchemy.orm import Session
 
 from daemon.config import Config, StaffMember
 from daemon.store.models import Ticket, TimelineEntry
-from handlers.classify import rejection_label, suggest_rejection
+from handlers.classify import suggest_rejection
 from handlers.context import Context, Services
 from handlers.intake import attach
 from handlers.notify import queue_mail
+from handlers.rejection import staff_hint
 from handlers.threading import staff_reply_address
 from handlers.workflow import OPEN, TransitionRefused
 
@@ -163,7 +164,7 @@ class CaseSummary:
     def context(self, language: str) -> dict[str, object]:
         """The template context for a reader of `language`."""
         code = self.hint
-        label = rejection_label(code, language) if code else None
+        label = staff_hint(code, language) if code else None
         return {
             "complaint": self.complaint,
             "suggestion": f"{code}: {label}" if code and label != code else code,

@@ -279,34 +279,8 @@ def classify(text: str, rules: tuple[ClassifyRule, ...]) -> tuple[str, str]:
 
 
 # -- out of scope (PROCEDURE §4) ---------------------------------------------------------------
-# Reason codes with staff-facing labels: hints in the case view and staff mail, never sent to
-# the consumer as such (the rejection notice is a template; staff write the reason).
-REJECTION_REASONS = (
-    "b2b",
-    "private_trade",
-    "beyond_warranty",
-    "seconds",
-    "court_or_arbitration",
-    "no_respondent",
-)
-REJECTION_LABELS: dict[str, dict[str, str]] = {
-    "zh-CN": {
-        "b2b": "经营者之间的购销纠纷（进货、批发），不属于消费者投诉",
-        "private_trade": "个人之间的私下交易（含二手个人卖家），无经营者",
-        "beyond_warranty": "商品已超过保修期或合格证有效期",
-        "seconds": "商品按处理品/瑕疵品出售且已如实说明原因（请核实是否说明）",
-        "court_or_arbitration": "已向法院起诉或已申请仲裁",
-        "no_respondent": "被投诉方无法确认",
-    },
-    "en": {
-        "b2b": "dispute between businesses (wholesale, stock purchase), not a consumer complaint",
-        "private_trade": "private trade between individuals (incl. second-hand private sellers)",
-        "beyond_warranty": "goods beyond their warranty or certificate period",
-        "seconds": "goods sold marked as seconds/clearance with the reason stated (check it was)",
-        "court_or_arbitration": "already before a court or in arbitration",
-        "no_respondent": "no identifiable respondent",
-    },
-}
+# The built-in words suggesting each reason code of handlers/rejection.py, checked in this
+# order (a case before a court is that, whatever else it is). A hint for staff, never applied.
 _REJECTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (code, re.compile(pattern, re.IGNORECASE))
     for code, pattern in (
@@ -377,7 +351,7 @@ def suggest_rejection(text: str, rules: tuple[ClassifyRule, ...]) -> str | None:
     """A reason the case may be out of scope (PROCEDURE §4), for staff to weigh; else None.
 
     The config's rules with a reject_reason come first and give their own text; the built-ins
-    give a code from REJECTION_REASONS (labels in REJECTION_LABELS). A negated mention ("没有
+    give a code of handlers/rejection.py (which words it for staff). A negated mention ("没有
     超过保修期", "not out of warranty") suggests nothing. Nothing is applied: staff decide.
     """
     for rule in rules:
@@ -391,11 +365,6 @@ def suggest_rejection(text: str, rules: tuple[ClassifyRule, ...]) -> str | None:
             ):
                 return code
     return None
-
-
-def rejection_label(reason: str, language: str) -> str:
-    """A staff-facing label for a reason code; a config rule's own text comes back as it is."""
-    return REJECTION_LABELS.get(language, REJECTION_LABELS["en"]).get(reason, reason)
 
 
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")

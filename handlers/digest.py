@@ -7,8 +7,6 @@ import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
@@ -20,12 +18,12 @@ from daemon.config import Config
 from daemon.store import writes
 from daemon.store.models import DigestRun, EscalationStep, Ticket
 from handlers.context import Services
-from handlers.notify import header_safe, new_message_id, our_domain
+from handlers.notify import InlinePart, build_mime, header_safe, new_message_id, our_domain
 from handlers.sla import CLOCKS
+from handlers.workflow import OPEN
 
 log = logging.getLogger(__name__)
 
-OPEN = ("received", "accepted", "in_progress", "waiting")
 LIST_LIMIT = 50  # cases listed per section; the counts cover the rest
 # Cases a `caseloop import` brought in are the importer's backlog to triage (`tickets list
 # --status received`): listed here, oldest first, they would push out the live ones.
@@ -366,26 +364,21 @@ def _queue_all(session: Session, services: Services, data: DigestData, intent: s
 def build_digest_mail(
     services: Services, data: DigestData, recipient: str, png: bytes
 ) -> tuple[bytes, str, str]:
-    """multipart/alternative: text, and multipart/related (HTML + the chart by Content-ID)."""
+    """The digest in the recipient's language: text, and HTML showing the chart by Content-ID."""
     config = services.config
     language = config.language_of(recipient)
-    cid = make_msgid(domain=our_domain(config))  # "<...@domain>"
-    mail = services.templates.render("digest", language, **_context(data, config, cid[1:-1]))
+    cid = make_msgid(domain=our_domain(config))[1:-1]  # without the angle brackets
+    mail = services.templates.render("digest", language, **_context(data, config, cid))
     subject = header_safe(mail.subject, 300)
     message_id = new_message_id(config)
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = services.templates.sender(language)
-    msg["To"] = header_safe(recipient, 320)
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(data.now.astimezone(config.timezone))
-    msg["Message-ID"] = message_id
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg.set_content(mail.text, charset="utf-8", cte="base64")
-    msg.add_alternative(mail.html, subtype="html", charset="utf-8", cte="base64")
-    html_part = next(part for part in msg.iter_parts() if part.get_content_type() == "text/html")
-    assert isinstance(html_part, EmailMessage)
-    html_part.add_related(
-        png, maintype="image", subtype="png", cid=cid, filename="chart.png", disposition="inline"
-    )
-    return msg.as_bytes(), subject, message_id
+    headers: dict[str, str | None] = {
+        "From": services.templates.sender(language),
+        "To": header_safe(recipient, 320),
+        "Subject": subject,
+        "Date": format_datetime(data.now.astimezone(config.timezone)),
+        "Message-ID": message_id,
+        "Auto-Submitted": "auto-generated",
+        "X-Auto-Response-Suppress": "All",
+    }
+    chart = InlinePart(png, "image/png", cid, "chart.png")
+    return build_mime(headers, mail, [chart]), subject, message_id

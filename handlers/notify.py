@@ -6,6 +6,8 @@ import base64
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.header import Header
 from email.utils import format_datetime, formataddr, make_msgid
@@ -17,11 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from daemon.clock import Duration
-from daemon.config import Config
+from daemon.config import CATEGORIES, PRIORITIES, Config
 from daemon.resources import shipped_dir
 from daemon.store import writes
 from daemon.store.models import Ticket, TimelineEntry
 from handlers.context import RenderedMail, Renderer
+from handlers.rejection import CODES, consumer_reason
 from handlers.threading import reply_address
 
 _UNIT_WORDS = {
@@ -79,6 +82,11 @@ class Templates:
         for env in (self._text, self._html):
             env.filters["duration"] = describe_duration
             env.filters["localtime"] = self._localtime
+            env.filters["rejection_reason"] = consumer_reason
+            # what staff may write after #reject, #priority and #category (_how_to_act.txt)
+            env.globals["rejection_codes"] = CODES
+            env.globals["priorities"] = PRIORITIES
+            env.globals["categories"] = CATEGORIES
 
     def sender(self, language: str) -> str:
         """Our From: the display name from <language>/sender.txt (an operator may override it)
@@ -274,14 +282,26 @@ def encoded_words(value: str) -> str:
     return "\r\n ".join(f"=?utf-8?b?{e}?=" for e in encoded)
 
 
-def build_mime(headers: dict[str, str | None], mail: RenderedMail) -> bytes:
-    """multipart/alternative (text + HTML, UTF-8, base64) with CRLF line ends, as on the wire.
+@dataclass(frozen=True)
+class InlinePart:
+    """A file the HTML part shows by Content-ID ("cid:..."), such as the digest's chart."""
+
+    data: bytes
+    content_type: str  # "image/png"
+    cid: str  # without the angle brackets
+    filename: str
+
+
+def build_mime(
+    headers: dict[str, str | None], mail: RenderedMail, inline: Sequence[InlinePart] = ()
+) -> bytes:
+    """multipart/alternative (text + HTML, UTF-8, base64) with CRLF line ends, as on the wire;
+    with `inline` parts the HTML and they make a multipart/related.
 
     Assembled directly: the email package's generator costs more than the rest of an
     acknowledgement together. Header values are already free of CR/LF (header_safe); non-ASCII
     values become RFC 2047 encoded-words, long ASCII ones are folded by email.header.
     """
-    boundary = f"=_caseloop_{secrets.token_hex(12)}"
     lines = []
     for name, value in headers.items():
         if value is None:
@@ -291,19 +311,44 @@ def build_mime(headers: dict[str, str | None], mail: RenderedMail) -> bytes:
         elif len(name) + len(value) > 76:
             value = Header(value, "us-ascii", header_name=name).encode(linesep="\r\n")
         lines.append(f"{name}: {value}")
-    lines += [
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
-        "",
-    ]
-    for subtype, body in (("plain", mail.text), ("html", mail.html)):
-        encoded = base64.encodebytes(body.encode("utf-8")).decode("ascii")
-        lines += [
-            f"--{boundary}",
-            f'Content-Type: text/{subtype}; charset="utf-8"',
-            "Content-Transfer-Encoding: base64",
-            "",
-            encoded.rstrip("\n").replace("\n", "\r\n"),
+    lines.append("MIME-Version: 1.0")
+    html = _leaf('text/html; charset="utf-8"', mail.html.encode("utf-8"))
+    if inline:
+        files = [
+            _leaf(
+                part.content_type,
+                part.data,
+                f"Content-ID: <{part.cid}>",
+                f'Content-Disposition: inline; filename="{part.filename}"',
+            )
+            for part in inline
         ]
-    lines += [f"--{boundary}--", ""]
+        html = _multipart("related", [html, *files])
+    lines += _multipart(
+        "alternative", [_leaf('text/plain; charset="utf-8"', mail.text.encode("utf-8")), html]
+    )
+    lines.append("")
     return "\r\n".join(lines).encode("ascii")
+
+
+def _leaf(content_type: str, body: bytes, *headers: str) -> list[str]:
+    """One base64 part's lines: its headers, a blank line, the body in 76-character lines."""
+    encoded = base64.encodebytes(body).decode("ascii")
+    return [
+        f"Content-Type: {content_type}",
+        "Content-Transfer-Encoding: base64",
+        *headers,
+        "",
+        encoded.rstrip("\n").replace("\n", "\r\n"),
+    ]
+
+
+def _multipart(subtype: str, parts: list[list[str]]) -> list[str]:
+    """A multipart's lines: its Content-Type with a fresh boundary, then each part after it."""
+    boundary = f"=_caseloop_{secrets.token_hex(12)}"
+    lines = [f'Content-Type: multipart/{subtype}; boundary="{boundary}"', ""]
+    for part in parts:
+        lines.append(f"--{boundary}")
+        lines += part
+    lines.append(f"--{boundary}--")
+    return lines

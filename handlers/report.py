@@ -17,14 +17,14 @@ import jinja2
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from daemon.clock import WorkCalendar, parse_duration
-from daemon.config import Config
+from daemon.clock import Duration, WorkCalendar
+from daemon.config import PRIORITIES, Config, SlaConfig
 from daemon.resources import shipped_dir
 from daemon.sources.forms import spreadsheet_safe
 from daemon.store.models import Ticket
+from handlers.notify import describe_duration
+from handlers.workflow import OPEN
 
-ACCEPT_WITHIN = parse_duration("3 working days")  # PROCEDURE §4
-RESOLVE_WITHIN = timedelta(days=15)  # PROCEDURE §6: of formal acceptance
 TOP_RESPONDENTS = 10
 NONE = "(none)"
 BREAKDOWNS = ("channel", "category", "priority", "status", "respondent", "satisfaction")
@@ -47,6 +47,41 @@ class Share:
         return f"{self.part} of {self.whole}" + (f" ({pct:.1f}%)" if pct is not None else "")
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The time limits a report judges by, as `[sla]` configures them, in the report's words."""
+
+    acceptance: str  # "3 working days", or "3 working days (urgent: 1 working day)"
+    resolution: str  # "15 days of acceptance": counted from it
+    working_time: str  # "working days on the CN holiday calendar, counted 09:00-18:00"
+
+    @classmethod
+    def of(cls, sla: SlaConfig) -> Limits:
+        if sla.business_hours is None:
+            hours = "all day"
+        else:
+            start, end = sla.business_hours
+            hours = f"{start:%H:%M}-{end:%H:%M}"
+        return cls(
+            acceptance=_limit(sla, "acceptance"),
+            resolution=_limit(sla, "resolution", " of acceptance"),
+            working_time=f"working days on the {sla.calendar} holiday calendar, counted {hours}",
+        )
+
+
+def _limit(sla: SlaConfig, clock: str, counted_from: str = "") -> str:
+    """One clock's limit: the one most priorities share, then those of the other priorities."""
+    by_priority: dict[Duration, list[str]] = {}
+    for priority in PRIORITIES:
+        by_priority.setdefault(getattr(sla.policy(priority), clock), []).append(priority)
+    common, *others = sorted(by_priority.items(), key=lambda kv: -len(kv[1]))
+    text = describe_duration(common[0], "en") + counted_from
+    if others:
+        each = (f"{', '.join(names)}: {describe_duration(d, 'en')}" for d, names in others)
+        text += f" ({'; '.join(each)})"
+    return text
+
+
 @dataclass
 class Report:
     """Every figure of one report; each breakdown counts every case exactly once."""
@@ -54,13 +89,14 @@ class Report:
     since: date | None
     until: date | None
     zone: str
+    limits: Limits
     total: int = 0
     breakdowns: dict[str, Counter[str]] = field(default_factory=dict)
     first_response_hours: list[float] = field(default_factory=list)
     accepted_in_time: Share = field(default_factory=lambda: Share(0, 0))
     resolved_in_time: Share = field(default_factory=lambda: Share(0, 0))
     accepted_still_open: int = 0
-    decision_pending: int = 0  # no decision yet, still within the 3 working days
+    decision_pending: int = 0  # no decision yet, still within the acceptance limit
     surveys_sent: int = 0
     surveys_answered: Share = field(default_factory=lambda: Share(0, 0))
     scores: Counter[str] = field(default_factory=Counter)
@@ -100,9 +136,10 @@ def compute(
 ) -> Report:
     """Count the cases created in the period.
 
-    A case still inside a time limit at `now` (no decision yet within 3 working days, not yet
-    resolved within 15 days of acceptance) is neither a success nor a failure of that limit:
-    it is counted apart, as pending.
+    The time limits are its priority's `[sla]` acceptance (from receipt) and resolution (from
+    acceptance), counted on the `[sla]` working-day calendar and business hours as the SLA
+    clocks are. A case still inside a limit at `now` (no decision yet, or not yet resolved) is
+    neither a success nor a failure of that limit: it is counted apart, as pending.
     """
     start, end = period_bounds(config, since, until)
     query = select(Ticket).order_by(Ticket.id)
@@ -110,8 +147,9 @@ def compute(
         query = query.where(Ticket.created_at >= start)
     if end is not None:
         query = query.where(Ticket.created_at < end)
-    calendar = WorkCalendar(config.sla.calendar, config.timezone)
-    report = Report(since=since, until=until, zone=str(config.timezone.key))
+    sla = config.sla
+    calendar = WorkCalendar(sla.calendar, config.timezone, sla.business_hours)
+    report = Report(since=since, until=until, zone=str(config.timezone.key), limits=Limits.of(sla))
     report.breakdowns = {name: Counter() for name in BREAKDOWNS}
     respondents: Counter[str] = Counter()
     accept_due = accepted = resolve_due = resolved = surveyed = answered = appealed = 0
@@ -130,8 +168,9 @@ def compute(
             delta = ticket.first_response_at - ticket.created_at
             report.first_response_hours.append(delta.total_seconds() / 3600)
         # A rejected case was decided, not accepted; an imported one came in after its time.
+        policy = sla.policy(ticket.priority)
         if ticket.status != "rejected" and not (ticket.extra or {}).get("imported"):
-            deadline = calendar.add(ticket.created_at, ACCEPT_WITHIN)
+            deadline = calendar.add(ticket.created_at, policy.acceptance)
             if ticket.accepted_at is None and deadline > now:
                 report.decision_pending += 1
             else:
@@ -140,13 +179,14 @@ def compute(
                     accepted += 1
         if ticket.accepted_at is not None:
             done = ticket.resolved_at
-            if done is None and ticket.status not in ("resolved", "closed"):
+            if done is None and ticket.status in OPEN:
                 report.accepted_still_open += 1
-            if done is None and ticket.accepted_at + RESOLVE_WITHIN > now:
-                pass  # still within its 15 days: pending
+            deadline = calendar.add(ticket.accepted_at, policy.resolution)
+            if done is None and deadline > now:
+                pass  # still within its limit: pending
             else:
                 resolve_due += 1
-                if done is not None and done <= ticket.accepted_at + RESOLVE_WITHIN:
+                if done is not None and done <= deadline:
                     resolved += 1
         if ticket.survey_sent_at is not None:
             surveyed += 1
@@ -204,22 +244,23 @@ def summary_rows(report: Report) -> list[tuple[str, str, str]]:
     def pct(share: Share) -> str:
         return "" if share.percent is None else f"{share.percent:.1f}%"
 
+    limits = report.limits
     return [
         ("cases", str(report.total), ""),
         ("cases with a first response", str(len(report.first_response_hours)), ""),
         ("first response median hours", _hours(report.median_first_response), ""),
         ("first response p90 hours", _hours(report.p90_first_response), ""),
         (
-            "accepted within 3 working days",
+            f"accepted within {limits.acceptance}",
             str(report.accepted_in_time),
             pct(report.accepted_in_time),
         ),
         (
-            "resolved within 15 days of acceptance",
+            f"resolved within {limits.resolution}",
             str(report.resolved_in_time),
             pct(report.resolved_in_time),
         ),
-        ("awaiting a decision, within 3 working days", str(report.decision_pending), ""),
+        (f"awaiting a decision, within {limits.acceptance}", str(report.decision_pending), ""),
         ("accepted, still open", str(report.accepted_still_open), ""),
         ("surveys sent", str(report.surveys_sent), ""),
         ("surveys answered", str(report.surveys_answered), pct(report.surveys_answered)),
@@ -246,7 +287,11 @@ def _pad(text: str, width: int) -> str:
 
 
 def as_text(report: Report) -> str:
-    out = [f"caseloop report: cases created {_period(report)}", ""]
+    out = [
+        f"caseloop report: cases created {_period(report)}",
+        f"time limits ([sla]): {report.limits.working_time}",
+        "",
+    ]
     width = max(len(r[0]) for r in summary_rows(report))
     out += [f"{figure:<{width}}  {value}" for figure, value, _ in summary_rows(report)]
     for name in BREAKDOWNS:
@@ -272,6 +317,7 @@ def as_csv(report: Report) -> str:
     row("section", "key", "value", "share")
     row("period", "since", report.since or "", "")
     row("period", "until", report.until or "", "")
+    row("limits", "working time", report.limits.working_time, "")
     for figure, value, share in summary_rows(report):
         row("summary", figure, value, share)
     for name in BREAKDOWNS:

@@ -7,21 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import ClassifyRule
+from daemon.config import LANGUAGES, ClassifyRule
 from handlers.classify import (
-    REJECTION_LABELS,
-    REJECTION_REASONS,
     Keywords,
     classify,
     detect_language,
     group_words,
-    rejection_label,
     safety_risk,
     scanned,
     suggest_rejection,
 )
 from handlers.parse import parse_message
 from handlers.quotes import strip_quotes
+from handlers.rejection import CODES, REASONS, consumer_reason, staff_hint
 
 CORPUS = sorted((Path(__file__).parent / "data" / "complaints").glob("*.eml"))
 
@@ -147,7 +145,7 @@ def test_config_rules_come_before_the_built_ins() -> None:
 )
 def test_out_of_scope_reasons_are_suggested(text: str, reason: str) -> None:
     assert suggest_rejection(text, ()) == reason
-    assert reason in REJECTION_REASONS
+    assert reason in CODES
 
 
 @pytest.mark.parametrize(
@@ -176,11 +174,13 @@ def test_a_config_rule_reason_comes_first_and_is_given_as_written() -> None:
     assert suggest_rejection("kettle bought wholesale for our shop", rules) == "b2b"
 
 
-def test_every_reason_has_a_staff_label_in_both_languages() -> None:
-    for language in ("zh-CN", "en"):
-        assert set(REJECTION_LABELS[language]) == set(REJECTION_REASONS)
-    assert rejection_label("b2b", "zh-CN").startswith("经营者之间")
-    assert rejection_label("not a consumer matter", "en") == "not a consumer matter"
+def test_every_reason_has_a_staff_label_and_notice_words_in_both_languages() -> None:
+    for reason in REASONS:
+        assert set(reason.for_staff) == set(reason.for_consumer) == set(LANGUAGES), reason.code
+    assert staff_hint("b2b", "zh-CN").startswith("经营者之间")
+    assert staff_hint("not a consumer matter", "en") == "not a consumer matter"
+    assert consumer_reason("no_respondent", "en").startswith("we could not identify")
+    assert consumer_reason("sold by a ghost", "zh-CN") == "sold by a ghost"
 
 
 def test_the_demand_does_not_decide_the_category() -> None:

@@ -60,6 +60,8 @@ def test_digest_mail_has_text_html_and_a_decodable_chart_by_content_id(make_app)
         assert msg["Auto-Submitted"] == "auto-generated"
         assert msg["X-Auto-Response-Suppress"] == "All"
         assert msg["Message-ID"] and msg["Date"]
+        assert msg["To"] == recipient
+        assert msg["From"].addresses[0].addr_spec == app.config.support_address
         assert msg.get_content_type() == "multipart/alternative"
         text = msg.get_body(("plain",))
         assert text is not None
@@ -67,6 +69,8 @@ def test_digest_mail_has_text_html_and_a_decodable_chart_by_content_id(make_app)
         html = next(p for p in related.iter_parts() if p.get_content_type() == "text/html")
         image = next(p for p in related.iter_parts() if p.get_content_type() == "image/png")
         cid = image["Content-ID"].strip("<>")
+        assert image.get_content_disposition() == "inline"
+        assert image.get_filename() == "chart.png"
         assert f'src="cid:{cid}"' in html.get_content()
         pixels = plt.imread(io.BytesIO(image.get_content()), format="png")
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100

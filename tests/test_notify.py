@@ -11,8 +11,10 @@ from sqlalchemy import select
 
 from daemon.app import App
 from daemon.clock import parse_duration
+from daemon.config import CATEGORIES, LANGUAGES, PRIORITIES
 from daemon.store.models import OutboxMessage, Ticket
 from handlers.notify import describe_duration, encoded_words, header_safe, queue_mail
+from handlers.rejection import CODES, REASONS
 
 
 @pytest.mark.parametrize(
@@ -157,3 +159,26 @@ def test_non_ascii_subjects_are_encoded_words_that_read_back_exactly(subject: st
     assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
     msg = email.message_from_bytes(raw, policy=policy.default)
     assert str(msg["Subject"]) == subject
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_rejection_notice_and_staff_commands_follow_the_one_list_of_each(
+    make_app, language: str
+) -> None:
+    app: App = make_app()
+    ticket = _open_case(app, language)
+    for reason in REASONS:
+        mail = app.templates.render(
+            "rejected", language, ticket=ticket, reason=reason.code, message=None
+        )
+        words = reason.for_consumer[language]
+        assert words in mail.text and words in mail.html
+    own = app.templates.render(
+        "rejected", language, ticket=ticket, reason="sold by a ghost", message=None
+    )
+    assert "sold by a ghost" in own.text
+    staff = app.templates.render("staff_error", language, ticket=ticket, problems=["#x"])
+    lines = {line.split()[0]: line for line in staff.text.splitlines() if line.startswith("  #")}
+    assert all(code in lines["#reject"] for code in CODES)
+    assert all(priority in lines["#priority"] for priority in PRIORITIES)
+    assert all(category in lines["#category"] for category in CATEGORIES)

@@ -335,3 +335,59 @@ def test_a_case_still_within_its_limit_is_pending_not_late(make_app) -> None:
     assert (early.decision_pending, early.accepted_in_time.whole) == (1, 0)
     assert (late.decision_pending, late.accepted_in_time.whole) == (0, 1)
     assert late.accepted_in_time.part == 0
+
+
+def test_the_limits_come_from_the_sla_section_and_the_report_names_them(make_app) -> None:
+    """B (accepted on the 4th working day, resolved 20 days later) is in time for a
+    7-working-day acceptance and a 30-day resolution; C, still open, is late either way."""
+    app: App = make_app('[sla]\nacceptance = "7 working days"\nresolution = "30 days"\n')
+    known_cases(app)
+    with app.sessions() as session:
+        r = report.compute(session, app.config, SINCE, UNTIL, AS_OF)
+        text = report.render(session, app.config, SINCE, UNTIL, "text", AS_OF)
+        csv_text = report.render(session, app.config, SINCE, UNTIL, "csv", AS_OF)
+        html = report.render(session, app.config, SINCE, UNTIL, "html", AS_OF)
+    assert (r.accepted_in_time.part, r.accepted_in_time.whole) == (3, 5)  # A, B, C
+    assert (r.resolved_in_time.part, r.resolved_in_time.whole) == (2, 3)  # A, B of A, B, C
+    assert re.search(r"accepted within 7 working days\s+3 of 5 \(60\.0%\)", text)
+    assert re.search(r"resolved within 30 days of acceptance\s+2 of 3", text)
+    assert "awaiting a decision, within 7 working days" in text
+    assert "3 working days" not in text and "15 days" not in text
+    assert "working days on the CN holiday calendar, counted all day" in text
+    assert ["summary", "accepted within 7 working days", "3 of 5 (60.0%)", "60.0%"] in list(
+        csv.reader(io.StringIO(csv_text))
+    )
+    parser = Cells()
+    parser.feed(html)
+    assert parser.figure("resolved within 30 days of acceptance") == "2 of 3 (66.7%)"
+
+
+def test_each_priority_is_judged_by_its_own_limit(make_app) -> None:
+    """B is a high-priority case: with 5 working days for high, its 4th-day acceptance counts."""
+    app: App = make_app('[sla.high]\nacceptance = "5 working days"\n')
+    known_cases(app)
+    with app.sessions() as session:
+        r = report.compute(session, app.config, SINCE, UNTIL, AS_OF)
+        text = report.render(session, app.config, SINCE, UNTIL, "text", AS_OF)
+    assert (r.accepted_in_time.part, r.accepted_in_time.whole) == (3, 5)
+    assert "accepted within 3 working days (high: 5 working days)" in text
+    assert "resolved within 15 days of acceptance" in text
+
+
+@pytest.mark.parametrize(("hours", "in_time"), [("", 0), ('business_hours = "09:00-18:00"\n', 1)])
+def test_working_time_counts_only_the_configured_business_hours(
+    make_app, hours: str, in_time: int
+) -> None:
+    """Received Tuesday 16:00, accepted Wednesday 10:00: four working hours run out on Tuesday
+    20:00 all day long, but on Wednesday 11:00 with business hours 09:00-18:00."""
+    app: App = make_app(f'[sla]\nacceptance = "4 working hours"\n{hours}')
+    received = T0 + timedelta(hours=6)  # Tuesday 16:00 in Shanghai
+    with app.sessions.begin() as s:
+        add(s, 1, received, status="accepted", accepted_at=received + timedelta(hours=18))
+    with app.sessions() as session:
+        r = report.compute(session, app.config, None, None, AS_OF)
+        text = report.render(session, app.config, None, None, "text", AS_OF)
+    assert (r.accepted_in_time.part, r.accepted_in_time.whole) == (in_time, 1)
+    assert "accepted within 4 working hours" in text
+    counted = "counted 09:00-18:00" if hours else "counted all day"
+    assert f"time limits ([sla]): working days on the CN holiday calendar, {counted}" in text
