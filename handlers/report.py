@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from daemon.clock import WorkCalendar, parse_duration
 from daemon.config import Config
 from daemon.resources import shipped_dir
-from daemon.sources.forms import spreadsheet_safe
+from daemon.spreadsheet import spreadsheet_safe
 from daemon.store.models import Ticket
 
 ACCEPT_WITHIN = parse_duration("3 working days")  # PROCEDURE §4
