@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from servers import vm_kb  # bench/servers.py: RSS from /proc
+from servers import run_caseloop, start_caseloop, vm_kb  # bench/servers.py
 
 HEADER = ["提交编号", "提交时间", "姓名", "邮箱", "电话", "被投诉方", "订单号", "购买日期", "金额"]
 HEADER += ["投诉内容", "诉求", "来源渠道"]
@@ -247,9 +247,8 @@ def main() -> int:
         if args.db:
             lines += ["[database]", f'url = "{args.db}"']
         config.write_text("\n".join(lines) + "\n" + FORMS_TOML, encoding="utf-8")
-        caseloop = [sys.executable, "-m", "daemon", "--config", str(config)]
         if args.db:
-            subprocess.run([*caseloop, "migrate"], check=True, stdout=subprocess.DEVNULL)
+            run_caseloop("migrate", config=config, timeout=None, stdout=subprocess.DEVNULL)
         db_path = root / "caseloop-data" / "caseloop.db"
 
         if args.intake_only:
@@ -269,8 +268,11 @@ def main() -> int:
             return 0 if result["rows"] == args.n else 1
 
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [*caseloop, "--log-level", "WARNING", "run", "--once"],
+        proc = start_caseloop(
+            "run",
+            "--once",
+            config=config,
+            log_level="WARNING",
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -15,7 +15,6 @@ import random
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -23,6 +22,8 @@ from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
+
+from servers import run_caseloop  # bench/servers.py: tests/cli_run.py's helper
 
 ZH = [
     "我在贵店购买的电饭煲使用三天后无法加热，要求退货退款。订单号{order}，金额{amount}元。",
@@ -64,15 +65,14 @@ def main() -> int:
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="caseloop-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    caseloop = [sys.executable, "-m", "daemon"]
-    subprocess.run([*caseloop, "init", str(root)], check=True, stdout=subprocess.DEVNULL)
+    run_caseloop("init", str(root), timeout=None, stdout=subprocess.DEVNULL)
     config = root / "caseloop.toml"
     if args.db:
         text = config.read_text().replace(
             'url = "sqlite:///caseloop-data/caseloop.db"', f'url = "{args.db}"'
         )
         config.write_text(text)
-        subprocess.run([*caseloop, "--config", str(config), "migrate"], check=True)
+        run_caseloop("migrate", config=config, timeout=None)
     inbox = root / "caseloop-data" / "inbox"
     rng = random.Random(7)
     t0 = time.perf_counter()
@@ -83,29 +83,15 @@ def main() -> int:
     print(f"generated {args.n} messages in {time.perf_counter() - t0:.1f} s")
 
     t0 = time.perf_counter()
-    subprocess.run(
-        [*caseloop, "--config", str(config), "--log-level", "WARNING", "run", "--once"],
-        check=True,
-        stdout=subprocess.DEVNULL,
+    run_caseloop(
+        "run", "--once", config=config, log_level="WARNING", timeout=None, stdout=subprocess.DEVNULL
     )
     elapsed = time.perf_counter() - t0
 
     acks = len(os.listdir(root / "caseloop-data" / "outbox" / "new"))
     if args.db:
-        listing = subprocess.run(
-            [
-                *caseloop,
-                "--config",
-                str(config),
-                "tickets",
-                "list",
-                "--json",
-                "--limit",
-                str(args.n + 10),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
+        listing = run_caseloop(
+            "tickets", "list", "--json", "--limit", str(args.n + 10), config=config, timeout=None
         ).stdout
         tickets = len(json.loads(listing))
     else:

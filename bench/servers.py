@@ -25,10 +25,12 @@ for _path in (REPO / "tests", REPO / "bench"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from cli_run import caseloop_argv  # noqa: E402  (tests/cli_run.py: caseloop in a subprocess)
+from cli_run import run_caseloop as run_caseloop  # noqa: E402  (for the bench scripts)
+from cli_run import start_caseloop as start_caseloop  # noqa: E402
 from dovecot import Dovecot  # noqa: E402  (tests/dovecot.py: a throwaway unprivileged Dovecot)
 
 PYTHON = sys.executable
-CASELOOP = [PYTHON, "-m", "daemon"]
 _HEADER = re.compile(rb"(?im)^(message-id|in-reply-to):[ \t]*(<[^>\r\n]*>)")
 
 
@@ -231,7 +233,7 @@ def write_config(
 
 
 def caseloop(config: Path, *args: str, log_level: str = "WARNING") -> list[str]:
-    return [*CASELOOP, "--config", str(config), "--log-level", log_level, *args]
+    return caseloop_argv(*args, config=config, log_level=log_level)
 
 
 def fill_maildir(inbox: Path, raws: Iterable[bytes]) -> int:

@@ -12,25 +12,24 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
 
-from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from daemon import config as configmod
 from daemon import log as logsetup
+from daemon import queries
 from daemon.app import App, ImportBusy, Summary, build_sources
 from daemon.clock import SystemClock
 from daemon.config import Config, ConfigError
 from daemon.maildirs import deliver_to_maildir, ensure_maildir
+from daemon.queries import status_report
 from daemon.resources import shipped_dir
 from daemon.sender import check_smtp, make_transport
 from daemon.sources.imap import ImapSource
 from daemon.sources.maildir import MaildirSource
 from daemon.store.db import make_engine, migrate
-from daemon.store.models import OutboxMessage, SourceState, Ticket
-from daemon.views import iso, outbox_json, ticket_json, ticket_text
+from daemon.store.models import OutboxMessage, Ticket
+from daemon.views import outbox_json, ticket_json, ticket_text
 from handlers import digest, privacy, report, staff
 from handlers.workflow import STATUSES, TransitionRefused
 
@@ -55,7 +54,7 @@ def open_app(args: argparse.Namespace) -> Iterator[App]:
 
 
 def find_ticket(session: Session, number: str) -> Ticket:
-    ticket = session.scalar(select(Ticket).where(Ticket.number == number.upper()))
+    ticket = queries.ticket_by_number(session, number)
     if ticket is None:
         raise UsageError(f"no case {number}")
     return ticket
@@ -259,10 +258,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_tickets_list(args: argparse.Namespace) -> int:
     with open_app(args) as app, app.sessions() as session:
-        query = select(Ticket).order_by(Ticket.created_at.desc(), Ticket.id.desc())
-        if args.status:
-            query = query.where(Ticket.status == args.status)
-        tickets = session.scalars(query.limit(args.limit)).all()
+        tickets = queries.latest_tickets(session, args.status, args.limit)
         zone = app.config.timezone
         if args.json:
             print_json([ticket_json(t, zone, timeline=False) for t in tickets])
@@ -381,10 +377,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:
     with open_app(args) as app, app.sessions() as session:
-        query = select(OutboxMessage).order_by(OutboxMessage.id.desc())
-        if args.status:
-            query = query.where(OutboxMessage.status == args.status)
-        rows = session.scalars(query.limit(args.limit)).all()
+        rows = queries.latest_outbox(session, args.status, args.limit)
         zone = app.config.timezone
         if args.json:
             print_json([outbox_json(r, zone) for r in rows])
@@ -518,73 +511,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {key}: {value}")
     print("next: " + ", ".join(f"{job} {when or '-'}" for job, when in report["next"].items()))
     return EXIT_OK
-
-
-def status_report(app: App, session: Session) -> dict[str, Any]:
-    """SPEC §2 `status`: sources, outbox, open/overdue/urgent counts, next jobs."""
-    zone, now = app.config.timezone, app.clock.now()
-    states = {s.source: s for s in session.scalars(select(SourceState))}
-    sources = []
-    for source in app.sources:
-        state = states.get(source.name)
-        sources.append(
-            {
-                "name": source.name,
-                "describe": source.describe(),
-                "backlog": source.backlog(),
-                "last_poll_at": iso(state.last_poll_at, zone) if state else None,
-                "last_error": state.last_error if state else None,
-                "last_error_at": iso(state.last_error_at, zone) if state else None,
-            }
-        )
-    outbox = dict(
-        session.execute(
-            select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
-        ).all()
-    )
-    by_status = dict(
-        session.execute(select(Ticket.status, func.count()).group_by(Ticket.status)).all()
-    )
-    open_statuses = [s for s in STATUSES if s not in ("closed", "rejected")]
-    is_open = Ticket.status.in_(open_statuses)
-    overdue = session.scalar(
-        select(func.count())
-        .select_from(Ticket)
-        .where(
-            is_open,
-            Ticket.status != "waiting",  # its clocks are paused until the consumer answers
-            or_(
-                Ticket.due_first_response < now,
-                Ticket.due_acceptance < now,
-                Ticket.due_resolution < now,
-            ),
-        )
-    )
-    urgent = session.scalar(
-        select(func.count()).select_from(Ticket).where(is_open, Ticket.priority == "urgent")
-    )
-    digest_trigger = CronTrigger.from_crontab(app.config.escalation.digest_cron, timezone=zone)
-    next_jobs = {
-        # the earliest moment a clock job has something to do; the digest's next slot
-        "sla_step": session.scalar(select(func.min(Ticket.sla_next_check_at))),
-        "survey": session.scalar(select(func.min(Ticket.survey_due_at))),
-        "survey_close": session.scalar(select(func.min(Ticket.survey_expires_at))),
-        "digest": digest_trigger.get_next_fire_time(None, now),
-        "outbox": session.scalar(
-            select(func.min(OutboxMessage.next_attempt_at)).where(OutboxMessage.status == "queued")
-        ),
-    }
-    return {
-        "sources": sources,
-        "next": {job: iso(when, zone) for job, when in next_jobs.items()},
-        "outbox": {k: outbox.get(k, 0) for k in ("queued", "failed", "sent")},
-        "cases": {
-            "open": sum(by_status.get(s, 0) for s in open_statuses),
-            "overdue": overdue,
-            "urgent": urgent,
-            "by_status": by_status,
-        },
-    }
 
 
 # -- parser -------------------------------------------------------------------------------

@@ -1,14 +1,18 @@
-"""TOML -> typed Config, loaded once; every error names the file, the key and the problem."""
+"""TOML -> typed Config, loaded once; every error names the file, the key and the problem.
+
+This is the parsing half of the config: _Reader walks one TOML table, one builder per section
+turns it into the dataclasses of daemon/settings.py (the schema half), and `load` reads the
+file. Defaults are not repeated here: a key that is absent takes the dataclass field's default
+(read as `SectionConfig.field`). Every schema name is re-exported, so `from daemon.config import
+Config` and `configmod.load` both work; settings.py imports nothing from here (no import loop).
+"""
 
 from __future__ import annotations
 
 import os
 import re
-import shlex
-import subprocess
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import time
 from email.utils import parseaddr
 from pathlib import Path
@@ -19,232 +23,61 @@ import holidays
 from apscheduler.triggers.cron import CronTrigger
 
 from daemon.clock import Duration, parse_duration, parse_size
-
-CATEGORIES = (
-    "product_quality",
-    "service_attitude",
-    "logistics",
-    "price",
-    "after_sales",
-    "false_advertising",
-    "food_safety",
-    "privacy",
-    "other",
+from daemon.settings import (
+    CATEGORIES,
+    DEFAULT_DATA_DIR,
+    DEFAULT_TIMEZONE,
+    FORM_FIELDS,
+    LANGUAGES,
+    PRIORITIES,
+    ClassifyRule,
+    Config,
+    ConfigError,
+    DeliveryConfig,
+    EscalationConfig,
+    FormConfig,
+    IntakeConfig,
+    MailboxConfig,
+    PrivacyConfig,
+    RoutingRule,
+    Secret,
+    SlaConfig,
+    SlaPolicy,
+    SmtpConfig,
+    StaffMember,
+    TicketsConfig,
 )
-PRIORITIES = ("urgent", "high", "normal", "low")
-LANGUAGES = ("zh-CN", "en")
+
+__all__ = [  # the schema, re-exported for `from daemon.config import ...`
+    "CATEGORIES",
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_TIMEZONE",
+    "EMBEDDED",
+    "FORM_FIELDS",
+    "LANGUAGES",
+    "PRIORITIES",
+    "ClassifyRule",
+    "Config",
+    "ConfigError",
+    "DeliveryConfig",
+    "EscalationConfig",
+    "FormConfig",
+    "IntakeConfig",
+    "MailboxConfig",
+    "PrivacyConfig",
+    "RoutingRule",
+    "Secret",
+    "SlaConfig",
+    "SlaPolicy",
+    "SmtpConfig",
+    "StaffMember",
+    "TicketsConfig",
+    "build",
+    "find_config_path",
+    "load",
+]
+
 EMBEDDED = "<embedded defaults>"
-
-
-class ConfigError(Exception):
-    """A config problem, already phrased for the operator: file, key, problem."""
-
-    def __init__(self, file: str, key: str, problem: str) -> None:
-        self.file, self.key, self.problem = file, key, problem
-        super().__init__(f"{file}: {key}: {problem}")
-
-
-@dataclass(frozen=True)
-class Secret:
-    """Where a password comes from; read only when a connection needs it."""
-
-    file: Path | None = None
-    env: str | None = None
-    command: str | None = None
-
-    def read(self) -> str | None:
-        if self.file is not None:
-            return self.file.read_text(encoding="utf-8").strip()
-        if self.env is not None:
-            return os.environ.get(self.env)
-        if self.command is not None:
-            out = subprocess.run(
-                shlex.split(self.command), capture_output=True, text=True, timeout=30, check=True
-            )
-            return out.stdout.strip()
-        return None
-
-
-@dataclass(frozen=True)
-class MailboxConfig:
-    name: str
-    type: str  # maildir | imap
-    address: str
-    aliases: tuple[str, ...] = ()
-    path: Path | None = None
-    quarantine_path: Path | None = None
-    host: str | None = None
-    port: int | None = None
-    security: str = "tls"
-    username: str | None = None
-    password: Secret = Secret()
-    folder: str = "INBOX"
-    processed_folder: str = "caseloop/processed"
-    quarantine_folder: str = "caseloop/quarantine"
-    idle: bool = True
-
-
-@dataclass(frozen=True)
-class FormConfig:
-    name: str
-    path: Path
-    format: str = "auto"
-    id_column: str | None = None
-    sheet: str | None = None
-    columns: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SmtpConfig:
-    host: str
-    port: int = 587
-    security: str = "starttls"
-    username: str | None = None
-    password: Secret = Secret()
-    timeout: float = 30.0
-
-
-@dataclass(frozen=True)
-class TicketsConfig:
-    number_prefix: str = "TS"
-    default_language: str = "zh-CN"
-    notify_in_progress: bool = False  # also mail the consumer when work on the case starts
-    # Registration essentials (PROCEDURE §2) a complaint mail must give, else it waits for them.
-    mail_essentials: tuple[str, ...] = ("name", "respondent", "purchase", "description")
-
-
-@dataclass(frozen=True)
-class SlaPolicy:
-    first_response: Duration = parse_duration("24h")
-    acceptance: Duration = parse_duration("3 working days")
-    resolution: Duration = parse_duration("15 days")
-
-
-@dataclass(frozen=True)
-class SlaConfig:
-    calendar: str = "CN"
-    default: SlaPolicy = SlaPolicy()
-    survey_after: Duration = parse_duration("72h")
-    survey_close_after: Duration = parse_duration("7 days")
-    by_priority: dict[str, SlaPolicy] = field(default_factory=dict)
-    # Working hours of a working day (local time) for "working hours" durations; None: all day.
-    business_hours: tuple[time, time] | None = None
-
-    def policy(self, priority: str) -> SlaPolicy:
-        return self.by_priority.get(priority, self.default)
-
-
-@dataclass(frozen=True)
-class EscalationConfig:
-    supervisors: tuple[str, ...] = ()
-    urgent_notify: tuple[str, ...] = ()
-    digest_cron: str = "0 9 * * *"  # slots on days off (the [sla] calendar's) are skipped
-    remind_at: float = 0.8
-    level2_after: Duration = parse_duration("2 working days")
-    trusted_authserv_ids: tuple[str, ...] = ()
-    # A group complaint (群体性投诉): this many complainants against one respondent in the window.
-    group_threshold: int = 5
-    group_window: Duration = parse_duration("7 days")
-    sweep_interval: Duration = parse_duration("60s")  # how often SLA and survey clocks are checked
-    digest_when_empty: bool = False  # send a digest even when nothing is overdue or waiting
-
-
-@dataclass(frozen=True)
-class IntakeConfig:
-    ack_max_age: Duration = parse_duration("48h")
-    max_message_size: int = 25 * 1000**2
-    max_attachment_size: int = 20 * 1000**2
-    auto_mail_per_address_per_hour: int = 5
-    poll_interval: Duration = parse_duration("30s")
-    batch_size: int = 200
-
-
-@dataclass(frozen=True)
-class DeliveryConfig:
-    consumer_hours: tuple[time, time] = (time(9), time(21))
-    interval: Duration = parse_duration("10s")
-
-
-@dataclass(frozen=True)
-class PrivacyConfig:
-    retain_closed: Duration = parse_duration("3 years")
-
-
-@dataclass(frozen=True)
-class StaffMember:
-    address: str
-    name: str = ""
-    groups: tuple[str, ...] = ()
-    language: str = "zh-CN"  # of the mail we send them; default: [tickets] default_language
-
-
-@dataclass(frozen=True)
-class RoutingRule:
-    category: str
-    group: str
-
-
-@dataclass(frozen=True)
-class ClassifyRule:
-    match: re.Pattern[str]
-    priority: str | None = None
-    category: str | None = None
-    reject_reason: str | None = None  # suggested to staff (never applied): out of scope, why
-
-
-@dataclass(frozen=True)
-class Config:
-    source: str  # the file it came from, or EMBEDDED
-    base_dir: Path
-    data_dir: Path
-    timezone: ZoneInfo
-    database_url: str
-    mailboxes: tuple[MailboxConfig, ...]
-    forms: tuple[FormConfig, ...] = ()
-    smtp: SmtpConfig | None = None
-    tickets: TicketsConfig = TicketsConfig()
-    sla: SlaConfig = SlaConfig()
-    escalation: EscalationConfig = EscalationConfig()
-    intake: IntakeConfig = IntakeConfig()
-    delivery: DeliveryConfig = DeliveryConfig()
-    privacy: PrivacyConfig = PrivacyConfig()
-    staff: tuple[StaffMember, ...] = ()
-    routing: tuple[RoutingRule, ...] = ()
-    rules: tuple[ClassifyRule, ...] = ()
-    templates_override_dir: Path | None = None
-
-    @property
-    def support_address(self) -> str:
-        """The address our mail comes from: the first mailbox's."""
-        return self.mailboxes[0].address if self.mailboxes else "support@localhost"
-
-    @property
-    def own_addresses(self) -> frozenset[str]:
-        """Every address that is us: mailbox addresses and aliases, lower-cased."""
-        found = {self.support_address.lower()}
-        for box in self.mailboxes:
-            found.add(box.address.lower())
-            found.update(alias.lower() for alias in box.aliases)
-        return frozenset(found)
-
-    def staff_member(self, address: str) -> StaffMember | None:
-        """The [[staff]] entry for an address (any case), or None."""
-        wanted = address.strip().lower()
-        return next((s for s in self.staff if s.address.lower() == wanted), None)
-
-    def language_of(self, address: str) -> str:
-        """The language mail to a staff member or supervisor is written in."""
-        member = self.staff_member(address)
-        return member.language if member is not None else self.tickets.default_language
-
-    @property
-    def outbox_dir(self) -> Path:
-        return self.data_dir / "outbox"
-
-    @property
-    def blobs_dir(self) -> Path:
-        """Raw mail and attachments, content-addressed by sha256."""
-        return self.data_dir / "blobs"
 
 
 T = TypeVar("T")
@@ -390,7 +223,7 @@ def _mailbox(file: str, base: Path, data_dir: Path, table: dict[str, Any], i: in
         r.done()
         return box
     host = r.require("host", str)
-    security = r.choice("security", ("tls", "starttls", "none"), "tls")
+    security = r.choice("security", ("tls", "starttls", "none"), MailboxConfig.security)
     if security == "none" and host not in ("localhost", "127.0.0.1", "::1"):
         raise r.fail("security", '"none" is only allowed for a loopback host')
     port = r.get("port", int, 993 if security == "tls" else 143)
@@ -404,10 +237,10 @@ def _mailbox(file: str, base: Path, data_dir: Path, table: dict[str, Any], i: in
         security=security,
         username=r.get("username", str, address),
         password=_secret(r),
-        folder=r.get("folder", str, "INBOX"),
-        processed_folder=r.get("processed_folder", str, "caseloop/processed"),
-        quarantine_folder=r.get("quarantine_folder", str, "caseloop/quarantine"),
-        idle=r.get("idle", bool, True),
+        folder=r.get("folder", str, MailboxConfig.folder),
+        processed_folder=r.get("processed_folder", str, MailboxConfig.processed_folder),
+        quarantine_folder=r.get("quarantine_folder", str, MailboxConfig.quarantine_folder),
+        idle=r.get("idle", bool, MailboxConfig.idle),
     )
     r.done()
     return box
@@ -415,19 +248,7 @@ def _mailbox(file: str, base: Path, data_dir: Path, table: dict[str, Any], i: in
 
 def _form(file: str, base: Path, table: dict[str, Any], i: int) -> FormConfig:
     r = _Reader(file, base, table, f"forms[{i}].")
-    fields = (
-        "email",
-        "name",
-        "phone",
-        "respondent",
-        "order_number",
-        "purchase_date",
-        "amount",
-        "description",
-        "demand",
-        "subject",
-        "submitted_at",  # when the consumer submitted it: older than ack_max_age, no ack
-    )
+    fields = FORM_FIELDS
     columns = r.table_of("columns")
     for key, value in columns.items():
         if key not in fields:
@@ -439,10 +260,10 @@ def _form(file: str, base: Path, table: dict[str, Any], i: int) -> FormConfig:
     path = r.path("path", None)
     form = FormConfig(
         name=r.require("name", str),
-        path=path if path is not None else base / "caseloop-data" / "forms",
-        format=r.choice("format", ("auto", "csv", "json", "jsonl", "xlsx"), "auto"),
-        id_column=r.get("id_column", str, None),
-        sheet=r.get("sheet", str, None),
+        path=path if path is not None else base / DEFAULT_DATA_DIR / "forms",
+        format=r.choice("format", ("auto", "csv", "json", "jsonl", "xlsx"), FormConfig.format),
+        id_column=r.get("id_column", str, FormConfig.id_column),
+        sheet=r.get("sheet", str, FormConfig.sheet),
         columns=dict(columns),
     )
     if "path" not in table:
@@ -454,16 +275,16 @@ def _form(file: str, base: Path, table: dict[str, Any], i: int) -> FormConfig:
 def _smtp(file: str, base: Path, table: dict[str, Any]) -> SmtpConfig:
     r = _Reader(file, base, table, "smtp.")
     host = r.require("host", str)
-    security = r.choice("security", ("tls", "starttls", "none"), "starttls")
+    security = r.choice("security", ("tls", "starttls", "none"), SmtpConfig.security)
     if security == "none" and host not in ("localhost", "127.0.0.1", "::1"):
         raise r.fail("security", '"none" is only allowed for a loopback host')
     smtp = SmtpConfig(
         host=host,
         port=r.get("port", int, 465 if security == "tls" else 587),
         security=security,
-        username=r.get("username", str, None),
+        username=r.get("username", str, SmtpConfig.username),
         password=_secret(r),
-        timeout=float(r.get("timeout", (int, float), 30.0)),
+        timeout=float(r.get("timeout", (int, float), SmtpConfig.timeout)),
     )
     r.done()
     return smtp
@@ -479,7 +300,7 @@ def _sla_policy(r: _Reader, base: SlaPolicy) -> SlaPolicy:
 
 def _sla(file: str, base: Path, table: dict[str, Any]) -> SlaConfig:
     r = _Reader(file, base, table, "sla.")
-    calendar = r.get("calendar", str, "CN")
+    calendar = r.get("calendar", str, SlaConfig.calendar)
     if calendar not in holidays.list_supported_countries():
         raise r.fail("calendar", f"unknown holidays calendar {calendar!r}")
     default = _sla_policy(r, SlaPolicy())
@@ -496,7 +317,7 @@ def _sla(file: str, base: Path, table: dict[str, Any]) -> SlaConfig:
         survey_after=r.duration("survey_after", SlaConfig.survey_after),
         survey_close_after=r.duration("survey_close_after", SlaConfig.survey_close_after),
         by_priority=overrides,
-        business_hours=r.convert("business_hours", None, _hours),
+        business_hours=r.convert("business_hours", SlaConfig.business_hours, _hours),
     )
     r.done()
     return sla
@@ -509,7 +330,7 @@ def _cron(text: str) -> str:
 
 def _escalation(file: str, base: Path, table: dict[str, Any]) -> EscalationConfig:
     r = _Reader(file, base, table, "escalation.")
-    remind_at = float(r.get("remind_at", (int, float), 0.8))
+    remind_at = float(r.get("remind_at", (int, float), EscalationConfig.remind_at))
     if not 0 < remind_at < 1:
         raise r.fail("remind_at", f"must be between 0 and 1, got {remind_at}")
     esc = EscalationConfig(
@@ -519,10 +340,10 @@ def _escalation(file: str, base: Path, table: dict[str, Any]) -> EscalationConfi
         remind_at=remind_at,
         level2_after=r.duration("level2_after", EscalationConfig.level2_after),
         trusted_authserv_ids=r.strings("trusted_authserv_ids"),
-        group_threshold=_count(r, "group_threshold", 5),
+        group_threshold=_count(r, "group_threshold", EscalationConfig.group_threshold),
         group_window=r.duration("group_window", EscalationConfig.group_window),
         sweep_interval=r.duration("sweep_interval", EscalationConfig.sweep_interval),
-        digest_when_empty=r.get("digest_when_empty", bool, False),
+        digest_when_empty=r.get("digest_when_empty", bool, EscalationConfig.digest_when_empty),
     )
     r.done()
     return esc
@@ -550,9 +371,11 @@ def _intake(file: str, base: Path, table: dict[str, Any]) -> IntakeConfig:
         max_attachment_size=r.convert(
             "max_attachment_size", IntakeConfig.max_attachment_size, parse_size
         ),
-        auto_mail_per_address_per_hour=_positive_int(r, "auto_mail_per_address_per_hour", 5),
+        auto_mail_per_address_per_hour=_positive_int(
+            r, "auto_mail_per_address_per_hour", IntakeConfig.auto_mail_per_address_per_hour
+        ),
         poll_interval=r.duration("poll_interval", IntakeConfig.poll_interval),
-        batch_size=_positive_int(r, "batch_size", 200),
+        batch_size=_positive_int(r, "batch_size", IntakeConfig.batch_size),
     )
     r.done()
     return intake
@@ -592,13 +415,13 @@ def _rule(file: str, base: Path, table: dict[str, Any], i: int) -> ClassifyRule:
     if "match" not in table:
         raise r.fail("match", "missing (required)")
     pattern = r.convert("match", re.compile(""), _regex)
-    priority = r.get("priority", str, None)
+    priority = r.get("priority", str, ClassifyRule.priority)
     if priority is not None and priority not in PRIORITIES:
         raise r.fail("priority", f"must be one of {', '.join(PRIORITIES)}, got {priority!r}")
-    category = r.get("category", str, None)
+    category = r.get("category", str, ClassifyRule.category)
     if category is not None and category not in CATEGORIES:
         raise r.fail("category", f"must be one of {', '.join(CATEGORIES)}, got {category!r}")
-    reject_reason = r.get("reject_reason", str, None)
+    reject_reason = r.get("reject_reason", str, ClassifyRule.reject_reason)
     r.done()
     return ClassifyRule(
         match=pattern, priority=priority, category=category, reject_reason=reject_reason
@@ -628,9 +451,9 @@ def _list_of_tables(r: _Reader, name: str) -> list[dict[str, Any]]:
 def build(table: dict[str, Any], *, file: str, base: Path) -> Config:
     """Validate a parsed TOML document into a Config."""
     r = _Reader(file, base, table, "")
-    data_dir = r.path("data_dir", (base / "caseloop-data").resolve())
+    data_dir = r.path("data_dir", (base / DEFAULT_DATA_DIR).resolve())
     assert data_dir is not None
-    zone_name = r.get("timezone", str, "Asia/Shanghai")
+    zone_name = r.get("timezone", str, DEFAULT_TIMEZONE)
     try:
         zone = ZoneInfo(zone_name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -671,13 +494,13 @@ def build(table: dict[str, Any], *, file: str, base: Path) -> Config:
     smtp = _smtp(file, base, smtp_table) if "smtp" in table else None
 
     tr = _Reader(file, base, r.table_of("tickets"), "tickets.")
-    prefix = tr.get("number_prefix", str, "TS")
+    prefix = tr.get("number_prefix", str, TicketsConfig.number_prefix)
     if not re.fullmatch(r"[A-Z][A-Z0-9]{0,9}", prefix):
         raise tr.fail("number_prefix", f"must be 1-10 capital letters or digits, got {prefix!r}")
     tickets = TicketsConfig(
         number_prefix=prefix,
-        default_language=tr.choice("default_language", LANGUAGES, "zh-CN"),
-        notify_in_progress=tr.get("notify_in_progress", bool, False),
+        default_language=tr.choice("default_language", LANGUAGES, TicketsConfig.default_language),
+        notify_in_progress=tr.get("notify_in_progress", bool, TicketsConfig.notify_in_progress),
         mail_essentials=_essentials(tr),
     )
     tr.done()
@@ -692,7 +515,7 @@ def build(table: dict[str, Any], *, file: str, base: Path) -> Config:
         staff.append(
             StaffMember(
                 address=sr.address("address"),
-                name=sr.get("name", str, ""),
+                name=sr.get("name", str, StaffMember.name),
                 groups=sr.strings("groups"),
                 language=sr.choice("language", LANGUAGES, tickets.default_language),
             )

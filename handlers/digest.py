@@ -11,7 +11,7 @@ from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from daemon.config import Config
@@ -19,7 +19,7 @@ from daemon.store import writes
 from daemon.store.models import DigestRun, EscalationStep, Ticket
 from handlers.context import Services
 from handlers.notify import InlinePart, build_mime, header_safe, new_message_id, our_domain
-from handlers.sla import CLOCKS
+from handlers.sla import CLOCKS, overdue, past_deadline
 from handlers.workflow import OPEN
 
 log = logging.getLogger(__name__)
@@ -80,10 +80,8 @@ def collect(session: Session, config: Config, now: datetime) -> DigestData:
     """Read the digest's facts from the database (nothing is changed)."""
     last = session.scalar(select(func.max(DigestRun.at)).where(DigestRun.sent > 0))
     data = DigestData(now=now, since=last)
-    running = Ticket.sla_paused_at.is_(None)
-    late = or_(*(getattr(Ticket, column) < now for column in CLOCKS.values()))
     for ticket in session.scalars(
-        select(Ticket).where(late, running, Ticket.status.in_(OPEN)).order_by(Ticket.id)
+        select(Ticket).where(overdue(now), Ticket.status.in_(OPEN)).order_by(Ticket.id)
     ):
         for clock, column in CLOCKS.items():
             deadline = getattr(ticket, column)
@@ -184,7 +182,7 @@ def _compliance(session: Session, now: datetime) -> dict[str, tuple[int, int]]:
 
 def _ages(session: Session, now: datetime) -> list[tuple[str, int, int]]:
     """Open cases by age bucket: how many are within their deadlines and how many are late."""
-    late = or_(*(getattr(Ticket, column) < now for column in CLOCKS.values()))
+    late = past_deadline(now)
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     labels = [_bucket_label(lo, hi) for lo, hi in AGE_BUCKETS]
     for created, is_late in session.execute(

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from daemon.clock import Duration, WorkCalendar
 from daemon.config import PRIORITIES, Config, SlaConfig
 from daemon.resources import shipped_dir
-from daemon.sources.forms import spreadsheet_safe
+from daemon.spreadsheet import spreadsheet_safe
 from daemon.store.models import Ticket
 from handlers.notify import describe_duration
 from handlers.workflow import OPEN

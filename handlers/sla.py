@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
-from sqlalchemy import inspect, select
+from sqlalchemy import ColumnElement, and_, inspect, or_, select
 from sqlalchemy.orm import Session
 
 from daemon.clock import Duration, WorkCalendar
@@ -323,3 +323,22 @@ def _overdue_text(delta: timedelta) -> dict[str, int]:
     """How long past the deadline, as days and hours for the templates."""
     seconds = max(int(delta.total_seconds()), 0)
     return {"days": seconds // 86400, "hours": seconds % 86400 // 3600}
+
+
+def past_deadline(now: datetime) -> ColumnElement[bool]:
+    """The query clause: one of the case's due times has passed (paused or not)."""
+    return or_(*(getattr(Ticket, column) < now for column in CLOCKS.values()))
+
+
+def overdue(now: datetime) -> ColumnElement[bool]:
+    """The query clause: a case whose clocks run and one of whose deadlines has passed.
+
+    A case waiting on the consumer has its clocks paused (SPEC §4), so it is not overdue while
+    it waits. Combine it with `Ticket.status.in_(workflow.OPEN)` (closed, rejected and resolved
+    cases have no running clock anyway). Used by `caseloop status` and the supervisor digest.
+    """
+    return and_(
+        Ticket.status != "waiting",  # SPEC §4: waiting pauses the clocks ...
+        Ticket.sla_paused_at.is_(None),  # ... and this is the pause as stored
+        past_deadline(now),
+    )

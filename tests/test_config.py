@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from daemon import config as configmod
-from daemon.cli import main
-from daemon.config import ConfigError
+from daemon.cli import DEFAULT_CONFIG, main
+from daemon.config import (
+    ConfigError,
+    EscalationConfig,
+    IntakeConfig,
+    PrivacyConfig,
+    SlaConfig,
+    SlaPolicy,
+    TicketsConfig,
+)
 
 FULL_SPEC_CONFIG = """
 data_dir = "caseloop-data"
@@ -142,6 +153,42 @@ def test_no_file_means_embedded_defaults(tmp_path: Path, monkeypatch: pytest.Mon
     assert config.source == configmod.EMBEDDED
     assert config.mailboxes[0].path == tmp_path / "caseloop-data" / "inbox"
     assert config.smtp is None and config.database_url.startswith("sqlite:///")
+
+
+def _field_default(cls: type, name: str) -> Any:
+    (found,) = (f for f in dataclasses.fields(cls) if f.name == name)
+    if found.default is not dataclasses.MISSING:
+        return found.default
+    assert found.default_factory is not dataclasses.MISSING, f"{cls.__name__}.{name}: no default"
+    return found.default_factory()
+
+
+def test_the_init_template_says_the_dataclass_defaults(tmp_path: Path) -> None:
+    """The TOML `caseloop init` writes spells the defaults out for the operator: every key it
+    sets loads to its dataclass field's default, and the whole file to the embedded defaults,
+    so the template cannot drift from the one truth (the dataclasses in daemon/settings.py)."""
+    sections: dict[str, type] = {
+        "tickets": TicketsConfig,
+        "sla": SlaConfig,
+        "escalation": EscalationConfig,
+        "intake": IntakeConfig,
+        "privacy": PrivacyConfig,
+    }
+    policy_keys = {f.name for f in dataclasses.fields(SlaPolicy)}
+    path = tmp_path / "caseloop.toml"
+    path.write_text(DEFAULT_CONFIG, encoding="utf-8")
+    config = configmod.load(path)
+    template = tomllib.loads(DEFAULT_CONFIG)
+    assert set(template) == {*sections, "data_dir", "timezone", "database", "mailboxes"}
+    for section, cls in sections.items():
+        for key in template[section]:
+            if section == "sla" and key in policy_keys:
+                loaded, default = getattr(config.sla.default, key), getattr(SlaPolicy(), key)
+            else:
+                loaded, default = getattr(getattr(config, section), key), _field_default(cls, key)
+            assert loaded == default, f"[{section}] {key}: template {loaded!r}, default {default!r}"
+    embedded = configmod.build({}, file=configmod.EMBEDDED, base=tmp_path)
+    assert dataclasses.replace(config, source=configmod.EMBEDDED) == embedded
 
 
 @pytest.mark.parametrize(

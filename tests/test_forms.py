@@ -1,9 +1,8 @@
-"""Web-form exports: the folder source (daemon/sources/forms.py), the row step (handlers/forms.py),
-the request_info templates, and end to end through the App.
+"""Web-form exports: the readers (daemon/sources/formfiles.py), the folder source
+(daemon/sources/forms.py), the row step (handlers/forms.py), the request_info templates, and end
+to end through the App (app.build_sources builds a FormSource for each [[forms]] entry).
 
 Fixtures are generated here (GBK and BOM CSVs, JSON, JSONL, XLSX, truncated and binary files).
-The tests marked `needs_wiring` drive the App and only run once app.build_sources builds a
-FormSource for each [[forms]] entry (the wiring of issue 4); the others stand on their own.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from email import policy
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,10 +28,13 @@ from sqlalchemy import func, select
 
 from daemon import config as configmod
 from daemon.app import Summary
+from daemon.clock import MovableClock
 from daemon.config import FormConfig
 from daemon.items import Incoming
-from daemon.sources import forms as forms_source
-from daemon.sources.forms import FormSource, row_key, spreadsheet_safe
+from daemon.sources import formfiles
+from daemon.sources.formfiles import row_key
+from daemon.sources.forms import FormSource
+from daemon.spreadsheet import spreadsheet_safe
 from handlers.context import Prepared
 from handlers.forms import ParseFormRow, check_email, form_message_id, missing_essentials
 from handlers.notify import Templates
@@ -323,14 +326,15 @@ def test_files_being_written_are_not_taken(tmp_path: Path) -> None:
     fresh = cfg.path / "fresh.csv"
     write_csv(fresh, ROWS[:1])
     os.utime(fresh)  # just written: not yet known to be complete
-    source = FormSource(cfg, settle=1.0)
+    clock = MovableClock(datetime.fromtimestamp(fresh.stat().st_mtime, UTC))
+    source = FormSource(cfg, clock, settle=1.0)
     assert source.fetch(100) == []
     assert source.check() == f"ok, 1 file(s) waiting in {cfg.path}"
     # the exporter's rename from .tmp to the final name makes it a candidate
     os.replace(cfg.path / "export.csv.tmp", cfg.path / "export.csv")
     items = drain(source)
     assert {row(i)["file"] for i in items} == {"export.csv"}
-    time.sleep(1.05)  # two polls, a second apart, saw fresh.csv unchanged
+    clock.move(timedelta(seconds=1.05))  # two polls, a second apart, saw fresh.csv unchanged
     assert {row(i)["file"] for i in drain(source)} == {"fresh.csv"}
     assert (cfg.path / "export.csv.part").exists() and (cfg.path / "~$导出.xlsx").exists()
 
@@ -501,7 +505,7 @@ def _peak_while_draining(folder: Path, n: int) -> int:
 def test_streaming_hands_out_at_most_limit_with_memory_flat(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(forms_source, "CHUNK", 16 * 1024)  # both files are many chunks long
+    monkeypatch.setattr(formfiles, "CHUNK", 16 * 1024)  # both files are many chunks long
     small = _peak_while_draining(tmp_path / "small", 1500)
     large = _peak_while_draining(tmp_path / "large", 6000)  # 1.2 MB
     assert large < small + 32 * 1024, (small, large)  # four times the rows, the same memory
@@ -709,16 +713,9 @@ def test_request_info_names_the_missing_items_in_the_consumers_language(
     assert "<li>" in mail.html
 
 
-# --- end to end through the App (needs the wiring of issue 4) ---------------------------------
+# --- end to end through the App ---------------------------------------------------------------
 
 APP_TOML = FORMS_TOML.replace('path = "forms/web"', 'path = "forms/web"\nformat = "auto"')
-
-
-def _wired_app(make_app: Callable[[str], Any]) -> Any:
-    app = make_app(APP_TOML)
-    if not any(isinstance(s, FormSource) for s in app.sources):
-        pytest.skip("needs wiring: app.build_sources does not build FormSource yet (issue 4)")
-    return app
 
 
 def _drop(app: Any, name: str, rows: list[list[str]], header: list[str] = HEADER) -> Path:
@@ -735,10 +732,10 @@ def _outbox(app: Any) -> list[email.message.EmailMessage]:
     ]
 
 
-def test_needs_wiring_cumulative_exports_give_one_case_and_one_ack_each(make_app) -> None:
+def test_cumulative_exports_through_the_app_give_one_case_and_one_ack_each(make_app) -> None:
     from daemon.store.models import OutboxMessage, SourceItem, Ticket
 
-    app = _wired_app(make_app)
+    app = make_app(APP_TOML)
     bad = ["1009", "无邮箱", "", "", "某店", "A9", "", "", "没有邮箱的投诉", ""]
     _drop(app, "export-1.csv", [ROWS[0], bad])
     first = app.run_once()
@@ -771,11 +768,11 @@ def test_needs_wiring_cumulative_exports_give_one_case_and_one_ack_each(make_app
     assert again.opened == [] and again.sent == 0
 
 
-def test_needs_wiring_a_form_case_shows_its_fields_in_the_case_json(make_app) -> None:
+def test_a_form_case_shows_its_fields_in_the_case_json(make_app) -> None:
     from daemon.store.models import Ticket
     from daemon.views import ticket_json
 
-    app = _wired_app(make_app)
+    app = make_app(APP_TOML)
     _drop(app, "a.csv", [ROWS[0]])
     app.run_once()
     with app.sessions() as session:
@@ -801,10 +798,10 @@ def test_needs_wiring_a_form_case_shows_its_fields_in_the_case_json(make_app) ->
     assert ack["Subject"].startswith(f"[{case['number']}] 我们已收到您的投诉")
 
 
-def test_needs_wiring_missing_essentials_open_a_case_and_ask_for_them(make_app) -> None:
+def test_a_form_row_missing_essentials_opens_a_case_and_asks_for_them(make_app) -> None:
     from daemon.store.models import OutboxMessage, Ticket
 
-    app = _wired_app(make_app)
+    app = make_app(APP_TOML)
     partial = ["2001", "", "zhao@example.cn", "", "", "", "", "", "屏幕碎了，要求换货。", ""]
     english = ["2002", "Ann Lee", "ann@example.com", "", "深圳某某电器有限公司", "", "", "",
                "Kettle leaks, shop ignores me", ""]  # fmt: skip
@@ -824,13 +821,13 @@ def test_needs_wiring_missing_essentials_open_a_case_and_ask_for_them(make_app) 
     assert "Please complete your complaint" in mails["ann@example.com"]["Subject"]
 
 
-def test_needs_wiring_the_consumers_email_reply_threads_onto_the_form_case(make_app) -> None:
+def test_the_consumers_email_reply_threads_onto_the_form_case(make_app) -> None:
     from email.message import EmailMessage
 
     from daemon.maildirs import deliver_to_maildir
     from daemon.store.models import Ticket, TimelineEntry
 
-    app = _wired_app(make_app)
+    app = make_app(APP_TOML)
     _drop(app, "a.csv", [ROWS[0]])
     app.run_once()
     (ack,) = _outbox(app)

@@ -7,10 +7,7 @@ import importlib.util
 import io
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
@@ -18,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import run_caseloop
 
 from daemon import config as configmod
 from daemon.app import App
@@ -247,22 +245,6 @@ def test_html_is_escaped_and_has_charts(app: App) -> None:
     assert parser.figure("surveys answered") == "2 of 3 (66.7%)"
 
 
-def _caseloop(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("CASELOOP_CONFIG", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def _generator() -> Any:
     spec = importlib.util.spec_from_file_location("report_month", ROOT / "bench/report_month.py")
     assert spec is not None and spec.loader is not None
@@ -271,6 +253,7 @@ def _generator() -> Any:
     return module
 
 
+@pytest.mark.slow
 def test_html_report_of_a_generated_month_reconciles_with_tickets_list(tmp_path: Path) -> None:
     month = _generator()
     config = configmod.load(month.site_config(tmp_path))
@@ -282,9 +265,11 @@ def test_html_report_of_a_generated_month_reconciles_with_tickets_list(tmp_path:
         app.close()
     conf = str(tmp_path / "caseloop.toml")
     cases = json.loads(
-        _caseloop("--config", conf, "tickets", "list", "--json", "--limit", "100000", cwd=tmp_path)
+        run_caseloop(
+            "--config", conf, "tickets", "list", "--json", "--limit", "100000", cwd=tmp_path
+        ).stdout
     )
-    html = _caseloop("--config", conf, "report", "--format", "html", cwd=tmp_path)
+    html = run_caseloop("--config", conf, "report", "--format", "html", cwd=tmp_path).stdout
     assert len(cases) == opened > 50
     parser = Cells()
     parser.feed(html)
@@ -320,7 +305,7 @@ def test_html_report_of_a_generated_month_reconciles_with_tickets_list(tmp_path:
     median = hours[max(1, math.ceil(0.5 * len(hours))) - 1]
     assert parser.figure("first response median hours") == f"{median:.1f}"
     # and the same month as text and CSV gives the same totals
-    text = _caseloop("--config", conf, "report", cwd=tmp_path)
+    text = run_caseloop("--config", conf, "report", cwd=tmp_path).stdout
     assert re.search(rf"^cases\s+{len(cases)}$", text, re.M)
 
 

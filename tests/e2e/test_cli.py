@@ -3,33 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_run import run_caseloop as caseloop
 
 DATA = Path(__file__).parent.parent / "data"
-
-
-def caseloop(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("CASELOOP_CONFIG", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"caseloop {' '.join(args)} exited {result.returncode}:\n"
-            f"{result.stdout}\n{result.stderr}"
-        )
-    return result
 
 
 @pytest.fixture
@@ -44,6 +23,7 @@ def received_case(site: Path) -> str:
     return str(next(c["number"] for c in listing if c["status"] == "received"))
 
 
+@pytest.mark.slow
 def test_samples_run_end_to_end_and_a_second_run_changes_nothing(site: Path) -> None:
     first = caseloop("run", "--once", cwd=site)
     assert "cases opened: 4" in first.stdout
@@ -100,6 +80,7 @@ def test_show_json_follows_the_spec_shape(site: Path) -> None:
     assert case["status"] == "received" and case["channel"] == "email"
 
 
+@pytest.mark.slow
 def test_staff_reply_set_and_note_from_the_cli(site: Path) -> None:
     with (site / "caseloop.toml").open("a", encoding="utf-8") as config:
         config.write('\n[[staff]]\naddress = "agent@example.com"\ngroups = ["quality"]\n')

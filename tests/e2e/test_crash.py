@@ -15,7 +15,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import run_caseloop, start_caseloop
 from dovecot import Dovecot
 
 N = 300  # messages
@@ -88,8 +88,9 @@ def kill_at_random_moments(config: Path, log: Path, kills: int, rng: random.Rand
     for _ in range(kills):
         before = progress()
         with log.open("ab") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "--config", str(config), "run"],
+            proc = start_caseloop(
+                "run",
+                config=config,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
@@ -116,12 +117,15 @@ def kill_at_random_moments(config: Path, log: Path, kills: int, rng: random.Rand
 
 def run_once(config: Path, log: Path) -> None:
     with log.open("ab") as err:
-        done = subprocess.run(
-            [sys.executable, "-m", "daemon", "--config", str(config), "run", "--once"],
+        done = run_caseloop(
+            "run",
+            "--once",
+            config=config,
+            check=False,
+            timeout=60,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,
-            timeout=60,
         )
     assert done.returncode == 0, log.read_text()
 

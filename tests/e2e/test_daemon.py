@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
+
+from cli_run import start_caseloop
 
 from daemon.maildirs import deliver_to_maildir
 
@@ -29,14 +29,8 @@ def test_daemon_takes_in_new_mail_while_running_and_stops_on_sigterm(tmp_path: P
         'data_dir = "caseloop-data"\n[intake]\npoll_interval = "1s"\nack_max_age = "365 days"\n'
         '[delivery]\ninterval = "1s"\n'
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "--config", str(config), "run"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_caseloop(
+        "run", config=config, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     outbox = tmp_path / "caseloop-data/outbox/new"
     inbox = tmp_path / "caseloop-data/inbox"

@@ -14,7 +14,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from cli_run import start_caseloop
 from dovecot import Dovecot
 
 MESSAGE_ID = re.compile(rb"(?im)^(message-id|in-reply-to):[ \t]*(<[^>\r\n]*>)")
@@ -124,11 +124,8 @@ def test_idle_intake_survives_a_dovecot_restart_and_an_smtp_outage(
     db = tmp_path / "caseloop-data" / "caseloop.db"
     log = tmp_path / "daemon.log"
     with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "--config", str(config), "run"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
+        proc = start_caseloop(
+            "run", config=config, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
         )
     try:
         # Up, and the first poll done: from now on only IDLE can notice mail quickly.

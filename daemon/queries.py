@@ -1,0 +1,98 @@
+"""The read-only database queries behind `caseloop status`, `tickets list/show` and `outbox list`.
+
+daemon/cli.py wires the commands and prints; what they read is asked here, in one place, and
+nothing here writes. "Open" is handlers.workflow.OPEN (someone must act) and "overdue" is
+handlers.sla.overdue, the same clauses the supervisor digest uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from daemon.store.models import OutboxMessage, SourceState, Ticket
+from daemon.views import iso
+from handlers.sla import overdue
+from handlers.workflow import OPEN
+
+if TYPE_CHECKING:
+    from daemon.app import App
+
+
+def ticket_by_number(session: Session, number: str) -> Ticket | None:
+    """The case with this number (any case), or None."""
+    return session.scalar(select(Ticket).where(Ticket.number == number.upper()))
+
+
+def latest_tickets(session: Session, status: str | None, limit: int) -> Sequence[Ticket]:
+    """Cases newest first, of one status when given."""
+    query = select(Ticket).order_by(Ticket.created_at.desc(), Ticket.id.desc())
+    if status:
+        query = query.where(Ticket.status == status)
+    return session.scalars(query.limit(limit)).all()
+
+
+def latest_outbox(session: Session, status: str | None, limit: int) -> Sequence[OutboxMessage]:
+    """Outgoing mails newest first, of one status when given."""
+    query = select(OutboxMessage).order_by(OutboxMessage.id.desc())
+    if status:
+        query = query.where(OutboxMessage.status == status)
+    return session.scalars(query.limit(limit)).all()
+
+
+def status_report(app: App, session: Session) -> dict[str, Any]:
+    """SPEC §2 `status`: sources, outbox, open/overdue/urgent counts, next jobs."""
+    zone, now = app.config.timezone, app.clock.now()
+    states = {s.source: s for s in session.scalars(select(SourceState))}
+    sources = []
+    for source in app.sources:
+        state = states.get(source.name)
+        sources.append(
+            {
+                "name": source.name,
+                "describe": source.describe(),
+                "backlog": source.backlog(),
+                "last_poll_at": iso(state.last_poll_at, zone) if state else None,
+                "last_error": state.last_error if state else None,
+                "last_error_at": iso(state.last_error_at, zone) if state else None,
+            }
+        )
+    outbox = dict(
+        session.execute(
+            select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+        ).all()
+    )
+    by_status = dict(
+        session.execute(select(Ticket.status, func.count()).group_by(Ticket.status)).all()
+    )
+    is_open = Ticket.status.in_(OPEN)
+    late = session.scalar(select(func.count()).select_from(Ticket).where(is_open, overdue(now)))
+    urgent = session.scalar(
+        select(func.count()).select_from(Ticket).where(is_open, Ticket.priority == "urgent")
+    )
+    digest_trigger = CronTrigger.from_crontab(app.config.escalation.digest_cron, timezone=zone)
+    next_jobs = {
+        # the earliest moment a clock job has something to do; the digest's next slot
+        "sla_step": session.scalar(select(func.min(Ticket.sla_next_check_at))),
+        "survey": session.scalar(select(func.min(Ticket.survey_due_at))),
+        "survey_close": session.scalar(select(func.min(Ticket.survey_expires_at))),
+        "digest": digest_trigger.get_next_fire_time(None, now),
+        "outbox": session.scalar(
+            select(func.min(OutboxMessage.next_attempt_at)).where(OutboxMessage.status == "queued")
+        ),
+    }
+    return {
+        "sources": sources,
+        "next": {job: iso(when, zone) for job, when in next_jobs.items()},
+        "outbox": {k: outbox.get(k, 0) for k in ("queued", "failed", "sent")},
+        "cases": {
+            "open": sum(by_status.get(s, 0) for s in OPEN),
+            "overdue": late,
+            "urgent": urgent,
+            "by_status": by_status,
+        },
+    }

@@ -1,0 +1,264 @@
+"""The typed config: the dataclasses a caseloop.toml becomes, their defaults, and ConfigError.
+
+This is the schema half of the config; daemon/config.py is the parsing half (TOML -> Config,
+validation, `load`). The split runs this way round because every module reads the types while
+only the CLI and the App load a file: `from daemon.config import Config` keeps working (config.py
+re-exports every name here), and this module imports nothing of the parser, so there is no
+import loop. The dataclass field defaults are the one truth about defaults: the parser reads
+them (`MailboxConfig.folder`, ...) instead of repeating literals, and tests/test_config.py checks
+that the template `caseloop init` writes (cli.DEFAULT_CONFIG) loads to the same values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from daemon.clock import Duration, parse_duration
+
+CATEGORIES = (
+    "product_quality",
+    "service_attitude",
+    "logistics",
+    "price",
+    "after_sales",
+    "false_advertising",
+    "food_safety",
+    "privacy",
+    "other",
+)
+PRIORITIES = ("urgent", "high", "normal", "low")
+LANGUAGES = ("zh-CN", "en")
+DEFAULT_DATA_DIR = "caseloop-data"  # relative to the config file's folder
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+# The fields a [[forms]] columns table may map an export's headers to.
+FORM_FIELDS = (
+    "email",
+    "name",
+    "phone",
+    "respondent",
+    "order_number",
+    "purchase_date",
+    "amount",
+    "description",
+    "demand",
+    "subject",
+    "submitted_at",  # when the consumer submitted it: older than ack_max_age, no ack
+)
+
+
+class ConfigError(Exception):
+    """A config problem, already phrased for the operator: file, key, problem."""
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file, self.key, self.problem = file, key, problem
+        super().__init__(f"{file}: {key}: {problem}")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """Where a password comes from; read only when a connection needs it."""
+
+    file: Path | None = None
+    env: str | None = None
+    command: str | None = None
+
+    def read(self) -> str | None:
+        if self.file is not None:
+            return self.file.read_text(encoding="utf-8").strip()
+        if self.env is not None:
+            return os.environ.get(self.env)
+        if self.command is not None:
+            out = subprocess.run(
+                shlex.split(self.command), capture_output=True, text=True, timeout=30, check=True
+            )
+            return out.stdout.strip()
+        return None
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    name: str
+    type: str  # maildir | imap
+    address: str
+    aliases: tuple[str, ...] = ()
+    path: Path | None = None
+    quarantine_path: Path | None = None
+    host: str | None = None
+    port: int | None = None
+    security: str = "tls"
+    username: str | None = None
+    password: Secret = Secret()
+    folder: str = "INBOX"
+    processed_folder: str = "caseloop/processed"
+    quarantine_folder: str = "caseloop/quarantine"
+    idle: bool = True
+
+
+@dataclass(frozen=True)
+class FormConfig:
+    name: str
+    path: Path
+    format: str = "auto"
+    id_column: str | None = None
+    sheet: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int = 587
+    security: str = "starttls"
+    username: str | None = None
+    password: Secret = Secret()
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class TicketsConfig:
+    number_prefix: str = "TS"
+    default_language: str = "zh-CN"
+    notify_in_progress: bool = False  # also mail the consumer when work on the case starts
+    # Registration essentials (PROCEDURE §2) a complaint mail must give, else it waits for them.
+    mail_essentials: tuple[str, ...] = ("name", "respondent", "purchase", "description")
+
+
+@dataclass(frozen=True)
+class SlaPolicy:
+    first_response: Duration = parse_duration("24h")
+    acceptance: Duration = parse_duration("3 working days")
+    resolution: Duration = parse_duration("15 days")
+
+
+@dataclass(frozen=True)
+class SlaConfig:
+    calendar: str = "CN"
+    default: SlaPolicy = SlaPolicy()
+    survey_after: Duration = parse_duration("72h")
+    survey_close_after: Duration = parse_duration("7 days")
+    by_priority: dict[str, SlaPolicy] = field(default_factory=dict)
+    # Working hours of a working day (local time) for "working hours" durations; None: all day.
+    business_hours: tuple[time, time] | None = None
+
+    def policy(self, priority: str) -> SlaPolicy:
+        return self.by_priority.get(priority, self.default)
+
+
+@dataclass(frozen=True)
+class EscalationConfig:
+    supervisors: tuple[str, ...] = ()
+    urgent_notify: tuple[str, ...] = ()
+    digest_cron: str = "0 9 * * *"  # slots on days off (the [sla] calendar's) are skipped
+    remind_at: float = 0.8
+    level2_after: Duration = parse_duration("2 working days")
+    trusted_authserv_ids: tuple[str, ...] = ()
+    # A group complaint (群体性投诉): this many complainants against one respondent in the window.
+    group_threshold: int = 5
+    group_window: Duration = parse_duration("7 days")
+    sweep_interval: Duration = parse_duration("60s")  # how often SLA and survey clocks are checked
+    digest_when_empty: bool = False  # send a digest even when nothing is overdue or waiting
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    ack_max_age: Duration = parse_duration("48h")
+    max_message_size: int = 25 * 1000**2
+    max_attachment_size: int = 20 * 1000**2
+    auto_mail_per_address_per_hour: int = 5
+    poll_interval: Duration = parse_duration("30s")
+    batch_size: int = 200
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    consumer_hours: tuple[time, time] = (time(9), time(21))
+    interval: Duration = parse_duration("10s")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    retain_closed: Duration = parse_duration("3 years")
+
+
+@dataclass(frozen=True)
+class StaffMember:
+    address: str
+    name: str = ""
+    groups: tuple[str, ...] = ()
+    language: str = "zh-CN"  # of the mail we send them; default: [tickets] default_language
+
+
+@dataclass(frozen=True)
+class RoutingRule:
+    category: str
+    group: str
+
+
+@dataclass(frozen=True)
+class ClassifyRule:
+    match: re.Pattern[str]
+    priority: str | None = None
+    category: str | None = None
+    reject_reason: str | None = None  # suggested to staff (never applied): out of scope, why
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str  # the file it came from, or EMBEDDED
+    base_dir: Path
+    data_dir: Path
+    timezone: ZoneInfo
+    database_url: str
+    mailboxes: tuple[MailboxConfig, ...]
+    forms: tuple[FormConfig, ...] = ()
+    smtp: SmtpConfig | None = None
+    tickets: TicketsConfig = TicketsConfig()
+    sla: SlaConfig = SlaConfig()
+    escalation: EscalationConfig = EscalationConfig()
+    intake: IntakeConfig = IntakeConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    staff: tuple[StaffMember, ...] = ()
+    routing: tuple[RoutingRule, ...] = ()
+    rules: tuple[ClassifyRule, ...] = ()
+    templates_override_dir: Path | None = None
+
+    @property
+    def support_address(self) -> str:
+        """The address our mail comes from: the first mailbox's."""
+        return self.mailboxes[0].address if self.mailboxes else "support@localhost"
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        """Every address that is us: mailbox addresses and aliases, lower-cased."""
+        found = {self.support_address.lower()}
+        for box in self.mailboxes:
+            found.add(box.address.lower())
+            found.update(alias.lower() for alias in box.aliases)
+        return frozenset(found)
+
+    def staff_member(self, address: str) -> StaffMember | None:
+        """The [[staff]] entry for an address (any case), or None."""
+        wanted = address.strip().lower()
+        return next((s for s in self.staff if s.address.lower() == wanted), None)
+
+    def language_of(self, address: str) -> str:
+        """The language mail to a staff member or supervisor is written in."""
+        member = self.staff_member(address)
+        return member.language if member is not None else self.tickets.default_language
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    @property
+    def blobs_dir(self) -> Path:
+        """Raw mail and attachments, content-addressed by sha256."""
+        return self.data_dir / "blobs"
