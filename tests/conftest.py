@@ -7,15 +7,22 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import configure_mappers
 
 from daemon import config as configmod
 from daemon.app import App
 from daemon.clock import MovableClock
+from daemon.items import Incoming
+from daemon.store.models import Ticket
+from handlers import pipeline
+from handlers.context import Context
 
 REQUIRE_SERVERS = os.environ.get("CASELOOP_REQUIRE_SERVERS") == "1"
 PG_ADMIN_URL = os.environ.get(
@@ -149,6 +156,70 @@ def make_app(tmp_path: Path, db_url: str, clock: MovableClock) -> Iterator[objec
     yield _make
     for app in apps:
         app.close()
+
+
+class StepBench:
+    """One deciding step at a time (tests/test_acknowledge.py ...): a fresh SQLite App and, per
+    mail, the prepared item in a Context with an open session, as intake hands it to the steps.
+
+    `bench(mail)` commits the previous mail's transaction, prepares `mail` (bytes or a
+    message) and opens the next; `ticket` gives the context a case already on file.
+    """
+
+    def __init__(self, root: Path, clock: MovableClock) -> None:
+        self.root, self.clock = root, clock
+        self._app: App | None = None
+        self._open = ExitStack()  # the open context's transaction
+
+    def configure(self, body: str = "") -> App:
+        assert self._app is None, "configure before the first mail"
+        # In the daemon intake's first query (the batch's known keys) has configured the ORM
+        # before any step runs; open_ticket's unattached copy of a case needs that.
+        configure_mappers()
+        self._app = App(configmod.load(write_config(self.root, body)), clock=self.clock)
+        return self._app
+
+    @property
+    def app(self) -> App:
+        return self._app or self.configure()
+
+    @staticmethod
+    def mail(sender: str, body: str, subject: str = "Kettle", **headers: str) -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = sender, "support@example.com", subject
+        msg["Message-ID"] = headers.pop("message_id", f"<{uuid.uuid4().hex}@example.org>")
+        for name, value in headers.items():
+            msg[name.replace("_", "-")] = value
+        msg.set_content(body)
+        return msg
+
+    def __call__(self, mail: bytes | EmailMessage, ticket: int | None = None) -> Context:
+        app = self.app
+        self.commit()
+        raw = mail if isinstance(mail, bytes) else mail.as_bytes()
+        item = Incoming(source="t", key=uuid.uuid4().hex, raw=raw, label="t")
+        prep = pipeline.prepare(item, app.config, app.blobs)
+        session = self._open.enter_context(app.sessions.begin())
+        found = session.get(Ticket, ticket) if ticket is not None else None
+        return Context(prep=prep, services=app.services, session=session, clock=self.clock,
+                       now=self.clock.now(), ticket=found)  # fmt: skip
+
+    def commit(self) -> None:
+        """Commit the open context's transaction (the next mail, or a read, comes after it)."""
+        self._open.close()
+
+    def close(self) -> None:
+        self.commit()
+        if self._app is not None:
+            self._app.close()
+
+
+@pytest.fixture
+def step_ctx(tmp_path: Path, clock: MovableClock) -> Iterator[StepBench]:
+    """A factory of deciding-step contexts on a fresh SQLite app (see StepBench)."""
+    bench = StepBench(tmp_path, clock)
+    yield bench
+    bench.close()
 
 
 class SmtpSink:
