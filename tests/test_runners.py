@@ -218,6 +218,21 @@ def test_delivery_beside_intake_in_a_thread_sends_what_intake_queued(make_app) -
     assert len(list((app.config.outbox_dir / "new").iterdir())) == 2
 
 
+def test_delivery_beside_intake_in_a_process_sends_what_intake_queued(make_app) -> None:
+    configured: App = make_app(CORPUS)
+    app = App(configured.config)  # the system clock, which the delivery process shares
+    try:
+        drop(app, "en-plain.eml", "gb18030.eml")
+        summary = app.delivery.beside_in_process(app.intake.run_once)
+        with app.reads() as session:
+            statuses = session.scalars(select(OutboxMessage.status)).all()
+    finally:
+        app.close()
+    assert summary.outcomes["ticket"] == 2 and (summary.sent, summary.not_sent) == (2, 0)
+    assert statuses == ["sent", "sent"]
+    assert len(list((app.config.outbox_dir / "new").iterdir())) == 2
+
+
 def test_only_the_system_clock_is_shared_with_a_child_process() -> None:
     assert SystemClock().shared_with_children
     assert not MovableClock(datetime(2026, 11, 24, tzinfo=UTC)).shared_with_children
