@@ -477,8 +477,7 @@ def cmd_privacy_erase(args: argparse.Namespace) -> int:
                 done = privacy.erase_person(session, args.email, app.clock.now())
         except privacy.Refused as exc:
             raise UsageError(str(exc)) from exc
-        with app.sessions.begin() as session:  # after the erasure committed
-            deleted, waiting = privacy.collect_files(session, app.blobs)
+        deleted, waiting = app.clocks.collect_files()  # after the erasure committed
     cases = ", ".join(done.cases) if done.cases else "none"
     print(f"erased: cases {cases}; {done.entries} timeline entries, {done.originals} original "
           f"messages, {done.outbox} outgoing mails, {done.attachments} attachments "

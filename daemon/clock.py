@@ -16,14 +16,23 @@ class Clock(Protocol):
         """The current time, timezone-aware, in UTC."""
         ...
 
+    @property
+    def shared_with_children(self) -> bool:
+        """A child process (run --once's delivery) reads the same time from a clock of its own."""
+        ...
+
 
 class SystemClock:
+    shared_with_children = True
+
     def now(self) -> datetime:
         return datetime.now(UTC)
 
 
 class MovableClock:
     """A clock tests set and move; nothing sleeps to wait for an SLA."""
+
+    shared_with_children = False  # moved in this process only: a child would not see it
 
     def __init__(self, start: datetime) -> None:
         if start.tzinfo is None:

@@ -18,7 +18,7 @@ import base64
 import email
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -36,7 +36,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, selectinload
 
 from daemon.config import Config
-from daemon.store.blobs import BlobStore
 from daemon.store.models import Attachment, OutboxMessage, SourceItem, Ticket, TimelineEntry
 from daemon.views import entry_json, iso, outbox_json, ticket_json
 from handlers.workflow import OPEN
@@ -44,7 +43,8 @@ from handlers.workflow import OPEN
 ERASED = "[erased]"
 ERASED_ADDRESS = "erased@erased.invalid"  # never a real mailbox: nothing threads onto it
 # An erased attachment's content type: its file is to go (once no unerased case names it),
-# then gone. collect_files does that, in the clock sweep and after `privacy erase`.
+# then gone: files_to_collect says which, and the clocks runner deletes them, in the sweep
+# and after `privacy erase`.
 ERASED_TYPE = "application/x-erased"
 ERASED_GONE = "application/x-erased; file=gone"
 _MESSAGE_KINDS = ("message_in", "message_out", "note")  # their data may quote the person
@@ -316,18 +316,33 @@ def erase_person(session: Session, email: str, now: datetime) -> Erased:
     return done
 
 
-def collect_files(session: Session, blobs: BlobStore, limit: int = 1000) -> tuple[int, int]:
-    """Delete the files of erased attachments no unerased attachment names; (deleted, waiting).
+@dataclass
+class FilesToCollect:
+    """The files of erased attachments that no unerased attachment names: the clocks runner
+    deletes them (daemon/runners/clocks.py), then `settle` records which are gone."""
 
-    A file touched within FILE_GRACE waits (its rows stay pending for the next run); a file
-    another case still names is left to that case (erasing it later makes it pending again).
-    """
-    pending = session.scalars(
-        select(Attachment).where(Attachment.content_type == ERASED_TYPE).limit(limit)
-    ).all()
+    unreferenced: set[str]  # sha256s whose files may go
+    touched_after: datetime  # a file touched after this waits (FILE_GRACE)
+    pending: list[Attachment] = field(default_factory=list)
+
+    def settle(self, waiting: set[str]) -> None:
+        """Every pending attachment's file is gone or left to another case, but those waiting:
+        their rows stay pending for the next run (erasing that other case later makes its
+        attachments pending again)."""
+        for attachment in self.pending:
+            if attachment.sha256 not in waiting:
+                attachment.content_type = ERASED_GONE
+
+
+def files_to_collect(session: Session, files_now: datetime, limit: int = 1000) -> FilesToCollect:
+    """Which erased attachments' files may be deleted, as of `files_now`: the time on the
+    clock file times are written by, so a file touched within FILE_GRACE of it waits."""
+    pending = list(
+        session.scalars(
+            select(Attachment).where(Attachment.content_type == ERASED_TYPE).limit(limit)
+        ).all()
+    )
     shas = {a.sha256 for a in pending}
-    if not shas:
-        return 0, 0
     named = set(
         session.scalars(
             select(Attachment.sha256).where(
@@ -335,18 +350,10 @@ def collect_files(session: Session, blobs: BlobStore, limit: int = 1000) -> tupl
                 Attachment.content_type.not_in([ERASED_TYPE, ERASED_GONE]),
             )
         )
+        if shas
+        else ()
     )
-    touched_after = datetime.now(UTC) - FILE_GRACE  # file times are the real clock's
-    deleted, waiting = 0, set()
-    for sha in shas - named:
-        if blobs.delete(sha, unless_touched_after=touched_after):
-            deleted += 1
-        elif blobs.path(sha).exists():
-            waiting.add(sha)
-    for attachment in pending:
-        if attachment.sha256 not in waiting:
-            attachment.content_type = ERASED_GONE
-    return deleted, len(waiting)
+    return FilesToCollect(shas - named, files_now - FILE_GRACE, pending)
 
 
 def _rejected_at(session: Session) -> Any:

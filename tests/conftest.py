@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.orm import configure_mappers
 
 from daemon import config as configmod
 from daemon.app import App
@@ -173,9 +172,6 @@ class StepBench:
 
     def configure(self, body: str = "") -> App:
         assert self._app is None, "configure before the first mail"
-        # In the daemon intake's first query (the batch's known keys) has configured the ORM
-        # before any step runs; open_ticket's unattached copy of a case needs that.
-        configure_mappers()
         self._app = App(configmod.load(write_config(self.root, body)), clock=self.clock)
         return self._app
 

@@ -11,7 +11,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
 
 from daemon.app import App
 from daemon.store import writes
@@ -175,6 +177,20 @@ def test_api_reads_see_orm_writes_before_them_in_the_transaction(make_app) -> No
                                   message_id="<orm-out@x>", subject="s", raw=b"", created_at=AT,
                                   next_attempt_at=AT))  # fmt: skip
         assert writes.intent_taken(session, "orm")
+
+
+def test_a_broken_constraint_raises_sqlalchemys_error_on_every_database(make_app) -> None:
+    # Callers catch one kind of error whichever path wrote: not sqlite3's or psycopg's own.
+    app: App = make_app()
+    outbox = dict(ticket_id=None, kind="digest", intent="once", recipient="s@x", subject="s",
+                  message_id="<m@x>", raw=b"", created_at=AT, next_attempt_at=AT)  # fmt: skip
+    with app.sessions.begin() as session:
+        writes.queue_outbox(session, **outbox)
+        savepoint = session.begin_nested()
+        with pytest.raises(IntegrityError):
+            writes.queue_outbox(session, **outbox)
+        savepoint.rollback()
+        assert writes.intent_taken(session, "once")  # the first row stays
 
 
 def test_times_written_through_the_api_compare_like_orm_times(make_app) -> None:

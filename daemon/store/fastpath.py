@@ -23,6 +23,7 @@ from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement, Executable, Insert
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -74,6 +75,12 @@ def _column_defaults(table: Table, given: frozenset[str]) -> dict[str, Callable[
         elif default.is_callable:
             defaults[column.key] = partial(cast(Any, default).arg, None)
     return defaults
+
+
+def _as_sqlalchemy(conn: Connection, plan: _Plan, exc: Exception) -> Exception:
+    """The driver's error as the SQLAlchemy error Core raises for it (IntegrityError, ...), so
+    callers catch one kind of error whichever path wrote."""
+    return DBAPIError.instance(plan.sql, None, exc, conn.dialect.loaded_dbapi.Error)
 
 
 class FastStatement:
@@ -131,6 +138,8 @@ class FastStatement:
             if cursor.description is None:
                 return []
             return [plan.row(found) for found in cursor.fetchall()]
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _as_sqlalchemy(conn, plan, exc) from exc
         finally:
             cursor.close()
 
@@ -152,5 +161,7 @@ class FastStatement:
         cursor = self._cursor(conn)
         try:
             cursor.executemany(plan.sql, [plan.params(r) for r in rows])
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _as_sqlalchemy(conn, plan, exc) from exc
         finally:
             cursor.close()

@@ -21,7 +21,7 @@ from sqlalchemy import (
     false,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column, relationship
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -263,3 +263,8 @@ class SourceState(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# Mappers are set up now, not at the first query: intake builds unattached Ticket copies
+# (handlers/intake.open_ticket) that need the mapping before anything has been queried.
+configure_mappers()

@@ -1,0 +1,1 @@
+"""The runners: processes that move mail (intake, backfill, clocks, delivery); App wires them."""

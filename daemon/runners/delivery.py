@@ -1,0 +1,143 @@
+"""The delivery runner: the committed outbox to the transport, and, for `run --once`,
+delivery beside intake in a thread or a process of its own."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from daemon import log as logfmt
+from daemon.clock import Clock, SystemClock
+from daemon.config import Config
+from daemon.runners.summary import Summary
+from daemon.sender import Transport, make_transport, send_due
+from daemon.store.db import make_engine, session_factory
+
+log = logging.getLogger("caseloop")
+
+
+class DeliveryRunner:
+    """Sends what the outbox holds that is due; one delivery at a time in this process."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        sessions: sessionmaker[Session],
+        reads: sessionmaker[Session],
+        try_writes: sessionmaker[Session],
+        transport: Transport,
+    ) -> None:
+        self.config, self.clock, self.transport = config, clock, transport
+        self.sessions, self.reads, self.try_writes = sessions, reads, try_writes
+        self._lock = threading.Lock()  # the outbox job and the IDLE threads both deliver
+
+    def run_once(self) -> Summary:
+        summary = Summary()
+        with self._lock:
+            summary.sent, summary.not_sent = send_due(
+                self.sessions,
+                self.reads,
+                self.transport,
+                self.clock,
+                self.config.support_address,
+                try_sessions=self.try_writes,
+            )
+        if summary.sent or summary.not_sent:
+            logfmt.event(
+                log,
+                "outbox.delivered",
+                sent=summary.sent,
+                not_sent=summary.not_sent,
+                transport=self.transport.describe(),
+            )
+        return summary
+
+    def until_done(
+        self,
+        intake_done: Any,
+        report: Callable[[Summary], None],
+        orphaned: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Deliver until intake is done (or its process is gone) and nothing is left to send."""
+        while True:
+            finished = intake_done.is_set() or orphaned()  # read before sending: none left behind
+            summary = self.run_once()
+            report(summary)
+            if finished and summary.sent == 0:
+                return
+            if summary.sent == 0:
+                intake_done.wait(0.05)
+
+    def beside_in_thread(self, drain: Callable[[], Summary]) -> Summary:
+        """`drain` (intake and clocks until dry) with delivery in a thread beside it: for a
+        clock a child process could not share (a test's movable clock)."""
+        total = Summary()
+        intake_done = threading.Event()
+        delivered: list[Summary] = []
+        sender = threading.Thread(
+            target=self.until_done, args=(intake_done, delivered.append), name="deliver-once"
+        )
+        sender.start()
+        try:
+            total.add(drain())
+        finally:
+            intake_done.set()
+            sender.join()
+        for summary in delivered:
+            total.add(summary)
+        return total
+
+    def beside_in_process(self, drain: Callable[[], Summary]) -> Summary:
+        """`drain` with delivery in a process of its own: SMTP waits and smtplib's work then
+        overlap intake without sharing its GIL (a thread here reached about half the rate)."""
+        context = multiprocessing.get_context("spawn")
+        intake_done, results = context.Event(), context.SimpleQueue()
+        level = logging.getLogger().level
+        sender = context.Process(
+            target=_deliver_aside,
+            name="deliver-once",
+            args=(self.config, level, intake_done, results),
+        )
+        sender.start()
+        total = Summary()
+        try:
+            total.add(drain())
+        finally:
+            intake_done.set()
+            sender.join()
+        if sender.exitcode != 0:
+            raise RuntimeError(f"delivery process failed (exit code {sender.exitcode})")
+        total.sent, total.not_sent = results.get()
+        return total
+
+
+def _deliver_aside(config: Config, log_level: int, intake_done: Any, results: Any) -> None:
+    """The delivery process of run --once (see DeliveryRunner.beside_in_process)."""
+    logfmt.setup(logging.getLevelName(log_level))
+    engine = make_engine(config.database_url)
+    runner = DeliveryRunner(
+        config,
+        SystemClock(),
+        session_factory(engine),
+        session_factory(engine, read_only=True),
+        session_factory(engine, nowait=True),
+        make_transport(config),
+    )
+    total = Summary()
+    try:
+        parent = multiprocessing.parent_process()
+        # If intake's process is killed, deliver what is due and end: never linger.
+        runner.until_done(
+            intake_done,
+            total.add,
+            orphaned=lambda: parent is not None and not parent.is_alive(),
+        )
+    finally:
+        engine.dispose()
+        results.put((total.sent, total.not_sent))

@@ -1,0 +1,239 @@
+"""The intake runner: poll each source, decide a batch in one transaction, settle it after."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from daemon import log as logfmt
+from daemon.clock import Clock
+from daemon.config import Config
+from daemon.items import Incoming
+from daemon.prepare import Preparer
+from daemon.runners.source import Source
+from daemon.runners.summary import Summary
+from daemon.store import writes
+from daemon.store.blobs import BlobStore
+from daemon.store.models import SourceItem, SourceState
+from handlers import pipeline
+from handlers.context import Context, Prepared, Services
+
+log = logging.getLogger("caseloop")
+
+
+def as_of(prep: Prepared, now: datetime) -> datetime:
+    """When an item is taken in: now, or for a backfill its own date (never in the future),
+    so an imported case is numbered, dated and counted when the consumer wrote."""
+    date = prep.message.date if prep.backfill and prep.message is not None else None
+    return min(date, now) if date is not None else now
+
+
+class _ItemFailed(Exception):
+    """One item of a batch raised; the batch is redone item by item."""
+
+
+class IntakeRunner:
+    """Takes in what the sources hold: one transaction per batch, one bad item set aside."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        sources: list[Source],
+        sessions: sessionmaker[Session],
+        reads: sessionmaker[Session],
+        blobs: BlobStore,
+        services: Services,
+        *,
+        stop: threading.Event,
+        held: Callable[[Source], bool] = lambda source: False,
+    ) -> None:
+        self.config, self.clock, self.sources = config, clock, sources
+        self.sessions, self.reads = sessions, reads
+        self.services = services
+        self.preparer = Preparer(config, blobs)
+        self.stop = stop
+        self.held = held  # a `caseloop import` holds the mailbox (see runners/backfill.py)
+
+    def run_once(self, sources: list[Source] | None = None) -> Summary:
+        """One batch from each source (or these); a broken source does not stop the others."""
+        summary = Summary()
+        for source in self.sources if sources is None else sources:
+            if self.stop.is_set():
+                break
+            try:
+                summary.add(self.poll(source))
+            except Exception as exc:  # a broken source must not stop the others
+                log.exception("event=source.error source=%s", source.name)
+                self.record_poll(source, f"{type(exc).__name__}: {exc}")
+        return summary
+
+    def poll(self, source: Source) -> Summary:
+        """Take in one batch from a source in one transaction; one bad message is set aside."""
+        summary = Summary()
+        if self.held(source):  # `caseloop import` has it: its mail is not live mail
+            return summary
+        items = source.fetch(self.config.intake.batch_size)
+        if not items:
+            self.record_poll(source, getattr(source, "last_error", None))
+            return summary
+        known = self.known(source, items)
+        # Already committed (a crash came between commit and settle): only settle them.
+        settled: list[tuple[Incoming, str]] = [(i, known[i.key]) for i in items if i.key in known]
+        # Settling them is progress too: a cumulative export's repeated rows can fill whole
+        # batches, and run --once / a tick must not stop draining at such a batch.
+        summary.outcomes["known"] += len(settled)
+        fresh = [i for i in items if i.key not in known]
+        # Parse outside the transaction, so the database is locked only while deciding.
+        prepared = self.preparer.prepare_all(fresh) if fresh else []
+        self.take_in(source, prepared, settled, summary)
+        self.record_poll(source, getattr(source, "last_error", None))
+        return summary
+
+    def take_in(
+        self,
+        source: Source,
+        prepared: list[Prepared],
+        settled: list[tuple[Incoming, str]],
+        summary: Summary,
+    ) -> None:
+        """Decide the prepared items in one transaction, then settle the batch at the source."""
+        results: list[Context] = []
+        if prepared:
+            try:
+                results = self._decide_batch(prepared, isolate=False)
+            except _ItemFailed:
+                # One message raised and the batch rolled back: redo it with a savepoint per
+                # message, so that one is set aside and its neighbours are kept.
+                results = self._decide_batch(prepared, isolate=True)
+        for ctx in results:
+            settled.append((ctx.prep.item, ctx.prep.outcome))
+            _summarise(summary, ctx)
+        source.settle_batch(settled)
+
+    def known(self, source: Source, items: list[Incoming]) -> dict[str, str]:
+        """Of these items, the ones taken in before: their outcomes by key."""
+        with self.reads() as session:
+            return dict(
+                session.execute(
+                    select(SourceItem.key, SourceItem.outcome).where(
+                        SourceItem.source == source.name,
+                        SourceItem.key.in_([i.key for i in items]),
+                    )
+                ).all()
+            )
+
+    def _decide_batch(self, prepared: list[Prepared], *, isolate: bool) -> list[Context]:
+        """Decide every prepared item in one transaction.
+
+        The fast path (isolate=False) spends no savepoints and raises _ItemFailed, rolling the
+        whole batch back, when any item fails; isolate=True gives each item a savepoint.
+        """
+        now = self.clock.now()  # one moment for the batch: it commits as one
+        items: list[dict[str, Any]] = []  # the batch's source_items rows, written together
+        with self.sessions.begin() as session:
+            decided = [
+                self._decide(
+                    session, replace(prep, notes=list(prep.notes)), isolate, items, as_of(prep, now)
+                )
+                for prep in prepared
+            ]
+            writes.record_items(session, items)
+        return decided
+
+    def _decide(
+        self, session: Session, prep: Prepared, isolate: bool, items: list[Any], now: datetime
+    ) -> Context:
+        ctx = Context(prep=prep, services=self.services, session=session, clock=self.clock, now=now)
+        if not isolate:
+            try:
+                if not prep.stopped:
+                    pipeline.decide(ctx)
+            except Exception as exc:
+                raise _ItemFailed from exc
+            items.append(_item_row(ctx))
+            return ctx
+        savepoint = session.begin_nested()
+        try:
+            if not prep.stopped:
+                pipeline.decide(ctx)
+            savepoint.commit()
+        except Exception as exc:  # bad input never stops the queue: set it aside for a human
+            savepoint.rollback()  # ... and what its steps worked out (writes.memo) goes with it
+            log.exception("event=intake.error source=%s item=%s", prep.item.source, prep.item.label)
+            ctx.ticket = None
+            prep.stop(
+                "quarantined", f"internal error while processing: {type(exc).__name__}: {exc}"
+            )
+        items.append(_item_row(ctx))
+        return ctx
+
+    def record_poll(self, source: Source, error: str | None) -> None:
+        now = self.clock.now()
+        with self.sessions.begin() as session:
+            state = session.get(SourceState, source.name)
+            if state is None:
+                state = SourceState(source=source.name, state={})
+                session.add(state)
+            state.last_poll_at = now
+            if error is not None:
+                state.last_error, state.last_error_at = error, now
+
+
+def _item_row(ctx: Context) -> dict[str, Any]:
+    """The source_items row of a decided item: its dedupe key and what became of it."""
+    prep = ctx.prep
+    return dict(
+        source=prep.item.source,
+        key=prep.item.key,
+        outcome=prep.outcome,
+        reason=prep.reason,
+        ticket_id=ctx.ticket.id if ctx.ticket is not None else None,
+        raw_sha256=prep.raw_sha256,
+        # The original as received, kept for staff and audits (a duplicate's is there
+        # already; oversized mail stays in the source's quarantine only).
+        # Mail an import skipped (before --since) is not kept: it was never taken in.
+        raw=None
+        if prep.outcome in ("duplicate", "skipped") or prep.raw_sha256 is None
+        else prep.item.raw,
+        at=ctx.now,
+    )
+
+
+def _summarise(summary: Summary, ctx: Context) -> None:
+    prep = ctx.prep
+    summary.outcomes[prep.outcome] += 1
+    item = prep.item
+    summary.keep("notes", prep.notes)
+    for note in prep.notes:
+        logfmt.event(log, "intake.note", source=item.source, item=item.label, note=note)
+    if prep.outcome in ("quarantined", "ignored"):
+        summary.keep("set_aside", [(item.source, item.label, prep.outcome, prep.reason or "")])
+        logfmt.event(
+            log,
+            f"intake.{prep.outcome}",
+            logging.WARNING,
+            source=item.source,
+            item=item.label,
+            reason=prep.reason,
+        )
+        return
+    number = ctx.ticket.number if ctx.ticket is not None else None
+    if prep.outcome == "ticket" and number:
+        summary.keep("opened", [number])
+    logfmt.event(
+        log,
+        f"intake.{prep.outcome}",
+        source=item.source,
+        item=item.label,
+        ticket=number,
+        sender=logfmt.mask(prep.message.from_address if prep.message else None),
+        automatic=prep.automatic,
+    )
