@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from daemon.store import writes
 from handlers.context import Context
-from handlers.intake import attach
+from handlers.intake import attach, change_new_case
 from handlers.notify import queue_mail
 from handlers.workflow import apply_transition
 
@@ -40,8 +39,7 @@ class Acknowledge:
         )
         if queued is None:
             return
-        ticket.acknowledged_at = ctx.now
-        writes.update_case(ctx.session, ticket.id, acknowledged_at=ctx.now)
+        change_new_case(ctx, ticket, acknowledged_at=ctx.now)
         if ctx.prep.missing and ticket.channel == "email":
             # Waiting on the consumer for the details just asked for: the clocks pause and
             # their reply brings the case back to `received` (a form case stays `received`,

@@ -128,6 +128,9 @@ class Context:
     # An imported case its complainant wrote on live: from now on it is handled like a new one.
     woken: bool = False
     entry_id: int | None = None  # the timeline entry this message became
+    # What steps before OpenOrThread decided for the case it is about to open ("priority",
+    # "extra"): a decision about the case, not a rewrite of what the prepare stage found.
+    opening: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config(self) -> Config:

@@ -13,9 +13,7 @@ from sqlalchemy.orm import Session
 
 from daemon.config import Config
 from daemon.store import writes
-from handlers import sla
 from handlers.context import Context
-from handlers.intake import attach
 from handlers.register import normalise_respondent
 
 
@@ -50,25 +48,22 @@ def is_group_complaint(
 
 class GroupComplaint:
     name = "group-complaint"
-    description = "a new case against a respondent many consumers complained about is urgent"
+    description = (
+        "the case a mail is about to open, against a respondent many consumers named, is urgent"
+    )
 
     def process(self, ctx: Context) -> None:
-        ticket = ctx.ticket
-        if not ctx.new_ticket or ticket is None or ctx.prep.automatic or not ticket.respondent:
+        prep = ctx.prep
+        respondent = prep.fields.get("respondent")
+        if ctx.ticket is not None or prep.automatic or not respondent or prep.message is None:
             return
         if not is_group_complaint(
-            ctx.session, ctx.config, ticket.respondent, ticket.complainant_email, ctx.now
+            ctx.session, ctx.config, str(respondent), prep.message.from_address, ctx.now
         ):
             return
-        case = ctx.ticket = attach(ctx.session, ticket)
-        case.priority = "urgent"
-        case.extra = {**case.extra, "group_complaint": True}
-        if not ctx.prep.backfill:  # an imported case runs no clocks until staff move it
-            for column, due in sla.initial_dues(
-                ctx.config, ctx.calendar, "urgent", ctx.now
-            ).items():
-                setattr(case, column, due)
-        ctx.prep.notes.append(
+        ctx.opening["priority"] = "urgent"
+        ctx.opening["extra"] = {**ctx.opening.get("extra", {}), "group_complaint": True}
+        prep.notes.append(
             f"group complaint: {ctx.config.escalation.group_threshold} or more complainants "
             f"about this respondent within {ctx.config.escalation.group_window}"
         )

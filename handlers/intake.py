@@ -47,12 +47,13 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
     unattached copy of the row for the steps after this one.
     """
     now, prep = ctx.now, ctx.prep
+    priority = ctx.opening.get("priority", prep.priority)
     values: dict[str, Any] = dict(
         number=next_number(ctx.session, ctx.config, now),
         status="received",
         channel=prep.channel,
         category=prep.category,
-        priority=prep.priority,
+        priority=priority,
         language=prep.language,
         subject=subject,
         complainant_name=name or None,
@@ -70,9 +71,12 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
         escalation_level=0,
         reopened_count=0,
         needs_review=False,
-        extra={k: v for k, v in prep.fields.items() if k not in ("phone", "respondent", "name")},
+        extra={
+            **{k: v for k, v in prep.fields.items() if k not in ("phone", "respondent", "name")},
+            **ctx.opening.get("extra", {}),
+        },
         # An imported case's deadlines passed long ago: no clocks run until staff move it.
-        **(dict.fromkeys(_DUE_COLUMNS) if prep.backfill else _initial_dues(ctx, prep.priority)),
+        **(dict.fromkeys(_DUE_COLUMNS) if prep.backfill else initial_dues(ctx, priority)),
     )
     values["id"] = writes.open_case(ctx.session, **values)
     # Filled in as loaded values, not set one by one: the ORM's per-attribute events cost
@@ -88,7 +92,7 @@ _TICKETS = Ticket.__mapper__.class_manager
 _DUE_COLUMNS = ("due_first_response", "due_acceptance", "due_resolution", "sla_next_check_at")
 
 
-def _initial_dues(ctx: Context, priority: str) -> dict[str, datetime | None]:
+def initial_dues(ctx: Context, priority: str) -> dict[str, datetime | None]:
     """sla.initial_dues, computed once per priority for a batch (which shares one `now`)."""
     at, by_priority = ctx.session.info.get("initial_dues", (None, {}))
     if at != ctx.now:
@@ -97,6 +101,17 @@ def _initial_dues(ctx: Context, priority: str) -> dict[str, datetime | None]:
     if priority not in by_priority:
         by_priority[priority] = sla.initial_dues(ctx.config, ctx.calendar, priority, ctx.now)
     return dict(by_priority[priority])
+
+
+def change_new_case(ctx: Context, ticket: Ticket, **values: Any) -> None:
+    """Change columns of the case open_ticket returned, without loading it into the session:
+    one UPDATE through the write API, and the copy the later steps read follows."""
+    writes.update_case(ctx.session, ticket.id, **values)
+    if ticket in ctx.session:  # attached by a step before: the ORM tracks it
+        for column, value in values.items():
+            setattr(ticket, column, value)
+    else:  # as open_ticket filled it in: loaded values, no per-attribute ORM events
+        ticket.__dict__.update(values)
 
 
 def attach(session: Session, ticket: Ticket) -> Ticket:

@@ -59,8 +59,8 @@ LIVE_DECIDE: tuple[DecideStep, ...] = (
     FindCase(),  # In-Reply-To/References, the [NUMBER] subject tag, the Reply-To token
     FindSurveyCase(),  # a one-click survey answer names its case by the survey token
     StaffMail(),  # staff with proof: commands applied, text relayed; without: third party
+    GroupComplaint(),  # the case about to open, against a much-named respondent: urgent
     OpenOrThread(),  # a new case, or an entry on the case found
-    GroupComplaint(),  # a new case against a respondent many consumers named: urgent
     SurveyAnswer(),  # the complainant's answer to the survey closes or reopens the case
     Acknowledge(),  # the acknowledgement, or the request for missing registration details
     Assign(),  # routing to the least-loaded staff member; urgent cases alert at once
@@ -73,8 +73,8 @@ BACKFILL_DECIDE: tuple[DecideStep, ...] = (
     RecordBounce(),
     FindCase(),
     FindSurveyCase(),
-    OpenOrThread(),
     GroupComplaint(),
+    OpenOrThread(),
 )
 
 PREPARE = {"mail": MAIL_PREPARE, "form": FORM_PREPARE}

@@ -93,7 +93,7 @@ def test_group_complaint_step_makes_a_new_case_urgent_with_urgent_deadlines(make
     prep = _prepared(app, "b@example.org", "Complaint against ACME. The kettle leaks.")
     assert prep.fields["respondent"] == "ACME" and prep.priority == "normal"
 
-    ctx = _decide(app, prep, [OpenOrThread(), GroupComplaint()])
+    ctx = _decide(app, prep, [GroupComplaint(), OpenOrThread()])
 
     assert ctx.new_ticket and ctx.ticket is not None
     with app.reads() as session:
@@ -103,14 +103,14 @@ def test_group_complaint_step_makes_a_new_case_urgent_with_urgent_deadlines(make
         urgent = app.config.sla.policy("urgent")
         assert case.due_first_response == app.calendar.add(ctx.now, urgent.first_response)
     assert any("group complaint" in note for note in prep.notes)
-    assert prep.priority == "normal"  # the step decides about the case, not the step before
+    assert prep.priority == "normal"  # a decision for the case it opens, not a rewrite of prep
 
 
 def test_group_complaint_step_leaves_replies_and_lone_complaints_alone(make_app) -> None:
     app: App = make_app("[escalation]\ngroup_threshold = 3\n")
     _ticket(app, 1, "a@example.org", "Acme Ltd", timedelta(hours=5))
     lone = _decide(app, _prepared(app, "b@example.org", "Complaint against ACME. It leaks."),
-                   [OpenOrThread(), GroupComplaint()])  # fmt: skip
+                   [GroupComplaint(), OpenOrThread()])  # fmt: skip
     assert lone.ticket is not None and lone.ticket.priority == "normal"
     # A reply on an existing case (ctx.ticket found, not new) is never a group complaint.
     reply = _prepared(app, "c@example.org", "Complaint against ACME. It leaks too.")
