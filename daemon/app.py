@@ -19,7 +19,7 @@ from daemon.runners.backfill import BackfillRunner, ImportBusy, ImportClaims
 from daemon.runners.clocks import ClocksRunner
 from daemon.runners.delivery import DeliveryRunner
 from daemon.runners.intake import IntakeRunner
-from daemon.runners.source import PeekableSource, Source, WaitingSource, waits
+from daemon.runners.source import Source, WaitingSource, waits
 from daemon.runners.summary import Summary
 from daemon.sender import make_transport
 from daemon.sources.forms import FormSource
@@ -102,17 +102,6 @@ class App:
 
     def poll_all(self, sources: list[Source] | None = None) -> Summary:
         return self.intake.run_once(sources)
-
-    def import_batch(
-        self,
-        source: PeekableSource,
-        since: datetime,
-        until: datetime,
-        *,
-        dry_run: bool,
-        after: str | None = None,
-    ) -> tuple[Summary, str | None]:
-        return self.backfill.import_batch(source, since, until, dry_run=dry_run, after=after)
 
     def claim_import(self, source: Source, until: datetime | None) -> None:
         self.claims.claim(source, until)

@@ -24,6 +24,7 @@ from daemon.config import Config, ConfigError
 from daemon.maildirs import deliver_to_maildir, ensure_maildir
 from daemon.queries import status_report
 from daemon.resources import shipped_dir
+from daemon.runners.backfill import ImportJob
 from daemon.sender import check_smtp, make_transport
 from daemon.sources.imap import ImapSource
 from daemon.sources.maildir import MaildirSource
@@ -422,17 +423,12 @@ def cmd_import(args: argparse.Namespace) -> int:
             )
         since = datetime.combine(args.since, time(0), app.config.timezone).astimezone(UTC)
         until = app.clock.now()  # mail dated later may be live: it is left for the daemon
-        total, after = Summary(), None
+        total, job = Summary(), ImportJob(source, since, until, args.dry_run)
         try:
-            while True:
+            while not job.done:
                 if not args.dry_run:  # the daemon leaves the mailbox alone meanwhile
                     app.claim_import(source, app.clock.now() + IMPORT_CLAIM)
-                batch, after = app.import_batch(
-                    source, since, until, dry_run=args.dry_run, after=after
-                )
-                total.add(batch)
-                if after is None:
-                    break
+                total.add(app.backfill.run_once(job))
         except ImportBusy as exc:
             raise UsageError(str(exc)) from None
         finally:

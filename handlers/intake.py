@@ -76,7 +76,7 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
             **ctx.opening.get("extra", {}),
         },
         # An imported case's deadlines passed long ago: no clocks run until staff move it.
-        **(dict.fromkeys(_DUE_COLUMNS) if prep.backfill else initial_dues(ctx, priority)),
+        **(dict.fromkeys(_DUE_COLUMNS) if prep.backfill else _initial_dues(ctx, priority)),
     )
     values["id"] = writes.open_case(ctx.session, **values)
     # Filled in as loaded values, not set one by one: the ORM's per-attribute events cost
@@ -92,7 +92,7 @@ _TICKETS = Ticket.__mapper__.class_manager
 _DUE_COLUMNS = ("due_first_response", "due_acceptance", "due_resolution", "sla_next_check_at")
 
 
-def initial_dues(ctx: Context, priority: str) -> dict[str, datetime | None]:
+def _initial_dues(ctx: Context, priority: str) -> dict[str, datetime | None]:
     """sla.initial_dues, computed once per priority for a batch (which shares one `now`)."""
     at, by_priority = ctx.session.info.get("initial_dues", (None, {}))
     if at != ctx.now:

@@ -94,20 +94,6 @@ class BackfillRunner:
         self.config, self.intake, self.claims = config, intake, claims
         self.dry_preparer = Preparer(config, HashOnly())
 
-    def import_batch(
-        self,
-        source: PeekableSource,
-        since: datetime,
-        until: datetime,
-        *,
-        dry_run: bool,
-        after: str | None = None,
-    ) -> tuple[Summary, str | None]:
-        """One batch; the summary and the key to read on from (None when no more)."""
-        job = ImportJob(source, since, until, dry_run, after)
-        summary = self.run_once(job)
-        return summary, None if job.done else job.after
-
     def run_once(self, job: ImportJob) -> Summary:
         """One batch of the import, old mail taken in as of its own date, with no mail sent
         (handlers/pipeline.py BACKFILL_DECIDE, no SLA clocks on the cases).
@@ -129,11 +115,9 @@ class BackfillRunner:
             job.done = True
             return summary
         job.after = items[-1].key
-        known = self.intake.known(source, items)
-        settled: list[tuple[Incoming, str]] = [(i, known[i.key]) for i in items if i.key in known]
-        summary.outcomes["known"] += len(settled)
+        settled, fresh = self.intake.split_known(source, items, summary)
         # First read without storing attachments; only mail taken in is read again to keep them.
-        looked = self.dry_preparer.prepare_all([i for i in items if i.key not in known])
+        looked = self.dry_preparer.prepare_all(fresh)
         take: list[Incoming] = []
         prepared: list[Prepared] = []
         zone = self.config.timezone

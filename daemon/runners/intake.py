@@ -84,13 +84,7 @@ class IntakeRunner:
         if not items:
             self.record_poll(source, getattr(source, "last_error", None))
             return summary
-        known = self.known(source, items)
-        # Already committed (a crash came between commit and settle): only settle them.
-        settled: list[tuple[Incoming, str]] = [(i, known[i.key]) for i in items if i.key in known]
-        # Settling them is progress too: a cumulative export's repeated rows can fill whole
-        # batches, and run --once / a tick must not stop draining at such a batch.
-        summary.outcomes["known"] += len(settled)
-        fresh = [i for i in items if i.key not in known]
+        settled, fresh = self.split_known(source, items, summary)
         # Parse outside the transaction, so the database is locked only while deciding.
         prepared = self.preparer.prepare_all(fresh) if fresh else []
         self.take_in(source, prepared, settled, summary)
@@ -118,10 +112,15 @@ class IntakeRunner:
             _summarise(summary, ctx)
         source.settle_batch(settled)
 
-    def known(self, source: Source, items: list[Incoming]) -> dict[str, str]:
-        """Of these items, the ones taken in before: their outcomes by key."""
+    def split_known(
+        self, source: Source, items: list[Incoming], summary: Summary
+    ) -> tuple[list[tuple[Incoming, str]], list[Incoming]]:
+        """The items taken in before, with their outcomes (a crash came between commit and
+        settle: they are only settled), and the fresh ones. The known ones count as progress
+        in the summary: a cumulative export's repeated rows can fill whole batches, and run
+        --once or a tick must not stop draining at such a batch."""
         with self.reads() as session:
-            return dict(
+            known = dict(
                 session.execute(
                     select(SourceItem.key, SourceItem.outcome).where(
                         SourceItem.source == source.name,
@@ -129,6 +128,9 @@ class IntakeRunner:
                     )
                 ).all()
             )
+        settled = [(i, known[i.key]) for i in items if i.key in known]
+        summary.outcomes["known"] += len(settled)
+        return settled, [i for i in items if i.key not in known]
 
     def _decide_batch(self, prepared: list[Prepared], *, isolate: bool) -> list[Context]:
         """Decide every prepared item in one transaction.

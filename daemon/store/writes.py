@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, event, func, select, update
+from sqlalchemy import Connection, Table, bindparam, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -56,36 +56,28 @@ def queue_outbox(session: Session, **values: Any) -> int:
 
 def record_items(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """INSERT a batch's source_items rows in one statement batch (rows share their keys)."""
-    session.flush()
-    _plain_insert(SourceItem).executemany(session.connection(), rows)
+    _plain_insert(SourceItem).executemany(_connection(session), rows)
 
 
 def update_case(session: Session, ticket_id: int, **values: Any) -> None:
     """UPDATE columns of one case by id, without loading it."""
-    session.flush()
-    key = (tuple(sorted(values)),)
+    key = tuple(sorted(values))
     statement = _CASE_UPDATES.get(key)
     if statement is None:
         statement = _CASE_UPDATES[key] = FastStatement(
             update(Ticket)
             .where(Ticket.id == bindparam("ticket_id_"))
-            .values(
-                {
-                    name: bindparam(name, type_=Ticket.__table__.c[name].type)
-                    for name in sorted(values)
-                }
-            )
+            .values({name: bindparam(name, type_=Ticket.__table__.c[name].type) for name in key})
         )
-    statement.first(session.connection(), {"ticket_id_": ticket_id, **values})
+    statement.first(_connection(session), {"ticket_id_": ticket_id, **values})
 
 
-_CASE_UPDATES: dict[tuple[tuple[str, ...]], FastStatement] = {}
+_CASE_UPDATES: dict[tuple[str, ...], FastStatement] = {}
 
 
 def bump_counter(session: Session, prefix: str, day: date) -> int:
     """The next value of the (prefix, day) counter, bumped atomically in the database."""
-    session.flush()
-    conn = session.connection()
+    conn = _connection(session)
     return int(_COUNTER_UPSERTS[conn.dialect.name].scalar(conn, {"prefix": prefix, "day": day}))
 
 
@@ -95,8 +87,7 @@ def insert_if_absent(
     """INSERT a row unless one with the same `conflict` columns (a unique key) exists: the new
     row's primary key, or None when it was already there (taken by an earlier run or another
     instance). One statement, so two writers racing for the row cannot both get it."""
-    session.flush()
-    conn = session.connection()
+    conn = _connection(session)
     table = cast(Table, model.__table__)
     key = (conn.dialect.name, table.name, tuple(conflict))
     statement = _IF_ABSENT.get(key)
@@ -135,15 +126,13 @@ def complainants(
 ) -> set[str]:
     """Up to `limit` distinct complainant addresses (lower-case) of cases against one
     respondent opened from `since` to `until`."""
-    session.flush()
     params = {"key": respondent_key, "since": since, "now": until, "limit": limit}
-    return {row[0] for row in _COMPLAINANTS.rows(session.connection(), params)}
+    return {row[0] for row in _COMPLAINANTS.rows(_connection(session), params)}
 
 
 def outbox_of_message(session: Session, message_id: str) -> tuple[int, int | None, str] | None:
     """(outbox id, case id, recipient) of the mail we sent with this Message-ID, or None."""
-    session.flush()
-    found = _OUTBOX_BY_MESSAGE_ID.first(session.connection(), {"message_id": message_id})
+    found = _OUTBOX_BY_MESSAGE_ID.first(_connection(session), {"message_id": message_id})
     return (int(found[0]), found[1], str(found[2])) if found is not None else None
 
 
@@ -174,14 +163,19 @@ def _memo_ends_with_transaction(session: Session) -> None:
 # -- statements, built once ------------------------------------------------------------------
 
 
-def _insert(session: Session, model: type[Base], values: dict[str, Any]) -> Any:
+def _connection(session: Session) -> Connection:
+    """The transaction's connection, once the session's pending ORM changes are written:
+    the one write order (see the module's docstring)."""
     session.flush()
-    return _returning_insert(model).scalar(session.connection(), values)
+    return session.connection()
+
+
+def _insert(session: Session, model: type[Base], values: dict[str, Any]) -> Any:
+    return _returning_insert(model).scalar(_connection(session), values)
 
 
 def _scalar(session: Session, statement: FastStatement, params: dict[str, Any]) -> Any:
-    session.flush()
-    return statement.scalar(session.connection(), params)
+    return statement.scalar(_connection(session), params)
 
 
 def _returning_insert(model: type[Base]) -> FastStatement:
