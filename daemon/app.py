@@ -19,32 +19,19 @@ from daemon.runners.backfill import BackfillRunner, ImportBusy, ImportClaims
 from daemon.runners.clocks import ClocksRunner
 from daemon.runners.delivery import DeliveryRunner
 from daemon.runners.intake import IntakeRunner
+from daemon.runners.shares import Shares
 from daemon.runners.source import Source, WaitingSource, waits
 from daemon.runners.summary import Summary
 from daemon.sender import make_transport
-from daemon.sources.forms import FormSource
-from daemon.sources.imap import ImapSource
-from daemon.sources.maildir import MaildirSource
+from daemon.sources.build import build_sources
 from daemon.store.blobs import BlobStore
-from daemon.store.db import make_engine, migrate, needs_migration, session_factory
+from daemon.store.db import InstanceRunning, make_engine, migrate, needs_migration, session_factory
 from handlers import pipeline
 from handlers.notify import Templates
 
-__all__ = ["App", "ImportBusy", "Summary", "build_sources"]
+__all__ = ["App", "ImportBusy", "InstanceRunning", "Summary", "build_sources"]
 
 log = logging.getLogger("caseloop")
-
-
-def build_sources(config: Config) -> list[Source]:
-    sources: list[Source] = []
-    for box in config.mailboxes:
-        if box.type == "maildir":
-            assert box.path is not None and box.quarantine_path is not None
-            sources.append(MaildirSource(box.name, box.path, box.quarantine_path))
-        elif box.type == "imap":
-            sources.append(ImapSource(box))
-    sources += [FormSource(form) for form in config.forms]
-    return sources
 
 
 class App:
@@ -69,7 +56,9 @@ class App:
         self.sources = build_sources(config)
         self.transport = make_transport(config)
         self._stop = threading.Event()
-        self.claims = ImportClaims(self.clock, self.sessions, self.reads)
+        self.shares = Shares(self.clock, self.sessions, self.sources, config.lease.as_timedelta())
+        self.instance_id = self.shares.instance_id
+        self.claims = ImportClaims(self.clock, self.sessions)
         self.intake = IntakeRunner(
             config,
             self.clock,
@@ -79,17 +68,36 @@ class App:
             self.blobs,
             self.services,
             stop=self._stop,
-            held=self.claims.held,
+            shares=self.shares,
         )
         self.backfill = BackfillRunner(config, self.intake, self.claims)
         self.clocks = ClocksRunner(
-            config, self.clock, self.sessions, self.services, self.blobs, stop=self._stop
+            config,
+            self.clock,
+            self.sessions,
+            self.services,
+            self.blobs,
+            stop=self._stop,
+            holder=self.instance_id,
         )
         self.delivery = DeliveryRunner(
-            config, self.clock, self.sessions, self.reads, self.try_writes, self.transport
+            config,
+            self.clock,
+            self.sessions,
+            self.reads,
+            self.try_writes,
+            self.transport,
+            holder=self.instance_id,
         )
 
+    def start_instance(self, mode: str) -> None:
+        """Become a running instance (`run`, `run --once`): registered, with a heartbeat that
+        renews its leases; on SQLite the only one (else InstanceRunning)."""
+        sqlite = self.engine.dialect.name == "sqlite"
+        self.shares.start(mode, sqlite_file=self.engine.url.database if sqlite else None)
+
     def close(self) -> None:
+        self.shares.stop()
         for source in self.sources:
             if waits(source):
                 source.close()
@@ -145,7 +153,7 @@ class App:
             round_summary.add(self.sweep())
             round_summary.add(self.send_outbox())
             total.add(round_summary)
-            if round_summary.work_done == 0:
+            if round_summary.work_done == 0 and not self.shares.coming(self._stop):
                 break
             taken = sum(round_summary.outcomes.values()) - round_summary.outcomes["known"]
             full_rounds = full_rounds + 1 if taken >= self.config.intake.batch_size else 0
@@ -162,7 +170,8 @@ class App:
             round_summary = self.poll_all()
             round_summary.add(self.sweep())
             total.add(round_summary)
-            if sum(round_summary.outcomes.values()) + round_summary.swept == 0:
+            idle = sum(round_summary.outcomes.values()) + round_summary.swept == 0
+            if idle and not self.shares.coming(self._stop):
                 break
         return total
 
@@ -259,6 +268,7 @@ class App:
     def _intake_loop(self, source: WaitingSource) -> None:
         """One thread per waiting source: take in until dry, deliver, then wait for new mail."""
         poll_every = self.config.intake.poll_interval.as_timedelta().total_seconds()
+        lease_check = min(poll_every, self.config.lease.as_timedelta().total_seconds() / 3)
         while not self._stop.is_set():
             try:
                 summary = self.poll(source)
@@ -266,6 +276,11 @@ class App:
                 log.exception("event=source.error source=%s", source.name)
                 self.intake.record_poll(source, f"{type(exc).__name__}: {exc}")
                 self._stop.wait(poll_every)
+                continue
+            if not self.shares.holds(source):
+                # Another instance works it: do not wait on its mail; look again soon, and
+                # take it over once that instance's lease has lapsed.
+                self._stop.wait(lease_check)
                 continue
             if sum(summary.outcomes.values()):
                 self.send_outbox()

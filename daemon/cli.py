@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from daemon import config as configmod
 from daemon import log as logsetup
 from daemon import queries
-from daemon.app import App, ImportBusy, Summary, build_sources
+from daemon.app import App, ImportBusy, InstanceRunning, Summary, build_sources
 from daemon.clock import SystemClock
 from daemon.config import Config, ConfigError
 from daemon.maildirs import deliver_to_maildir, ensure_maildir
@@ -28,7 +28,7 @@ from daemon.runners.backfill import ImportJob
 from daemon.sender import check_smtp, make_transport
 from daemon.sources.imap import ImapSource
 from daemon.sources.maildir import MaildirSource
-from daemon.store.db import make_engine, migrate
+from daemon.store.db import check_database, make_engine, migrate
 from daemon.store.models import OutboxMessage, Ticket
 from daemon.views import outbox_json, ticket_json, ticket_text
 from handlers import digest, privacy, report, staff
@@ -185,8 +185,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args)
     print(f"config: {config.source}: ok")
-    print(f"database: {config.database_url.split('://')[0]}")
-    failed = False
+    database = check_database(config.database_url)
+    failed = database.startswith("FAILED")
+    print(f"database: {config.database_url.split('://')[0]}: {database}")
     for source in build_sources(config):
         report = source.check()
         failed |= report.startswith("FAILED")
@@ -249,6 +250,10 @@ def print_summary(summary: Summary, app: App) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     with open_app(args) as app:
+        try:
+            app.start_instance("once" if args.once else "run")
+        except InstanceRunning as exc:
+            raise UsageError(str(exc)) from None
         if args.once:
             summary = app.run_once()
             print_summary(summary, app)
@@ -406,9 +411,6 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-IMPORT_CLAIM = timedelta(minutes=10)  # renewed every batch; lapses if the import dies
-
-
 def cmd_import(args: argparse.Namespace) -> int:
     """SPEC §2 `import --source NAME --since DATE [--dry-run]`: deliberate backfill of a
     mailbox. Registers its mail dated on or after DATE as of its own date; sends nothing."""
@@ -426,8 +428,6 @@ def cmd_import(args: argparse.Namespace) -> int:
         total, job = Summary(), ImportJob(source, since, until, args.dry_run)
         try:
             while not job.done:
-                if not args.dry_run:  # the daemon leaves the mailbox alone meanwhile
-                    app.claim_import(source, app.clock.now() + IMPORT_CLAIM)
                 total.add(app.backfill.run_once(job))
         except ImportBusy as exc:
             raise UsageError(str(exc)) from None
@@ -505,6 +505,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     for key, value in cases["by_status"].items():
         print(f"  {key}: {value}")
     print("next: " + ", ".join(f"{job} {when or '-'}" for job, when in report["next"].items()))
+    for instance in report["instances"]:
+        holds = ", ".join(instance["holds"]) or "nothing"
+        print(f"instance {instance['id']} ({instance['mode']}, {instance['version']}): "
+              f"heartbeat {instance['heartbeat_at']}; holds {holds}")  # fmt: skip
+    if not report["instances"]:
+        print("instances: none running")
+    for lease in report["leases"]:
+        if lease["holder_alive"] is False:
+            print(f"lease {lease['name']}: held by {lease['holder']} until {lease['until']}")
     return EXIT_OK
 
 

@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable
-from datetime import time
+from datetime import time, timedelta
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, TypeVar
@@ -467,6 +467,9 @@ def build(table: dict[str, Any], *, file: str, base: Path) -> Config:
             "url",
             f"unsupported database URL {url.split(':')[0]!r} (sqlite:/// or postgresql+psycopg://)",
         )
+    lease = db.duration("lease", Config.lease)
+    if lease.working or not timedelta(seconds=3) <= lease.as_timedelta() <= timedelta(hours=1):
+        raise db.fail("lease", f"{lease} is out of range (from 3s to 1h, calendar time)")
     db.done()
 
     mailbox_tables = _list_of_tables(r, "mailboxes")
@@ -544,6 +547,7 @@ def build(table: dict[str, Any], *, file: str, base: Path) -> Config:
         data_dir=data_dir,
         timezone=zone,
         database_url=url,
+        lease=lease,
         mailboxes=mailboxes,
         forms=forms,
         smtp=smtp,

@@ -14,6 +14,7 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from daemon.store import coordination
 from daemon.store.models import OutboxMessage, SourceState, Ticket
 from daemon.views import iso
 from handlers.sla import overdue
@@ -85,7 +86,34 @@ def status_report(app: App, session: Session) -> dict[str, Any]:
             select(func.min(OutboxMessage.next_attempt_at)).where(OutboxMessage.status == "queued")
         ),
     }
+    alive = coordination.alive(session, now, app.config.lease.as_timedelta())
+    leases = coordination.leases(session, now)
+    live = {i.id for i in alive}
     return {
+        "instances": [
+            {
+                "id": i.id,
+                "host": i.host,
+                "pid": i.pid,
+                "mode": i.mode,
+                "version": i.version,
+                "started_at": iso(i.started_at, zone),
+                "heartbeat_at": iso(i.heartbeat_at, zone),
+                "holds": [lease.name for lease in leases if lease.holder == i.id],
+            }
+            for i in alive
+        ],
+        "leases": [
+            {
+                "name": lease.name,
+                "holder": lease.holder,
+                "until": iso(lease.expires_at, zone),
+                "since": iso(lease.taken_at, zone),
+                # an import, or an instance whose heartbeat stopped (its lease runs out)
+                "holder_alive": lease.holder in live,
+            }
+            for lease in leases
+        ],
         "sources": sources,
         "next": {job: iso(when, zone) for job, when in next_jobs.items()},
         "outbox": {k: outbox.get(k, 0) for k in ("queued", "failed", "sent")},

@@ -8,6 +8,7 @@ import logging
 import os
 import smtplib
 import ssl
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -20,10 +21,14 @@ from daemon import log as logfmt
 from daemon.clock import Clock
 from daemon.config import Config, SmtpConfig
 from daemon.maildirs import ensure_maildir
+from daemon.store import coordination
 from daemon.store.models import OutboxMessage
 
 log = logging.getLogger("caseloop.sender")
 
+# How long an instance's claim on the outbox rows it is about to send lasts: a crashed
+# instance's rows are sent by another after this (see send_due).
+CLAIM_FOR = timedelta(minutes=5)
 MAX_ATTEMPTS = 18  # about two days of backoff (10 s doubling to 6 h) before a 4xx mail is given up
 
 
@@ -74,7 +79,7 @@ class MaildirTransport:
             or os.path.exists(f"{self.path}/cur/{name}:2,")
         ):
             return
-        tmp = f"{self.path}/tmp/{name}"
+        tmp = f"{self.path}/tmp/{name}.{os.getpid()}.{threading.get_ident()}"  # one writer's
         with open(tmp, "wb") as out:
             out.write(raw)
         os.replace(tmp, final)  # the Maildir way: a reader never sees half a mail
@@ -170,27 +175,25 @@ def send_due(
     sender: str,
     limit: int = 500,
     try_sessions: sessionmaker[Session] | None = None,
+    holder: str = "",
+    claim_for: timedelta = CLAIM_FOR,
 ) -> tuple[int, int]:
     """Deliver queued mail that is due, recording "sent" soon after the server's answer.
 
-    Returns (sent, not sent). Sent marks are committed every `transport.commit_every` mails;
-    with `try_sessions` (which fail at once when another writer holds the database), a busy
-    database does not stall delivery: marks wait, up to `transport.max_unmarked`. A crash
-    between delivery and commit resends those mails; the resend carries the same Message-ID
-    (and the Maildir transport skips it).
+    Returns (sent, not sent). The rows are first claimed for `holder` (one instance: see
+    daemon/store/coordination.claim_outbox), so no row is sent by two instances; rows left
+    unsent (the claim ran short, or a crash) are given back. Sent marks are committed every
+    `transport.commit_every` mails; with `try_sessions` (which fail at once when another
+    writer holds the database), a busy database does not stall delivery: marks wait, up to
+    `transport.max_unmarked`. A crash between delivery and commit resends those mails once
+    their claim has lapsed; the resend carries the same Message-ID (and the Maildir transport
+    skips it).
     """
+    holder = holder or coordination.new_instance_id()
     now = clock.now()
-    with reads() as session:
-        due = (
-            session.execute(
-                select(OutboxMessage.id)
-                .where(OutboxMessage.status == "queued", OutboxMessage.next_attempt_at <= now)
-                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-                .limit(limit)
-            )
-            .scalars()
-            .all()
-        )
+    until = now + claim_for
+    with sessions.begin() as session:
+        due = coordination.claim_outbox(session, holder, now, until, limit)
     if not due:
         return 0, 0
     try:
@@ -201,8 +204,13 @@ def send_due(
         return 0, len(due)
     sent = failed = 0
     unmarked: list[int] = []  # delivered, "sent" not yet committed
+    done: set[int] = set()  # delivered or failed: the rest goes back unclaimed
+    # Stop taking rows while the claim still covers one more delivery at its slowest.
+    last_start = until - claim_for / 5
     try:
         for start in range(0, len(due), transport.commit_every):
+            if clock.now() >= last_start:
+                break
             ids = due[start : start + transport.commit_every]
             with reads() as session:
                 rows = session.execute(
@@ -212,10 +220,17 @@ def send_due(
                         OutboxMessage.message_id,
                         OutboxMessage.raw,
                     )
-                    .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "queued")
+                    .where(
+                        OutboxMessage.id.in_(ids),
+                        OutboxMessage.status == "queued",
+                        OutboxMessage.claimed_by == holder,
+                    )
                     .order_by(OutboxMessage.id)
                 ).all()
             for row_id, recipient, message_id, raw in rows:
+                if clock.now() >= last_start:
+                    break
+                done.add(row_id)
                 try:
                     transport.deliver(sender, recipient, message_id, raw)
                 except DeliveryError as exc:
@@ -242,6 +257,10 @@ def send_due(
         if unmarked and _mark_sent(sessions, unmarked, clock.now()):
             sent += len(unmarked)
         transport.close()
+        left = [row_id for row_id in due if row_id not in done]
+        if left:
+            with sessions.begin() as session:
+                coordination.unclaim(session, holder, left)
     return sent, failed
 
 
@@ -254,7 +273,11 @@ def _mark_sent(sessions: sessionmaker[Session] | None, ids: list[int], now: date
                 update(OutboxMessage)
                 .where(OutboxMessage.id.in_(ids))
                 .values(
-                    status="sent", sent_at=now, last_error=None, attempts=OutboxMessage.attempts + 1
+                    status="sent",
+                    sent_at=now,
+                    last_error=None,
+                    attempts=OutboxMessage.attempts + 1,
+                    claimed_until=None,  # claimed_by stays: the instance that sent it
                 )
             )
     except OperationalError as exc:
@@ -271,6 +294,7 @@ def _record_failure(
         for row in session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(ids))):
             row.attempts += 1
             row.last_error = error
+            row.claimed_by = row.claimed_until = None
             if permanent or row.attempts >= MAX_ATTEMPTS:
                 row.status = "failed"
             else:

@@ -229,6 +229,10 @@ class Config:
     routing: tuple[RoutingRule, ...] = ()
     rules: tuple[ClassifyRule, ...] = ()
     templates_override_dir: Path | None = None
+    # [database] lease: how long an instance's hold on a mailbox, form folder or job outlives
+    # its last heartbeat (daemon/store/coordination.py): a dead instance's mailboxes are taken
+    # over within about this long.
+    lease: Duration = parse_duration("20s")
 
     @property
     def support_address(self) -> str:

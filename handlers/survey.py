@@ -74,13 +74,20 @@ def _in_consumer_hours(config: Config, when: datetime) -> datetime:
 def sweep(session: Session, services: Services, now: datetime) -> int:
     """Send the surveys that are due and close the cases whose survey went unanswered."""
     steps = 0
+    # SKIP LOCKED: a case another instance's sweep is visiting is its to do (PostgreSQL).
     due = session.scalars(
-        select(Ticket).where(Ticket.survey_due_at <= now).order_by(Ticket.survey_due_at)
+        select(Ticket)
+        .where(Ticket.survey_due_at <= now)
+        .order_by(Ticket.survey_due_at)
+        .with_for_update(skip_locked=True)
     ).all()
     for ticket in due:
         steps += _send_survey(session, services, ticket, now)
     expired = session.scalars(
-        select(Ticket).where(Ticket.survey_expires_at <= now).order_by(Ticket.survey_expires_at)
+        select(Ticket)
+        .where(Ticket.survey_expires_at <= now)
+        .order_by(Ticket.survey_expires_at)
+        .with_for_update(skip_locked=True)
     ).all()
     for ticket in expired:
         steps += _close_unanswered(session, services, ticket, now)

@@ -192,6 +192,17 @@ def encoded_words(value: str, charset: str, fold: str = "\r\n ") -> str:
     return fold.join(encoded)
 
 
+_MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*(<[^>\r\n]*>)")
+
+
+def message_id(raw: bytes) -> str:
+    """The Message-ID in a raw mail's header (it must have one)."""
+    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
+    found = _MESSAGE_ID.search(head)
+    assert found, raw[:300]
+    return found.group(1).decode()
+
+
 def body(raw: bytes) -> bytes:
     """Everything after the header block."""
     found = _BREAK.search(raw)

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from daemon.app import App
 from daemon.cli import main
 from daemon.maildirs import deliver_to_maildir
-from daemon.store.models import OutboxMessage, SourceItem, Ticket, TimelineEntry
+from daemon.store.models import Lease, OutboxMessage, SourceItem, Ticket, TimelineEntry
 from handlers import digest
 
 # Staff, routing and supervisors: live intake would acknowledge, assign and alert.
@@ -184,19 +184,18 @@ def test_undated_mail_is_skipped_newer_mail_is_left_and_the_daemon_waits_for_the
     assert len(list((inbox / "new").iterdir())) == 3
     moment = app.clock.now()
     with app.sessions.begin() as session:  # as if another process held it
-        from daemon.store.models import SourceState
-
-        state = session.get(SourceState, "local")
-        assert state is not None
-        state.state = {**state.state, "import_by": "elsewhere:1"}
+        lease = session.get(Lease, "source:local")
+        assert lease is not None and lease.holder == app.claims.holder
+        lease.holder = "import:elsewhere:1:abc"
     assert cli(tmp_path, "import", "--source", "local", "--since", "2026-01-01") == 2
     assert "an import of local is running" in capsys.readouterr().err
     with pytest.raises(ImportBusy):
         app.claim_import(source, moment)
+    assert app.run_once().outcomes["ticket"] == 0  # nor does the daemon take it back
     with app.sessions.begin() as session:  # that import ended
-        state = session.get(SourceState, "local")
-        assert state is not None
-        state.state = {}
+        lease = session.get(Lease, "source:local")
+        assert lease is not None
+        lease.holder = None
 
     assert cli(tmp_path, "import", "--source", "local", "--since", "2026-01-01") == 0
     out = capsys.readouterr().out

@@ -4,10 +4,8 @@ and the claim that keeps the daemon's polls off a mailbox while an import reads 
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,10 +16,11 @@ from daemon.prepare import Preparer
 from daemon.runners.intake import IntakeRunner
 from daemon.runners.source import PeekableSource, Source
 from daemon.runners.summary import Summary
-from daemon.store.models import SourceState
+from daemon.store import coordination
+from daemon.store.models import Lease
 from handlers.context import Prepared
 
-_HOLDER = f"{socket.gethostname()}:{os.getpid()}"
+IMPORT_CLAIM = timedelta(minutes=10)  # renewed every batch; lapses if the import dies
 
 
 class ImportBusy(Exception):
@@ -36,43 +35,40 @@ class HashOnly:
 
 
 class ImportClaims:
-    """Which mailboxes a `caseloop import` holds: one holder per mailbox, until a moment."""
+    """The mailboxes a `caseloop import` holds: their leases (daemon/store/coordination.py),
+    taken by the import's own holder id, which outranks a live instance's."""
 
-    def __init__(
-        self, clock: Clock, sessions: sessionmaker[Session], reads: sessionmaker[Session]
-    ) -> None:
-        self.clock, self.sessions, self.reads = clock, sessions, reads
+    def __init__(self, clock: Clock, sessions: sessionmaker[Session]) -> None:
+        self.clock, self.sessions = clock, sessions
+        self.holder = coordination.new_instance_id(coordination.IMPORT_PREFIX)
 
     def claim(self, source: Source, until: datetime | None) -> None:
         """Hold (until a moment) or release (None) a mailbox for `caseloop import`: while it
-        is held, the daemon's polls leave that mailbox alone (one holder per mailbox).
+        is held, the daemon's polls leave that mailbox alone, and a batch the daemon is
+        deciding when the import takes it is rolled back (one holder per mailbox).
 
         Raises ImportBusy when another import holds it. The claim is renewed every batch and
         lapses by itself if the import dies.
         """
+        name = coordination.source_lease(source.name)
+        now = self.clock.now()
         with self.sessions.begin() as session:
-            state = session.get(SourceState, source.name, with_for_update=True)
-            if state is None:
-                state = SourceState(source=source.name, state={})
-                session.add(state)
-            held = state.state.get("import_until")
-            now = self.clock.now()
-            other = state.state.get("import_by") != _HOLDER
-            if held and datetime.fromisoformat(held) > now and other:
-                if until is None:
-                    return  # not ours to release
-                raise ImportBusy(f"an import of {source.name} is running (until {held})")
-            others = {k: v for k, v in state.state.items() if not k.startswith("import_")}
-            state.state = others if until is None else {
-                **others, "import_until": until.isoformat(), "import_by": _HOLDER
-            }  # fmt: skip
+            if until is None:
+                coordination.release(session, name, self.holder)
+                return
+            if not coordination.take(session, name, self.holder, now, until - now):
+                held = session.get(Lease, name)
+                till = held.expires_at.isoformat() if held and held.expires_at else "?"
+                raise ImportBusy(f"an import of {source.name} is running (until {till})")
 
     def held(self, source: Source) -> bool:
         """A `caseloop import` holds this mailbox (see claim)."""
-        with self.reads() as session:
-            state = session.get(SourceState, source.name)
-        held = state.state.get("import_until") if state is not None else None
-        return bool(held) and datetime.fromisoformat(str(held)) > self.clock.now()
+        with self.sessions() as session:
+            return any(
+                h.name == coordination.source_lease(source.name)
+                and h.holder.startswith(coordination.IMPORT_PREFIX)
+                for h in coordination.leases(session, self.clock.now())
+            )
 
 
 @dataclass
@@ -110,6 +106,8 @@ class BackfillRunner:
         """
         summary = Summary()
         source, since, until = job.source, job.since, job.until
+        if not job.dry_run:  # the daemon leaves the mailbox alone meanwhile (ImportBusy)
+            self.claims.claim(source, self.claims.clock.now() + IMPORT_CLAIM)
         items = source.peek(self.config.intake.batch_size, job.after)
         if not items:
             job.done = True
@@ -151,5 +149,5 @@ class BackfillRunner:
                     summary.keep("set_aside", [(prep.item.source, prep.item.label, prep.outcome,
                                                 prep.reason or "")])  # fmt: skip
         else:
-            self.intake.take_in(source, prepared, settled, summary)
+            self.intake.take_in(source, prepared, settled, summary, holder=self.claims.holder)
         return summary

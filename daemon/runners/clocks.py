@@ -13,6 +13,7 @@ from daemon import log as logfmt
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config
 from daemon.runners.summary import Summary
+from daemon.store import coordination
 from daemon.store.blobs import BlobStore
 from handlers import digest, privacy, sla, survey
 from handlers.context import Services
@@ -34,8 +35,10 @@ class ClocksRunner:
         blobs: BlobStore,
         *,
         stop: threading.Event,
+        holder: str,
     ) -> None:
         self.config, self.clock, self.sessions = config, clock, sessions
+        self.holder = holder  # the instance: the retention run is taken once across them
         self.services, self.blobs, self.stop = services, blobs, stop
         self.files_clock: Clock = SystemClock()  # file times are the real clock's
         self._lock = threading.Lock()  # the sweep and digest jobs share the clock steps
@@ -76,14 +79,19 @@ class ClocksRunner:
         """[privacy] retain_closed: personal data of long-closed cases erased; then the files
         of erased attachments go, once that is committed.
 
-        Once an hour at most: retention counts in days and the file grace is an hour, so each
-        sweep (every minute, every round of run --once) need not scan for it again."""
+        Once an hour at most, across all instances (a lease taken for the hour): retention
+        counts in days and the file grace is an hour, so each sweep (every minute, every round
+        of run --once) need not scan for it again."""
         now = self.clock.now()
         if self._retention_due is not None and now < self._retention_due:
             return
         self._retention_due = now + RETENTION_EVERY
         try:
             with self.sessions.begin() as session:
+                if not coordination.once_per(
+                    session, "job:retention", self.holder, now, RETENTION_EVERY
+                ):
+                    return  # another instance ran it within the hour
                 done = privacy.retention_sweep(session, self.config, now)
             deleted, _waiting = self.collect_files()
         except Exception:  # like the other clock jobs: logged, and the next run tries again

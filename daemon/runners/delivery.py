@@ -32,8 +32,11 @@ class DeliveryRunner:
         reads: sessionmaker[Session],
         try_writes: sessionmaker[Session],
         transport: Transport,
+        *,
+        holder: str,
     ) -> None:
         self.config, self.clock, self.transport = config, clock, transport
+        self.holder = holder  # the instance: its claims on outbox rows
         self.sessions, self.reads, self.try_writes = sessions, reads, try_writes
         self._lock = threading.Lock()  # the outbox job and the IDLE threads both deliver
 
@@ -47,6 +50,7 @@ class DeliveryRunner:
                 self.clock,
                 self.config.support_address,
                 try_sessions=self.try_writes,
+                holder=self.holder,
             )
         if summary.sent or summary.not_sent:
             logfmt.event(
@@ -102,7 +106,7 @@ class DeliveryRunner:
         sender = context.Process(
             target=_deliver_aside,
             name="deliver-once",
-            args=(self.config, level, intake_done, results),
+            args=(self.config, self.holder, level, intake_done, results),
         )
         sender.start()
         total = Summary()
@@ -117,7 +121,9 @@ class DeliveryRunner:
         return total
 
 
-def _deliver_aside(config: Config, log_level: int, intake_done: Any, results: Any) -> None:
+def _deliver_aside(
+    config: Config, holder: str, log_level: int, intake_done: Any, results: Any
+) -> None:
     """The delivery process of run --once (see DeliveryRunner.beside_in_process)."""
     logfmt.setup(logging.getLevelName(log_level))
     engine = make_engine(config.database_url)
@@ -128,6 +134,7 @@ def _deliver_aside(config: Config, log_level: int, intake_done: Any, results: An
         session_factory(engine, read_only=True),
         session_factory(engine, nowait=True),
         make_transport(config),
+        holder=holder,
     )
     total = Summary()
     try:

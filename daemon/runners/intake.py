@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -17,6 +16,7 @@ from daemon.clock import Clock
 from daemon.config import Config
 from daemon.items import Incoming
 from daemon.prepare import Preparer
+from daemon.runners.shares import Shares
 from daemon.runners.source import Source
 from daemon.runners.summary import Summary
 from daemon.store import writes
@@ -33,6 +33,10 @@ def as_of(prep: Prepared, now: datetime) -> datetime:
     so an imported case is numbered, dated and counted when the consumer wrote."""
     date = prep.message.date if prep.backfill and prep.message is not None else None
     return min(date, now) if date is not None else now
+
+
+class _LeaseLost(Exception):
+    """The source's lease went to another holder: this batch is theirs to take in."""
 
 
 class _ItemFailed(Exception):
@@ -53,14 +57,14 @@ class IntakeRunner:
         services: Services,
         *,
         stop: threading.Event,
-        held: Callable[[Source], bool] = lambda source: False,
+        shares: Shares,
     ) -> None:
         self.config, self.clock, self.sources = config, clock, sources
         self.sessions, self.reads = sessions, reads
         self.services = services
         self.preparer = Preparer(config, blobs)
         self.stop = stop
-        self.held = held  # a `caseloop import` holds the mailbox (see runners/backfill.py)
+        self.shares = shares  # which sources this instance works (runners/shares.py)
 
     def run_once(self, sources: list[Source] | None = None) -> Summary:
         """One batch from each source (or these); a broken source does not stop the others."""
@@ -78,7 +82,7 @@ class IntakeRunner:
     def poll(self, source: Source) -> Summary:
         """Take in one batch from a source in one transaction; one bad message is set aside."""
         summary = Summary()
-        if self.held(source):  # `caseloop import` has it: its mail is not live mail
+        if not self.shares.take(source):  # another instance, or `caseloop import`, has it
             return summary
         items = source.fetch(self.config.intake.batch_size)
         if not items:
@@ -97,16 +101,27 @@ class IntakeRunner:
         prepared: list[Prepared],
         settled: list[tuple[Incoming, str]],
         summary: Summary,
+        holder: str | None = None,
     ) -> None:
-        """Decide the prepared items in one transaction, then settle the batch at the source."""
+        """Decide the prepared items in one transaction, then settle the batch at the source.
+
+        The transaction first renews the source's lease for `holder` (this instance, or an
+        import): when the lease was lost meanwhile, the batch is rolled back and nothing is
+        settled; the new holder takes the same items in."""
         results: list[Context] = []
-        if prepared:
-            try:
-                results = self._decide_batch(prepared, isolate=False)
-            except _ItemFailed:
-                # One message raised and the batch rolled back: redo it with a savepoint per
-                # message, so that one is set aside and its neighbours are kept.
-                results = self._decide_batch(prepared, isolate=True)
+        lease = (source, holder)
+        try:
+            if prepared:
+                try:
+                    results = self._decide_batch(prepared, lease, isolate=False)
+                except _ItemFailed:
+                    # One message raised and the batch rolled back: redo it with a savepoint
+                    # per message, so that one is set aside and its neighbours are kept.
+                    results = self._decide_batch(prepared, lease, isolate=True)
+        except _LeaseLost:
+            logfmt.event(log, "intake.lease_lost", logging.WARNING, source=source.name,
+                         items=len(prepared) + len(settled))  # fmt: skip
+            return
         for ctx in results:
             settled.append((ctx.prep.item, ctx.prep.outcome))
             _summarise(summary, ctx)
@@ -132,7 +147,9 @@ class IntakeRunner:
         summary.outcomes["known"] += len(settled)
         return settled, [i for i in items if i.key not in known]
 
-    def _decide_batch(self, prepared: list[Prepared], *, isolate: bool) -> list[Context]:
+    def _decide_batch(
+        self, prepared: list[Prepared], lease: tuple[Source, str | None], *, isolate: bool
+    ) -> list[Context]:
         """Decide every prepared item in one transaction.
 
         The fast path (isolate=False) spends no savepoints and raises _ItemFailed, rolling the
@@ -141,6 +158,8 @@ class IntakeRunner:
         now = self.clock.now()  # one moment for the batch: it commits as one
         items: list[dict[str, Any]] = []  # the batch's source_items rows, written together
         with self.sessions.begin() as session:
+            if not self.shares.hold(session, *lease):
+                raise _LeaseLost  # rolls the transaction back: it did nothing yet
             decided = [
                 self._decide(
                     session, replace(prep, notes=list(prep.notes)), isolate, items, as_of(prep, now)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+import fcntl
+import os
+import socket
+from pathlib import Path
+from typing import IO, Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.resources import shipped_dir
@@ -77,3 +82,73 @@ def needs_migration(engine: Engine) -> bool:
     with engine.connect() as conn:
         current = MigrationContext.configure(conn).get_current_heads()
     return set(current) != set(script.get_heads())
+
+
+class InstanceRunning(Exception):
+    """Another caseloop instance runs on this SQLite database (SQLite is single-instance)."""
+
+
+class InstanceLock:
+    """The embedded SQLite database is worked by one instance at a time: an exclusive lock
+    on a file beside it, held while the instance runs and freed by the kernel when its
+    process ends, however it ends (no stale lock after a crash)."""
+
+    def __init__(self, handle: IO[str], path: Path) -> None:
+        self._handle, self.path = handle, path
+
+    @classmethod
+    def take(cls, database: str | None) -> InstanceLock | None:
+        """Lock the database file `database` (a path), or raise InstanceRunning naming the
+        process that holds it; None for an in-memory database."""
+        if not database or database == ":memory:":
+            return None
+        path = Path(f"{database}.instance-lock")
+        handle = path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise InstanceRunning(
+                f"another caseloop instance ({holder}) is running on {database}: the embedded "
+                "SQLite database takes one instance; stop it first, or use PostgreSQL "
+                "([database] url) to run several"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        return cls(handle, path)
+
+    def release(self) -> None:
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
+        self._handle.close()
+
+
+def check_database(url: str) -> str:
+    """What check-config reports for the database: reachable, its version, and whether the
+    schema is at head. Creates nothing: an embedded SQLite file not made yet is reported."""
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and path != ":memory:" and not Path(path).exists():
+            return f"ok, {path} does not exist yet: the first `caseloop run` creates it"
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                version = f"SQLite {conn.exec_driver_sql('select sqlite_version()').scalar()}"
+            else:
+                version = f"PostgreSQL {conn.exec_driver_sql('show server_version').scalar()}"
+            current = set(MigrationContext.configure(conn).get_current_heads())
+        heads = set(ScriptDirectory.from_config(_alembic_config(engine)).get_heads())
+    except SQLAlchemyError as exc:
+        return f"FAILED: cannot read the database: {getattr(exc, 'orig', None) or exc}"
+    finally:
+        engine.dispose()
+    if current == heads:
+        return f"ok, {version}, schema at head ({', '.join(sorted(heads))})"
+    at = ", ".join(sorted(current)) or "empty"
+    if url.startswith("sqlite"):  # the embedded default migrates itself on start
+        return f"ok, {version}, schema at {at}: `caseloop run` upgrades it to {', '.join(heads)}"
+    return f"FAILED: {version}, schema at {at}, head is {', '.join(heads)}: run `caseloop migrate`"

@@ -177,6 +177,10 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The instance delivering it, until when (daemon/store/coordination.claim_outbox): no row
+    # is sent by two instances; a crashed holder's claim lapses and another sends it.
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
 
@@ -263,6 +267,32 @@ class SourceState(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Lease(Base):
+    """Who works something that one instance at a time may work (a mailbox, a form folder, a
+    job), until when. A holder renews it while alive; an expired lease may be taken over."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # source:<name> | job:<name>
+    holder: Mapped[str | None] = mapped_column(String(200))  # an instance id; None: free
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Instance(Base):
+    """A running caseloop instance (`run`, `run --once`): alive while its heartbeat is fresh."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid:random
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(16))  # run | once
+    version: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 # Mappers are set up now, not at the first query: intake builds unattached Ticket copies

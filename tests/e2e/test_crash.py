@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import signal
 import sqlite3
 import subprocess
@@ -27,11 +26,11 @@ from typing import Any
 import pytest
 from cli_run import run_caseloop, start_caseloop
 from dovecot import Dovecot
+from relay import message_id
 
 N = 300  # messages
 KILLS = 8  # kill -9 per scenario
 SEED = 20261124
-MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*(<[^>\r\n]*>)")
 
 
 def complaint(i: int, rng: random.Random) -> bytes:
@@ -51,13 +50,6 @@ def complaint(i: int, rng: random.Random) -> bytes:
     )
     msg.set_content(body, charset="gb18030" if zh and i % 5 == 0 else "utf-8")
     return msg.as_bytes()
-
-
-def message_id(raw: bytes) -> str:
-    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
-    found = MESSAGE_ID.search(head)
-    assert found, raw[:300]
-    return found.group(1).decode()
 
 
 class Progress:
