@@ -74,6 +74,7 @@ timezone = "Asia/Shanghai"        # local dates for case numbers, SLA days, temp
 
 [database]
 url = "sqlite:///caseloop-data/caseloop.db"   # or postgresql+psycopg://user@host/db
+# lease = "20s"                   # several instances (PostgreSQL): see README "Several instances"
 
 [[mailboxes]]                     # the embedded default: a local Maildir
 name = "local"
