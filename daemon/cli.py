@@ -204,6 +204,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     config = load_config(args)
+    config.data_dir.mkdir(parents=True, exist_ok=True)  # the embedded database lives there
     engine = make_engine(config.database_url)
     try:
         migrate(engine)
@@ -494,9 +495,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_json(report)
         return EXIT_OK
     for src in report["sources"]:
+        state = "STALLED" if src["stalled"] else "FAILING" if src["failing"] else "ok"
+        backlog = "-" if src["backlog"] is None else src["backlog"]
         print(
-            f"source {src['name']}: {src['describe']}; last poll {src['last_poll_at'] or '-'}; "
-            f"backlog {src['backlog']}"
+            f"source {src['name']}: {state}; {src['describe']}; "
+            f"last poll {src['last_poll_at'] or 'never'}; backlog {backlog}"
             + (f"; last error {src['last_error']}" if src["last_error"] else "")
         )
     box = report["outbox"]

@@ -8,6 +8,7 @@ handlers.sla.overdue, the same clauses the supervisor digest uses.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.triggers.cron import CronTrigger
@@ -50,16 +51,25 @@ def status_report(app: App, session: Session) -> dict[str, Any]:
     zone, now = app.config.timezone, app.clock.now()
     states = {s.source: s for s in session.scalars(select(SourceState))}
     sources = []
-    for source in app.sources:
+    holders = {h.name: h.holder for h in coordination.leases(session, now)}
+    stale = 3 * app.config.intake.poll_interval.as_timedelta() + timedelta(seconds=60)
+    for source in app.sources:  # as the daemon recorded them: status opens no connection
         state = states.get(source.name)
+        polled = state.last_poll_at if state else None
+        recorded = state.state if state else {}
         sources.append(
             {
                 "name": source.name,
                 "describe": source.describe(),
-                "backlog": source.backlog(),
-                "last_poll_at": iso(state.last_poll_at, zone) if state else None,
+                "backlog": recorded.get("backlog"),
+                "last_poll_at": iso(polled, zone),
+                "lag_seconds": round((now - polled).total_seconds()) if polled else None,
+                # no poll for longer than a poll, its retries and a command's timeout allow
+                "stalled": polled is not None and now - polled > stale,
+                "failing": bool(recorded.get("failing")),
                 "last_error": state.last_error if state else None,
                 "last_error_at": iso(state.last_error_at, zone) if state else None,
+                "held_by": holders.get(coordination.source_lease(source.name)),
             }
         )
     outbox = dict(

@@ -197,6 +197,13 @@ class IntakeRunner:
         return ctx
 
     def record_poll(self, source: Source, error: str | None) -> None:
+        """What `caseloop status` shows of a source, recorded as the daemon works (status
+        itself never opens a connection): when it was last polled, whether that poll failed
+        and why, and how much was waiting after it."""
+        try:
+            backlog: int | None = source.backlog()
+        except Exception:  # noqa: BLE001 - a count for status; the poll's error is recorded
+            backlog = None
         now = self.clock.now()
         with self.sessions.begin() as session:
             state = session.get(SourceState, source.name)
@@ -204,6 +211,7 @@ class IntakeRunner:
                 state = SourceState(source=source.name, state={})
                 session.add(state)
             state.last_poll_at = now
+            state.state = {**state.state, "backlog": backlog, "failing": error is not None}
             if error is not None:
                 state.last_error, state.last_error_at = error, now
 

@@ -142,5 +142,37 @@ def test_status_reports_sources_outbox_and_cases(site: Path) -> None:
     assert report["cases"]["by_status"] == {"received": 2, "waiting": 2}
     assert report["cases"]["urgent"] == 1  # the exploded pressure cooker
     assert report["next"]["digest"] and report["next"]["sla_step"]
+    assert local["stalled"] is False and local["failing"] is False and local["lag_seconds"] >= 0
     text = caseloop("status", cwd=site).stdout
-    assert "source local" in text and "4 open" in text
+    assert "source local: ok" in text and "4 open" in text
+
+
+def test_status_reads_the_database_and_never_waits_on_a_silent_mail_server(
+    tmp_path: Path,
+) -> None:
+    """A server that accepts the connection and never says a word (frozen, SIGSTOP-like):
+    status answers at once from what the daemon recorded."""
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections complete in the kernel; nobody ever answers
+    try:
+        (tmp_path / "pw").write_text("secret")
+        config = tmp_path / "caseloop.toml"
+        config.write_text(
+            'data_dir = "data"\n[[mailboxes]]\nname = "frozen"\ntype = "imap"\n'
+            'address = "support@example.com"\nhost = "127.0.0.1"\n'
+            f'port = {silent.getsockname()[1]}\nsecurity = "none"\nusername = "support"\n'
+            'password_file = "pw"\n'
+        )
+        caseloop("migrate", config=config, cwd=tmp_path)
+        started = time.monotonic()
+        report = json.loads(caseloop("status", "--json", config=config, cwd=tmp_path).stdout)
+        assert time.monotonic() - started < 10  # an IMAP client would wait 60 s for a greeting
+    finally:
+        silent.close()
+    (frozen,) = report["sources"]
+    assert frozen["name"] == "frozen" and frozen["last_poll_at"] is None
+    assert frozen["backlog"] is None and frozen["stalled"] is False
