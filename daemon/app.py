@@ -79,6 +79,7 @@ class App:
             self.blobs,
             stop=self._stop,
             holder=self.instance_id,
+            forget=self.transport.forget,
         )
         self.delivery = DeliveryRunner(
             config,

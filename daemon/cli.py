@@ -476,6 +476,7 @@ def cmd_privacy_erase(args: argparse.Namespace) -> int:
         except privacy.Refused as exc:
             raise UsageError(str(exc)) from exc
         deleted, waiting = app.clocks.collect_files()  # after the erasure committed
+        forgotten = app.transport.forget(done.mail_sent)
     cases = ", ".join(done.cases) if done.cases else "none"
     print(f"erased: cases {cases}; {done.entries} timeline entries, {done.originals} original "
           f"messages, {done.outbox} outgoing mails, {done.attachments} attachments "
@@ -485,6 +486,10 @@ def cmd_privacy_erase(args: argparse.Namespace) -> int:
               "in may share them): the daemon's sweep deletes them later")  # fmt: skip
     for source, key in done.kept_by_sources:
         print(f"also held outside the database, erase it there: source {source}, item {key}")
+    if forgotten.removed:
+        print(f"removed {forgotten.removed} copies of sent mail from the outbox folder")
+    for message_id in forgotten.beyond_reach:
+        print(f"sent mail {message_id} is beyond caseloop's reach ({forgotten.where})")
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ import os
 import smtplib
 import ssl
 import threading
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -48,6 +49,16 @@ class Transport(Protocol):
     def deliver(self, sender: str, recipient: str, message_id: str, raw: bytes) -> None: ...
     def close(self) -> None: ...
     def describe(self) -> str: ...
+    def forget(self, message_ids: list[str]) -> Forgotten: ...
+
+
+@dataclass
+class Forgotten:
+    """What erasing delivered mail did outside the database (privacy erase, retention)."""
+
+    removed: int = 0  # copies deleted from our own Maildir outbox
+    beyond_reach: list[str] = field(default_factory=list)  # Message-IDs delivered elsewhere
+    where: str = ""  # where those are: a recipient's server, a reader of the outbox
 
 
 class MaildirTransport:
@@ -69,8 +80,30 @@ class MaildirTransport:
     def describe(self) -> str:
         return f"maildir {self.path}"
 
+    @staticmethod
+    def _name(message_id: str) -> str:
+        return f"caseloop-{hashlib.sha256(message_id.encode()).hexdigest()[:24]}"
+
+    def forget(self, message_ids: list[str]) -> Forgotten:
+        """Delete these mails from the outbox folder (new/ and cur/, whatever flags a reader
+        gave them); those not found were taken away by whoever reads the folder."""
+        done = Forgotten(where=f"taken from {self.path} by its reader")
+        for message_id in message_ids:
+            name = self._name(message_id)
+            found = [self.path / "new" / name, *self.path.glob(f"cur/{name}:*")]
+            removed = False
+            for path in found:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed = True
+            if removed:
+                done.removed += 1
+            else:
+                done.beyond_reach.append(message_id)
+        return done
+
     def deliver(self, sender: str, recipient: str, message_id: str, raw: bytes) -> None:
-        name = f"caseloop-{hashlib.sha256(message_id.encode()).hexdigest()[:24]}"
+        name = self._name(message_id)
         final = f"{self.path}/new/{name}"
         # Already written (a resend after a crash)? In new/, or seen by a reader in cur/.
         if (
@@ -98,6 +131,13 @@ class SmtpTransport:
 
     def describe(self) -> str:
         return f"smtp {self.config.host}:{self.config.port} ({self.config.security})"
+
+    def forget(self, message_ids: list[str]) -> Forgotten:
+        """Mail handed to the SMTP server is out of our reach: listed, not removed."""
+        return Forgotten(
+            beyond_reach=list(message_ids),
+            where=f"delivered through {self.config.host}:{self.config.port} to the recipients",
+        )
 
     def open(self) -> None:
         cfg = self.config

@@ -66,6 +66,9 @@ class Erased:
     outbox: int = 0
     attachments: int = 0
     kept_by_sources: list[tuple[str, str]] = field(default_factory=list)  # (source, item key)
+    # Message-IDs of the erased outgoing mails that had been sent: their copies outside the
+    # database (the Maildir outbox, recipients' servers) are the transport's to remove or list
+    mail_sent: list[str] = field(default_factory=list)
 
 
 def _updated(session: Session, statement: Executable) -> int:
@@ -221,8 +224,14 @@ def _erase_originals(session: Session, items: Iterable[SourceItem], done: Erased
         done.originals += 1
 
 
-def _blank_mail(session: Session, condition: ColumnElement[bool], why: str) -> int:
-    """Outgoing mail matching `condition` keeps its metadata only; any not sent yet never is."""
+def _blank_mail(session: Session, condition: ColumnElement[bool], why: str, done: Erased) -> int:
+    """Outgoing mail matching `condition` keeps its metadata only; any not sent yet never is.
+    The Message-IDs of those sent are noted in `done`: copies of them exist outside."""
+    done.mail_sent += session.scalars(
+        select(OutboxMessage.message_id).where(
+            condition, OutboxMessage.status == "sent", OutboxMessage.raw != b""
+        )
+    ).all()
     mail = update(OutboxMessage).where(condition).execution_options(synchronize_session=False)
     changed = _updated(session, mail.values(raw=b"", subject=ERASED, last_error=None))
     session.execute(
@@ -271,9 +280,11 @@ def erase_cases(
             .values(recipient=ERASED_ADDRESS)
             .execution_options(synchronize_session=False)
         )
-    done.outbox += _blank_mail(session, OutboxMessage.ticket_id.in_(ids), why)
+    done.outbox += _blank_mail(session, OutboxMessage.ticket_id.in_(ids), why, done)
     if digests:
-        done.outbox += _blank_mail(session, OutboxMessage.id.in_([d.id for d in digests]), why)
+        done.outbox += _blank_mail(
+            session, OutboxMessage.id.in_([d.id for d in digests]), why, done
+        )
     return done
 
 
@@ -311,7 +322,10 @@ def erase_person(session: Session, email: str, now: datetime) -> Erased:
         .execution_options(synchronize_session=False)
     )
     done.outbox += _blank_mail(
-        session, and_(OutboxMessage.recipient == ERASED_ADDRESS, OutboxMessage.raw != b""), why
+        session,
+        and_(OutboxMessage.recipient == ERASED_ADDRESS, OutboxMessage.raw != b""),
+        why,
+        done,
     )
     return done
 

@@ -49,6 +49,12 @@ def number_of(app: App, email: str) -> str:
     return found
 
 
+def outbox_files(app: App) -> list[Path]:
+    """The mails in the Maildir outbox, new/ and (read by someone, flags set) cur/."""
+    box = app.config.outbox_dir
+    return [*(box / "new").iterdir(), *(box / "cur").iterdir()]
+
+
 SUPERVISED = '[escalation]\nsupervisors = ["lead@example.com"]\n'
 
 
@@ -125,6 +131,12 @@ def test_erase_is_refused_while_a_case_is_handled_then_erases_and_keeps_the_coun
     out = capsys.readouterr().out
     assert f"erased: cases {alice};" in out and "1 attachments (1 files deleted)" in out
     assert out.count("also held outside the database, erase it there: source local") == 3
+    # Our own copies of the mail sent to her (and of the digest naming her) are gone from the
+    # Maildir outbox; Bob's stay.
+    copies = [p.read_bytes() for p in outbox_files(app)]
+    assert copies and all(ALICE.encode() not in c and "张丽".encode() not in c for c in copies)
+    assert any(BOB.encode() in c for c in copies)
+    assert "copies of sent mail from the outbox folder" in out
 
     with app.sessions() as session:
         mine = session.scalars(select(Ticket).where(Ticket.number == alice)).one()
@@ -208,6 +220,7 @@ def test_retention_erases_cases_closed_longer_than_retain_closed(
         ).all()
     assert erased[alice] is not None and erased[bob] is None  # Bob's case is still open
     assert "personal data erased: retention (30 days after closing)" in notes
+    assert not any(ALICE.encode() in p.read_bytes() for p in outbox_files(app))
     assert app.blobs.path(photo).exists()
     before = erased[alice]
     clock.move(timedelta(hours=2))  # the next retention run

@@ -13,6 +13,7 @@ from daemon import log as logfmt
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config
 from daemon.runners.summary import Summary
+from daemon.sender import Forgotten
 from daemon.store import coordination
 from daemon.store.blobs import BlobStore
 from handlers import digest, privacy, sla, survey
@@ -36,8 +37,10 @@ class ClocksRunner:
         *,
         stop: threading.Event,
         holder: str,
+        forget: Callable[[list[str]], Forgotten],
     ) -> None:
         self.config, self.clock, self.sessions = config, clock, sessions
+        self.forget = forget  # the transport's: erased mail's copies outside the database
         self.holder = holder  # the instance: the retention run is taken once across them
         self.services, self.blobs, self.stop = services, blobs, stop
         self.files_clock: Clock = SystemClock()  # file times are the real clock's
@@ -94,6 +97,7 @@ class ClocksRunner:
                     return  # another instance ran it within the hour
                 done = privacy.retention_sweep(session, self.config, now)
             deleted, _waiting = self.collect_files()
+            forgotten = self.forget(done.mail_sent)  # the outbox folder's copies
         except Exception:  # like the other clock jobs: logged, and the next run tries again
             log.exception("event=sweep.error job=retention")
             return
@@ -105,6 +109,8 @@ class ClocksRunner:
                 steps=len(done.cases),
                 files=deleted,
                 kept_by_sources=len(done.kept_by_sources),
+                outbox_copies_removed=forgotten.removed,
+                sent_beyond_reach=len(forgotten.beyond_reach),
             )
         summary.swept += len(done.cases)
 
