@@ -26,6 +26,7 @@ from daemon.sender import make_transport
 from daemon.sources.build import build_sources
 from daemon.store.blobs import BlobStore
 from daemon.store.db import InstanceRunning, make_engine, migrate, needs_migration, session_factory
+from daemon.systemd_notify import Systemd, status_line
 from handlers import pipeline
 from handlers.notify import Templates
 
@@ -186,6 +187,8 @@ class App:
         """The daemon: scheduled polls and deliveries until SIGTERM/SIGINT."""
         scheduler = BackgroundScheduler(timezone=self.config.timezone)
         self._schedule(scheduler)
+        systemd = Systemd(status=lambda: status_line(self))
+        systemd.watch(scheduler)
 
         def _on_signal(signum: int, _frame: FrameType | None) -> None:
             logfmt.event(log, "daemon.stopping", signal=signal.Signals(signum).name)
@@ -208,10 +211,12 @@ class App:
             transport=self.transport.describe(),
             config=self.config.source,
         )
+        systemd.ready()  # database open, instance registered, jobs and source threads running
         try:
             while not self._stop.wait(1.0):
-                pass
+                systemd.tick()
         finally:
+            systemd.stopping()
             self.stop()  # also when the loop above ended by an exception: wake the threads
             for thread in threads:
                 thread.join()  # each finishes its batch in hand; stop() woke their waits

@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time
-from email.utils import format_datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -19,11 +17,9 @@ from daemon import config as configmod
 from daemon import log as logsetup
 from daemon import queries
 from daemon.app import App, ImportBusy, InstanceRunning, Summary, build_sources
-from daemon.clock import SystemClock
 from daemon.config import Config, ConfigError
-from daemon.maildirs import deliver_to_maildir, ensure_maildir
+from daemon.install import InitRefused, SystemLayout, initialize
 from daemon.queries import status_report
-from daemon.resources import shipped_dir
 from daemon.runners.backfill import ImportJob
 from daemon.sender import check_smtp, make_transport
 from daemon.sources.imap import ImapSource
@@ -67,119 +63,26 @@ def print_json(data: object) -> None:
 
 # -- commands -----------------------------------------------------------------------------
 
-DEFAULT_CONFIG = """\
-# caseloop configuration (SPEC §3). Relative paths resolve against this file's folder.
-data_dir = "caseloop-data"        # attachments, raw mail, the outbox Maildir (when no [smtp])
-timezone = "Asia/Shanghai"        # local dates for case numbers, SLA days, templates
-
-[database]
-url = "sqlite:///caseloop-data/caseloop.db"   # or postgresql+psycopg://user@host/db
-# lease = "20s"                   # several instances (PostgreSQL): see README "Several instances"
-
-[[mailboxes]]                     # the embedded default: a local Maildir
-name = "local"
-type = "maildir"
-address = "support@example.com"   # our address: From of our mail, never answered
-path = "caseloop-data/inbox"      # new/ is read; processed mail moves to cur/ after commit
-quarantine_path = "caseloop-data/quarantine"
-
-# [smtp]                          # absent: mail is written to caseloop-data/outbox (Maildir)
-# host = "smtp.example.com"
-# port = 587
-# security = "starttls"           # tls | starttls | none (none only for loopback)
-# username = "support@example.com"
-# password_file = "/run/credentials/caseloop.service/smtp"
-
-[tickets]
-number_prefix = "TS"              # TS-20261124-0007
-default_language = "zh-CN"        # zh-CN | en; per case from the consumer's own text
-# A complaint mail lacking one of these waits for it (one request mail, SLA clocks paused):
-mail_essentials = ["name", "respondent", "purchase", "description"]
-notify_in_progress = false        # also mail the consumer when work on an accepted case starts
-
-[sla]                             # durations: "24h", "3 working days", "15 days"
-calendar = "CN"                   # public holidays and make-up workdays
-first_response = "24h"
-acceptance = "3 working days"
-resolution = "15 days"
-survey_after = "72h"
-survey_close_after = "7 days"
-
-[escalation]
-supervisors = []                  # e.g. ["lead@example.com"]: escalations, appeals, the digest
-urgent_notify = []                # e.g. ["compliance@example.com"]: urgent cases, at once
-digest_cron = "0 9 * * *"         # skipped on days off: holidays yes, make-up workdays no
-remind_at = 0.8                   # remind the assignee at this share of a deadline
-level2_after = "2 working days"   # escalate again this long after a breach
-trusted_authserv_ids = []         # e.g. ["mx.example.com"]: its DKIM passes prove staff mail
-group_threshold = 5               # this many complainants against one respondent (0: off) ...
-group_window = "7 days"           # ... within this window make a group complaint (urgent)
-
-# [[staff]]                       # who handles cases; they act by replying to our mail
-# address = "agent@example.com"
-# name = "Agent Wang"
-# groups = ["quality"]
-# language = "zh-CN"              # of the mail they get
-
-# [[routing]]                     # category -> staff group; first match wins, least loaded
-# category = "product_quality"
-# group = "quality"
-
-# [[rules]]                       # classification before the built-in rules; first match wins
-# match = "(漏电|触电)"
-# priority = "urgent"
-# category = "product_quality"
-# reject_reason = "b2b"           # a hint shown to staff, never applied
-
-[intake]
-ack_max_age = "48h"               # older mail is registered without an acknowledgement
-max_message_size = "25MB"         # larger mail is quarantined
-max_attachment_size = "20MB"
-auto_mail_per_address_per_hour = 5
-poll_interval = "30s"             # how often `caseloop run` polls each source
-
-[privacy]                         # PIPL; `caseloop privacy export|erase EMAIL` on request
-retain_closed = "3 years"         # then a closed or rejected case's personal data is erased
-"""
-
-
-def _arrived_now(raw: bytes) -> bytes:
-    """A sample dated now, so it reads as fresh mail (older mail gets no acknowledgement)."""
-    head, sep, body = (
-        raw.partition(b"\n\n") if b"\r\n\r\n" not in raw else raw.partition(b"\r\n\r\n")
-    )
-    date = format_datetime(SystemClock().now()).encode()
-    head = re.sub(rb"(?mi)^Date:[^\r\n]*", b"Date: " + date, head, count=1)
-    return head + sep + body
-
 
 def cmd_init(args: argparse.Namespace) -> int:
-    target = Path(args.dir or ".").resolve()
-    target.mkdir(parents=True, exist_ok=True)
-    config_path = target / "caseloop.toml"
-    if config_path.exists():
-        print(f"{config_path} exists; leaving it as it is")
-    else:
-        config_path.write_text(DEFAULT_CONFIG, encoding="utf-8")
-        print(f"wrote {config_path}")
-    config = configmod.load(config_path)
-    for box in config.mailboxes:
-        if box.type == "maildir":
-            assert box.path is not None and box.quarantine_path is not None
-            ensure_maildir(box.path)
-            ensure_maildir(box.quarantine_path)
-    if config.smtp is None:
-        ensure_maildir(config.outbox_dir)
-    print(f"data folders ready under {config.data_dir}")
-    if args.with_samples:
-        inbox = next((b.path for b in config.mailboxes if b.type == "maildir"), None)
-        if inbox is None:
-            raise UsageError("--with-samples needs a maildir mailbox")
-        samples = sorted(shipped_dir("samples").glob("*.eml"))
-        for sample in samples:
-            raw = _arrived_now(sample.read_bytes())
-            deliver_to_maildir(inbox, raw, name=f"{sample.stem}.sample")
-        print(f"copied {len(samples)} sample complaints into {inbox / 'new'}")
+    system = None
+    if args.system:  # the layout of systemd/caseloop.service, or the folders and user given
+        unit = SystemLayout()
+        system = SystemLayout(
+            Path(args.dir or unit.config_dir),
+            Path(args.data_dir or unit.data_dir),
+            args.user or unit.user,
+        )
+    elif args.data_dir or args.user:
+        raise UsageError("--data-dir and --user go with --system")
+    try:
+        initialize(
+            system.config_dir if system else Path(args.dir or "."),
+            with_samples=args.with_samples,
+            system=system,
+        )
+    except InitRefused as exc:
+        raise UsageError(str(exc)) from None
     return EXIT_OK
 
 
@@ -542,7 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("init", help="write a commented caseloop.toml and the data folders")
-    p.add_argument("dir", nargs="?")
+    p.add_argument("dir", nargs="?", help="where caseloop.toml goes (--system: /etc/caseloop)")
+    p.add_argument(
+        "--system",
+        action="store_true",
+        help="as root, for systemd/caseloop.service: data paths absolute, owners and modes set",
+    )
+    p.add_argument("--data-dir", help="with --system: the state folder (/var/lib/caseloop)")
+    p.add_argument("--user", help="with --system: the service user (caseloop)")
     p.add_argument(
         "--with-samples",
         action="store_true",

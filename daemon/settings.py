@@ -6,7 +6,7 @@ only the CLI and the App load a file: `from daemon.config import Config` keeps w
 re-exports every name here), and this module imports nothing of the parser, so there is no
 import loop. The dataclass field defaults are the one truth about defaults: the parser reads
 them (`MailboxConfig.folder`, ...) instead of repeating literals, and tests/test_config.py checks
-that the template `caseloop init` writes (cli.DEFAULT_CONFIG) loads to the same values.
+that the template `caseloop init` writes (install.DEFAULT_CONFIG) loads to the same values.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from daemon import config as configmod
-from daemon.cli import DEFAULT_CONFIG, main
+from daemon.cli import main
 from daemon.config import (
     ConfigError,
     EscalationConfig,
@@ -20,6 +20,7 @@ from daemon.config import (
     SlaPolicy,
     TicketsConfig,
 )
+from daemon.install import DEFAULT_CONFIG
 
 FULL_SPEC_CONFIG = """
 data_dir = "caseloop-data"
