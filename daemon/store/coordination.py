@@ -259,18 +259,25 @@ def alive(session: Session, now: datetime, stale_after: timedelta) -> list[Insta
 
 
 def claim_outbox(
-    session: Session, holder: str, now: datetime, until: datetime, limit: int
+    session: Session,
+    holder: str,
+    now: datetime,
+    until: datetime,
+    limit: int,
+    consumer_hours: bool = True,
 ) -> list[int]:
     """Claim up to `limit` queued rows that are due and not claimed by a live claim, oldest
     first; their ids. SKIP LOCKED: rows another instance is claiming right now are passed over,
-    not waited for. Run it in a short transaction of its own."""
+    not waited for. Run it in a short transaction of its own. Outside the consumer's hours
+    (`consumer_hours` False) the mail held to them waits."""
     unclaimed = or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now)
+    due = [OutboxMessage.status == "queued", OutboxMessage.next_attempt_at <= now, unclaimed]
+    if not consumer_hours:
+        due.append(OutboxMessage.consumer_hours.is_(False))
     ids = list(
         session.scalars(
             select(OutboxMessage.id)
-            .where(
-                OutboxMessage.status == "queued", OutboxMessage.next_attempt_at <= now, unclaimed
-            )
+            .where(*due)
             .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
