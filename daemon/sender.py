@@ -236,8 +236,12 @@ def send_due(
     holder = holder or coordination.new_instance_id()
     now = clock.now()
     until = now + claim_for
-    with sessions.begin() as session:  # mail held to the consumer's hours waits outside them
-        due = coordination.claim_outbox(session, holder, now, until, limit, consumer_hours(now))
+    window_open = consumer_hours(now)  # mail held to the consumer's hours waits outside them
+    with reads() as session:  # a read first: an idle outbox never takes the write lock
+        if not coordination.outbox_due(session, now, window_open):
+            return 0, 0
+    with sessions.begin() as session:
+        due = coordination.claim_outbox(session, holder, now, until, limit, window_open)
     if not due:
         return 0, 0
     try:
