@@ -15,6 +15,7 @@ from apscheduler.triggers.cron import CronTrigger
 from daemon import log as logfmt
 from daemon.clock import Clock, SystemClock, WorkCalendar
 from daemon.config import Config
+from daemon.datadir import prepare_data_dir
 from daemon.runners.backfill import BackfillRunner, ImportBusy, ImportClaims
 from daemon.runners.clocks import ClocksRunner
 from daemon.runners.delivery import DeliveryRunner
@@ -38,10 +39,13 @@ log = logging.getLogger("caseloop")
 class App:
     """One caseloop instance: database, sources, runners and sender wired from a Config."""
 
-    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+    def __init__(self, config: Config, clock: Clock | None = None, *, create: bool = True) -> None:
+        """`create`: make the data folder and the embedded database when missing (`run`,
+        `import`); otherwise (staff and read-only commands) their absence is a ConfigError:
+        a command run in the wrong folder says so instead of making an empty database."""
         self.config = config
         self.clock = clock or SystemClock()
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(config, create)
         self.engine = make_engine(config.database_url)
         if self.engine.dialect.name == "sqlite" and needs_migration(self.engine):
             migrate(self.engine)  # the embedded default migrates itself on start

@@ -18,6 +18,7 @@ from daemon import log as logsetup
 from daemon import queries
 from daemon.app import App, ImportBusy, InstanceRunning, Summary, build_sources
 from daemon.config import Config, ConfigError
+from daemon.datadir import check_data_dir
 from daemon.install import InitRefused, SystemLayout, initialize
 from daemon.queries import status_report
 from daemon.runners.backfill import ImportJob
@@ -26,7 +27,7 @@ from daemon.sources.imap import ImapSource
 from daemon.sources.maildir import MaildirSource
 from daemon.store.db import check_database, make_engine, migrate
 from daemon.store.models import OutboxMessage, Ticket
-from daemon.views import outbox_json, ticket_json, ticket_text
+from daemon.views import outbox_json, status_text, ticket_json, ticket_text
 from handlers import digest, privacy, report, staff
 from handlers.workflow import STATUSES, TransitionRefused
 
@@ -42,8 +43,9 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 @contextmanager
-def open_app(args: argparse.Namespace) -> Iterator[App]:
-    app = App(load_config(args))
+def open_app(args: argparse.Namespace, *, create: bool = False) -> Iterator[App]:
+    """The App of the config; only `run` and `import` make a missing data folder/database."""
+    app = App(load_config(args), create=create)
     try:
         yield app
     finally:
@@ -89,8 +91,10 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args)
     print(f"config: {config.source}: ok")
+    data_dir = check_data_dir(config.data_dir)
+    print(f"data_dir: {config.data_dir}: {data_dir}")
     database = check_database(config.database_url)
-    failed = database.startswith("FAILED")
+    failed = database.startswith("FAILED") or data_dir.startswith("FAILED")
     print(f"database: {config.database_url.split('://')[0]}: {database}")
     for source in build_sources(config):
         report = source.check()
@@ -154,7 +158,7 @@ def print_summary(summary: Summary, app: App) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    with open_app(args) as app:
+    with open_app(args, create=True) as app:
         try:
             app.start_instance("once" if args.once else "run")
         except InstanceRunning as exc:
@@ -319,7 +323,7 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     """SPEC §2 `import --source NAME --since DATE [--dry-run]`: deliberate backfill of a
     mailbox. Registers its mail dated on or after DATE as of its own date; sends nothing."""
-    with open_app(args) as app:
+    with open_app(args, create=True) as app:
         source = next((s for s in app.sources if s.name == args.source), None)
         mailboxes = [m.name for m in app.config.mailboxes]
         if source is None or not isinstance(source, MaildirSource | ImapSource):
@@ -402,30 +406,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
         return EXIT_OK
-    for src in report["sources"]:
-        state = "STALLED" if src["stalled"] else "FAILING" if src["failing"] else "ok"
-        backlog = "-" if src["backlog"] is None else src["backlog"]
-        print(
-            f"source {src['name']}: {state}; {src['describe']}; "
-            f"last poll {src['last_poll_at'] or 'never'}; backlog {backlog}"
-            + (f"; last error {src['last_error']}" if src["last_error"] else "")
-        )
-    box = report["outbox"]
-    print(f"outbox: {box['queued']} queued, {box['failed']} failed, {box['sent']} sent")
-    cases = report["cases"]
-    print(f"cases: {cases['open']} open, {cases['overdue']} overdue, {cases['urgent']} urgent open")
-    for key, value in cases["by_status"].items():
-        print(f"  {key}: {value}")
-    print("next: " + ", ".join(f"{job} {when or '-'}" for job, when in report["next"].items()))
-    for instance in report["instances"]:
-        holds = ", ".join(instance["holds"]) or "nothing"
-        print(f"instance {instance['id']} ({instance['mode']}, {instance['version']}): "
-              f"heartbeat {instance['heartbeat_at']}; holds {holds}")  # fmt: skip
-    if not report["instances"]:
-        print("instances: none running")
-    for lease in report["leases"]:
-        if lease["holder_alive"] is False:
-            print(f"lease {lease['name']}: held by {lease['holder']} until {lease['until']}")
+    print(status_text(report))
     return EXIT_OK
 
 

@@ -93,6 +93,22 @@ class Duration:
         return f"{amount} {'working ' if self.working else ''}{self.unit}"
 
 
+def in_window(when: datetime, hours: tuple[time, time], zone: ZoneInfo) -> datetime:
+    """The same moment when it falls in the daily window `hours` (local time in `zone`; a
+    window may run across midnight, e.g. 20:00-08:00), else the start of the next window."""
+    start, end = hours
+    local = when.astimezone(zone)
+    if start <= end:
+        if start <= local.time() < end:
+            return when
+        day = local.date() if local.time() < start else local.date() + timedelta(days=1)
+    else:
+        if local.time() >= start or local.time() < end:
+            return when
+        day = local.date()
+    return datetime.combine(day, start, zone).astimezone(when.tzinfo)
+
+
 def parse_duration(text: str) -> Duration:
     """Parse "24h", "3 working days", "15 days"; raise ValueError saying what is wrong."""
     match = _DURATION.match(text)

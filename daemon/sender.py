@@ -9,6 +9,7 @@ import os
 import smtplib
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -217,10 +218,13 @@ def send_due(
     try_sessions: sessionmaker[Session] | None = None,
     holder: str = "",
     claim_for: timedelta = CLAIM_FOR,
+    consumer_hours: Callable[[datetime], bool] = lambda now: True,
 ) -> tuple[int, int]:
     """Deliver queued mail that is due, recording "sent" soon after the server's answer.
 
-    Returns (sent, not sent). The rows are first claimed for `holder` (one instance: see
+    Returns (sent, not sent). `consumer_hours(now)`: whether mail held to the consumer's
+    hours may go now (checked when it is sent, however long ago it was queued). The rows
+    are first claimed for `holder` (one instance: see
     daemon/store/coordination.claim_outbox), so no row is sent by two instances; rows left
     unsent (the claim ran short, or a crash) are given back. Sent marks are committed every
     `transport.commit_every` mails; with `try_sessions` (which fail at once when another
@@ -232,8 +236,12 @@ def send_due(
     holder = holder or coordination.new_instance_id()
     now = clock.now()
     until = now + claim_for
+    window_open = consumer_hours(now)  # mail held to the consumer's hours waits outside them
+    with reads() as session:  # a read first: an idle outbox never takes the write lock
+        if not coordination.outbox_due(session, now, window_open):
+            return 0, 0
     with sessions.begin() as session:
-        due = coordination.claim_outbox(session, holder, now, until, limit)
+        due = coordination.claim_outbox(session, holder, now, until, limit, window_open)
     if not due:
         return 0, 0
     try:

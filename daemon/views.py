@@ -118,3 +118,37 @@ def ticket_text(ticket: Ticket, zone: ZoneInfo) -> str:
         for a in entry.attachments:
             lines.append(f"    [attachment] {a.filename} ({a.size} bytes, sha256 {a.sha256[:12]})")
     return "\n".join(lines)
+
+
+def status_text(report: dict[str, Any]) -> str:
+    """`caseloop status` for people (the report is status_report's, `status --json`)."""
+    out: list[str] = []
+    for src in report["sources"]:
+        state = "STALLED" if src["stalled"] else "FAILING" if src["failing"] else "ok"
+        backlog = "-" if src["backlog"] is None else src["backlog"]
+        out.append(
+            f"source {src['name']}: {state}; {src['describe']}; "
+            f"last poll {src['last_poll_at'] or 'never'}; backlog {backlog}"
+            + (f"; last error {src['last_error']}" if src["last_error"] else "")
+        )
+    box = report["outbox"]
+    out.append(f"outbox: {box['queued']} queued, {box['failed']} failed, {box['sent']} sent")
+    cases = report["cases"]
+    out.append(
+        f"cases: {cases['open']} open, {cases['overdue']} overdue, {cases['urgent']} urgent open"
+    )
+    for key, value in cases["by_status"].items():
+        out.append(f"  {key}: {value}")
+    out.append("next: " + ", ".join(f"{job} {when or '-'}" for job, when in report["next"].items()))
+    for instance in report["instances"]:
+        holds = ", ".join(instance["holds"]) or "nothing"
+        out.append(
+            f"instance {instance['id']} ({instance['mode']}, {instance['version']}): "
+            f"heartbeat {instance['heartbeat_at']}; holds {holds}"
+        )
+    if not report["instances"]:
+        out.append("instances: none running")
+    for lease in report["leases"]:
+        if lease["holder_alive"] is False:
+            out.append(f"lease {lease['name']}: held by {lease['holder']} until {lease['until']}")
+    return "\n".join(out)

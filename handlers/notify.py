@@ -18,7 +18,7 @@ import jinja2
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from daemon.clock import Duration
+from daemon.clock import Duration, in_window
 from daemon.config import CATEGORIES, PRIORITIES, Config
 from daemon.resources import shipped_dir
 from daemon.store import writes
@@ -175,8 +175,13 @@ def queue_mail(
     references: list[str] | None = None,
     internal: bool = False,
     reply_to: str | None = None,
+    consumer_hours: bool = False,
 ) -> str | None:
     """Render one mail about a case and queue it, once per intent, with its timeline entry.
+
+    `consumer_hours`: scheduled mail to the consumer (a survey, a case closed for silence)
+    goes out within [delivery] consumer_hours only: queued for the window's next start, and
+    held back by the sender whenever it would go out of the window (a retry, a late sweep).
 
     `automatic` is the RFC 3834 Auto-Submitted value: "auto-replied" for an answer to the
     consumer's mail, "auto-generated" for scheduled mail, None for a person's (staff) mail.
@@ -244,7 +249,10 @@ def queue_mail(
         raw=raw,
         automatic=automatic is not None,
         created_at=now,
-        next_attempt_at=now,
+        next_attempt_at=in_window(now, config.delivery.consumer_hours, config.timezone)
+        if consumer_hours
+        else now,
+        consumer_hours=consumer_hours,
         attempts=0,
         sent_at=None,
         last_error=None,

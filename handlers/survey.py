@@ -12,6 +12,7 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from daemon.clock import in_window
 from daemon.config import Config
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 from handlers.context import Context, Services
@@ -40,7 +41,8 @@ def on_transition(ticket: Ticket, old: str, new: str, services: Services, now: d
     """Schedule the survey when a case is resolved; forget it when the case moves on."""
     if new == "resolved" and old != "rejected":
         due = services.calendar.add(now, services.config.sla.survey_after)
-        ticket.survey_due_at = _in_consumer_hours(services.config, due)
+        config = services.config
+        ticket.survey_due_at = in_window(due, config.delivery.consumer_hours, config.timezone)
         ticket.survey_token = secrets.token_hex(8)  # a new resolution, a new survey
         ticket.survey_sent_at = None
         ticket.survey_expires_at = None
@@ -51,21 +53,6 @@ def on_transition(ticket: Ticket, old: str, new: str, services: Services, now: d
     elif old == "resolved":
         ticket.survey_due_at = None
         ticket.survey_expires_at = None
-
-
-def _in_consumer_hours(config: Config, when: datetime) -> datetime:
-    """The same moment, or the start of the next [delivery] consumer_hours window (local)."""
-    start, end = config.delivery.consumer_hours
-    local = when.astimezone(config.timezone)
-    if start <= end:
-        if start <= local.time() < end:
-            return when
-        day = local.date() if local.time() < start else local.date() + timedelta(days=1)
-    else:  # a window across midnight, e.g. 20:00-08:00
-        if local.time() >= start or local.time() < end:
-            return when
-        day = local.date()
-    return datetime.combine(day, start, config.timezone)
 
 
 # --- the sweep ----------------------------------------------------------------------------
@@ -144,6 +131,7 @@ def _send_survey(session: Session, services: Services, ticket: Ticket, now: date
         now=now,
         automatic="auto-generated",
         context=survey_context(session, config, ticket),
+        consumer_hours=True,  # held to [delivery] consumer_hours when it is sent, too
     )
     if queued is None and not _intent_taken(session, intent):
         ticket.survey_due_at = now + RATE_LIMIT_RETRY  # held back by the hourly cap
@@ -173,6 +161,7 @@ def _close_unanswered(session: Session, services: Services, ticket: Ticket, now:
         now=now,
         reason=f"no answer to the survey within {services.config.sla.survey_close_after}",
         notify=True,  # SPEC §4: the consumer is told their case is closed (templates/*/closed)
+        consumer_hours=True,  # scheduled mail: sent in [delivery] consumer_hours only
     )
     return 1
 

@@ -102,6 +102,7 @@ def apply_transition(
     reason: str | None = None,
     notify: bool = True,
     message: str | None = None,
+    consumer_hours: bool = False,
 ) -> TimelineEntry:
     """Move a case to `new`, record who/when/why, stamp its clocks, queue the consumer's mail.
 
@@ -151,6 +152,7 @@ def apply_transition(
             intent=f"status:{ticket.number}:{entry.id}",
             now=now,
             automatic=None,  # a person's decision, not an automatic answer
+            consumer_hours=consumer_hours,
             context={
                 "reason": reason,
                 "message": message,

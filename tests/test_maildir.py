@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.maildirs import deliver_to_maildir
+from daemon.maildirs import deliver_to_maildir, ensure_maildir
 from daemon.sources import maildir
 from daemon.sources.maildir import MaildirSource
 
@@ -28,11 +28,21 @@ def deliver(box: MaildirSource, *stamps: int) -> None:
 
 
 def test_the_source_makes_its_folders_and_counts_the_backlog(box: MaildirSource) -> None:
+    assert not box.path.exists() and box.check().startswith("FAILED: no Maildir at")
+    assert box.backlog() == 0 and box.fetch(10) == []  # its first fetch makes them
     assert all((box.path / sub).is_dir() for sub in ("new", "cur", "tmp"))
-    assert box.backlog() == 0 and box.fetch(10) == []
     deliver(box, 1700000001, 1700000002)
     assert box.backlog() == 2
     assert box.check() == f"ok, 2 message(s) waiting in {box.path / 'new'}"
+
+
+def test_a_maildir_not_ours_to_create_is_an_error_each_poll_and_never_created(
+    tmp_path: Path,
+) -> None:
+    typo = MaildirSource("support", tmp_path / "inbx", tmp_path / "q", create=False)
+    assert typo.fetch(10) == [] and not typo.path.exists()
+    assert typo.last_error == f"no Maildir at {typo.path} (no new/ folder)"
+    assert typo.check().startswith("FAILED: no Maildir at") and not typo.path.exists()
 
 
 def test_fetch_returns_the_oldest_mail_first_up_to_the_limit(box: MaildirSource) -> None:
@@ -48,6 +58,7 @@ def test_fetch_returns_the_oldest_mail_first_up_to_the_limit(box: MaildirSource)
 
 
 def test_the_key_is_the_unique_name_without_the_info_part(box: MaildirSource) -> None:
+    ensure_maildir(box.path)
     (box.path / "new" / "1700000001.M1P1.host:2,").write_bytes(b"x")
     [item] = box.fetch(10)
     assert (item.key, item.label) == ("1700000001.M1P1.host", "1700000001.M1P1.host:2,")

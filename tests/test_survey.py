@@ -265,6 +265,32 @@ def test_survey_due_at_night_waits_for_consumer_hours(make_app) -> None:
     assert due > app.clock.now() + timedelta(hours=72)
 
 
+def test_a_survey_swept_at_night_goes_out_when_the_window_opens_once(make_app) -> None:
+    """The daemon was down all day: its first sweep runs at 23:30. The survey is queued then
+    but goes out at 09:00, and a mail held to the window that comes due again at night (a
+    retry after a failure) waits for the morning too."""
+    app: App = make_app()
+    number = open_case(app)  # Tuesday 10:00
+    resolve(app, number)
+    app.clock.move(timedelta(days=3, hours=13, minutes=30))  # Friday 23:30 in Shanghai
+    app.run_once()
+    [row] = mails(app, "survey")
+    assert row.status == "queued" and row.consumer_hours
+    opens = row.next_attempt_at.astimezone(app.config.timezone)
+    assert (opens.hour, opens.minute) == (9, 0) and opens.date().day == 28  # Saturday 09:00
+    with app.sessions.begin() as session:  # as if due again now (a retry's backoff ran out)
+        session.execute(
+            update(OutboxMessage).values(next_attempt_at=app.clock.now() - timedelta(hours=1))
+        )
+    app.send_outbox()
+    assert mails(app, "survey")[0].status == "queued"  # 23:30: not now
+    app.clock.move(timedelta(hours=9, minutes=30))  # 09:00
+    app.run_once()
+    app.run_once()
+    [row] = mails(app, "survey")
+    assert row.status == "sent" and row.sent_at == app.clock.now()
+
+
 def test_reopened_and_resolved_again_gets_a_new_survey(make_app) -> None:
     app: App = make_app()
     number = open_case(app)

@@ -7,12 +7,13 @@ import logging
 import multiprocessing
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon import log as logfmt
-from daemon.clock import Clock, SystemClock
+from daemon.clock import Clock, SystemClock, in_window
 from daemon.config import Config
 from daemon.runners.summary import Summary
 from daemon.sender import Transport, make_transport, send_due
@@ -51,6 +52,7 @@ class DeliveryRunner:
                 self.config.support_address,
                 try_sessions=self.try_writes,
                 holder=self.holder,
+                consumer_hours=self._consumer_hours,
             )
         if summary.sent or summary.not_sent:
             logfmt.event(
@@ -61,6 +63,10 @@ class DeliveryRunner:
                 transport=self.transport.describe(),
             )
         return summary
+
+    def _consumer_hours(self, now: datetime) -> bool:
+        config = self.config
+        return in_window(now, config.delivery.consumer_hours, config.timezone) == now
 
     def until_done(
         self,

@@ -15,7 +15,9 @@ def build_sources(config: Config) -> list[Source]:
     for box in config.mailboxes:
         if box.type == "maildir":
             assert box.path is not None and box.quarantine_path is not None
-            sources.append(MaildirSource(box.name, box.path, box.quarantine_path))
+            # Ours to create under data_dir; elsewhere (the MTA's) it must be there already.
+            ours = box.path.is_relative_to(config.data_dir)
+            sources.append(MaildirSource(box.name, box.path, box.quarantine_path, create=ours))
         elif box.type == "imap":
             sources.append(ImapSource(box))
     sources += [FormSource(form) for form in config.forms]

@@ -17,24 +17,43 @@ BATCH_BYTES = 64 * 1024 * 1024  # memory bound of one batch, however large the m
 class MaildirSource:
     """Every file in new/ is one incoming item, keyed by its unique Maildir name."""
 
-    def __init__(self, name: str, path: Path, quarantine_path: Path) -> None:
+    def __init__(self, name: str, path: Path, quarantine_path: Path, create: bool = True) -> None:
+        """`create`: the first fetch makes the Maildir when it is missing (a folder of our own,
+        under data_dir); otherwise a missing one is an error each poll, never created (a
+        mistyped path would be a folder nobody delivers to)."""
         self.name = name
         self.path = path
         self.quarantine_path = quarantine_path
-        ensure_maildir(path)
+        self.create = create
+        self.last_error: str | None = None
 
     def describe(self) -> str:
         return f"maildir {self.path}"
 
     def check(self) -> str:
-        """What check-config reports: the folder is there and how much waits in it."""
+        """What check-config reports: the folder is there and how much waits in it (it
+        creates nothing)."""
+        if not (self.path / "new").is_dir():
+            return (
+                f"FAILED: no Maildir at {self.path} (no new/ folder): check the path; "
+                "`caseloop init` creates the folders"
+            )
         return f"ok, {self.backlog()} message(s) waiting in {self.path / 'new'}"
 
     def backlog(self) -> int:
-        return sum(1 for _ in os.scandir(self.path / "new"))
+        try:
+            return sum(1 for _ in os.scandir(self.path / "new"))
+        except FileNotFoundError:
+            return 0
 
     def fetch(self, limit: int) -> list[Incoming]:
         """The oldest messages in new/: at most `limit`, and about BATCH_BYTES of mail."""
+        if not (self.path / "new").is_dir():
+            if not self.create:
+                self.last_error = f"no Maildir at {self.path} (no new/ folder)"
+                return []
+            ensure_maildir(self.path)
+        self.last_error = None
         return self.peek(limit, None)
 
     def peek(self, limit: int, after: str | None) -> list[Incoming]:

@@ -29,6 +29,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.orm import Session
@@ -258,19 +259,36 @@ def alive(session: Session, now: datetime, stale_after: timedelta) -> list[Insta
 # -- outbox claims -----------------------------------------------------------------------------
 
 
+def _due(now: datetime, consumer_hours: bool) -> list[Any]:
+    unclaimed = or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now)
+    due = [OutboxMessage.status == "queued", OutboxMessage.next_attempt_at <= now, unclaimed]
+    if not consumer_hours:
+        due.append(OutboxMessage.consumer_hours.is_(False))
+    return due
+
+
+def outbox_due(session: Session, now: datetime, consumer_hours: bool = True) -> bool:
+    """Whether any row could be claimed now (a read: no lock, no write)."""
+    found = session.scalar(select(OutboxMessage.id).where(*_due(now, consumer_hours)).limit(1))
+    return found is not None
+
+
 def claim_outbox(
-    session: Session, holder: str, now: datetime, until: datetime, limit: int
+    session: Session,
+    holder: str,
+    now: datetime,
+    until: datetime,
+    limit: int,
+    consumer_hours: bool = True,
 ) -> list[int]:
     """Claim up to `limit` queued rows that are due and not claimed by a live claim, oldest
     first; their ids. SKIP LOCKED: rows another instance is claiming right now are passed over,
-    not waited for. Run it in a short transaction of its own."""
-    unclaimed = or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now)
+    not waited for. Run it in a short transaction of its own. Outside the consumer's hours
+    (`consumer_hours` False) the mail held to them waits."""
     ids = list(
         session.scalars(
             select(OutboxMessage.id)
-            .where(
-                OutboxMessage.status == "queued", OutboxMessage.next_attempt_at <= now, unclaimed
-            )
+            .where(*_due(now, consumer_hours))
             .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
             .limit(limit)
             .with_for_update(skip_locked=True)

@@ -181,6 +181,8 @@ class OutboxMessage(Base):
     # is sent by two instances; a crashed holder's claim lapses and another sends it.
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Scheduled mail to a consumer: sent within [delivery] consumer_hours only (daemon/sender.py)
+    consumer_hours: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
 

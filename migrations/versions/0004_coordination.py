@@ -1,4 +1,5 @@
-"""coordination of several instances: leases, the instance registry, outbox claims
+"""coordination of several instances: leases, the instance registry, outbox claims; mail
+held to the consumer's hours at send time
 
 Revision ID: 0004
 Revises: 0003
@@ -40,10 +41,14 @@ def upgrade() -> None:
     with op.batch_alter_table("outbox") as batch:
         batch.add_column(sa.Column("claimed_by", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(
+            sa.Column("consumer_hours", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("outbox") as batch:
+        batch.drop_column("consumer_hours")
         batch.drop_column("claimed_until")
         batch.drop_column("claimed_by")
     op.drop_index("ix_instances_heartbeat_at", table_name="instances")

@@ -176,3 +176,32 @@ def test_status_reads_the_database_and_never_waits_on_a_silent_mail_server(
     (frozen,) = report["sources"]
     assert frozen["name"] == "frozen" and frozen["last_poll_at"] is None
     assert frozen["backlog"] is None and frozen["stalled"] is False
+
+
+def test_check_config_creates_nothing_and_fails_on_a_missing_folder(tmp_path: Path) -> None:
+    config = tmp_path / "caseloop.toml"
+    config.write_text(
+        'data_dir = "data"\n[[mailboxes]]\nname = "support"\ntype = "maildir"\n'
+        'address = "support@example.com"\npath = "data/inbx"\n'  # a typo of data/inbox
+    )
+    done = caseloop("check-config", config=config, cwd=tmp_path, check=False)
+    assert done.returncode == 1
+    assert f"source support: maildir {tmp_path / 'data/inbx'}: FAILED: no Maildir" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["caseloop.toml"]  # nothing made
+
+    config.write_text('data_dir = "/proc/nope"\n')
+    done = caseloop("check-config", config=config, cwd=tmp_path, check=False)
+    assert done.returncode == 1 and "data_dir: /proc/nope: FAILED" in done.stdout
+    done = caseloop("run", "--once", config=config, cwd=tmp_path, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "config error" in done.stderr and "/proc/nope cannot be created" in done.stderr
+
+
+def test_a_command_in_a_folder_without_caseloop_data_says_so_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    for command in (["tickets", "list"], ["status"], ["outbox", "list"]):
+        done = caseloop(*command, cwd=tmp_path, check=False)
+        assert done.returncode == 2, command
+        assert "no caseloop data here" in done.stderr and "does not exist" in done.stderr
+    assert list(tmp_path.iterdir()) == []
