@@ -8,7 +8,7 @@ handlers.sla.overdue, the same clauses the supervisor digest uses.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.triggers.cron import CronTrigger
@@ -46,6 +46,9 @@ def latest_outbox(session: Session, status: str | None, limit: int) -> Sequence[
     return session.scalars(query.limit(limit)).all()
 
 
+POLL_STALLS = timedelta(seconds=10)  # a poll (fetching a batch) longer than this is stalled
+
+
 def status_report(app: App, session: Session) -> dict[str, Any]:
     """SPEC §2 `status`: sources, outbox, open/overdue/urgent counts, next jobs."""
     zone, now = app.config.timezone, app.clock.now()
@@ -57,6 +60,8 @@ def status_report(app: App, session: Session) -> dict[str, Any]:
         state = states.get(source.name)
         polled = state.last_poll_at if state else None
         recorded = state.state if state else {}
+        since = recorded.get("polling_since")
+        polling = datetime.fromisoformat(since) if since else None
         sources.append(
             {
                 "name": source.name,
@@ -64,8 +69,11 @@ def status_report(app: App, session: Session) -> dict[str, Any]:
                 "backlog": recorded.get("backlog"),
                 "last_poll_at": iso(polled, zone),
                 "lag_seconds": round((now - polled).total_seconds()) if polled else None,
-                # no poll for longer than a poll, its retries and a command's timeout allow
-                "stalled": polled is not None and now - polled > stale,
+                # a poll going on for long (a server that stopped answering), or no poll for
+                # longer than a poll interval, its retries and a command's timeout allow
+                "stalled": (polling is not None and now - polling > POLL_STALLS)
+                or (polled is not None and now - polled > stale),
+                "polling_since": iso(polling, zone),
                 "failing": bool(recorded.get("failing")),
                 "last_error": state.last_error if state else None,
                 "last_error_at": iso(state.last_error_at, zone) if state else None,

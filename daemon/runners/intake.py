@@ -84,6 +84,7 @@ class IntakeRunner:
         summary = Summary()
         if not self.shares.take(source):  # another instance, or `caseloop import`, has it
             return summary
+        self._polling(source)
         items = source.fetch(self.config.intake.batch_size)
         if not items:
             self.record_poll(source, getattr(source, "last_error", None))
@@ -196,6 +197,16 @@ class IntakeRunner:
         items.append(_item_row(ctx))
         return ctx
 
+    def _polling(self, source: Source) -> None:
+        """A poll starts: status shows a source whose poll goes on too long as stalled (a
+        server that stopped answering), without asking the server itself."""
+        with self.sessions.begin() as session:
+            state = session.get(SourceState, source.name)
+            if state is None:
+                state = SourceState(source=source.name, state={})
+                session.add(state)
+            state.state = {**state.state, "polling_since": self.clock.now().isoformat()}
+
     def record_poll(self, source: Source, error: str | None) -> None:
         """What `caseloop status` shows of a source, recorded as the daemon works (status
         itself never opens a connection): when it was last polled, whether that poll failed
@@ -211,7 +222,8 @@ class IntakeRunner:
                 state = SourceState(source=source.name, state={})
                 session.add(state)
             state.last_poll_at = now
-            state.state = {**state.state, "backlog": backlog, "failing": error is not None}
+            others = {k: v for k, v in state.state.items() if k != "polling_since"}
+            state.state = {**others, "backlog": backlog, "failing": error is not None}
             if error is not None:
                 state.last_error, state.last_error_at = error, now
 
