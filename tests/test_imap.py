@@ -13,7 +13,7 @@ import pytest
 from conftest import imap_mailbox_toml
 from dovecot import Dovecot
 from imapclient import IMAPClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from daemon.app import App
 from daemon.config import MailboxConfig, Secret
@@ -491,3 +491,107 @@ def test_the_app_opens_tickets_and_acks_over_smtp_from_an_imap_mailbox(
     assert imap_box.messages("INBOX") == []
     assert len(imap_box.messages(processed(imap_box))) == 3
     assert imap_box.messages(quarantine(imap_box)) == [corpus("auto-reply-zh.eml")]
+
+
+# -- mail that arrives while a batch is taken in ------------------------------------------------
+# Dovecot tells a session of each new message once: in the response to the next command, at the
+# start of an IDLE, or during one. Each test below makes a message arrive at one of the moments
+# between the daemon's SEARCH and its IDLE, where that announcement used to be lost, so that a
+# wait meant to last until the next poll (30 or 60 s) must end within a few seconds.
+
+PROMPTLY = 5.0  # seconds: far less than the poll interval, far more than Dovecot's ~0.5 s
+
+
+def mail_arrives_after_select(box: Dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a SELECT finds the folder empty (the batch was taken in), a message arrives before
+    the SEARCH that follows: Dovecot leaves it out of the result and tells `* N EXISTS` with
+    the SEARCH's response instead."""
+    select_folder = IMAPClient.select_folder
+
+    def select_then_deliver(client: IMAPClient, *args: Any, **kwargs: Any) -> Any:
+        response = select_folder(client, *args, **kwargs)
+        if response[b"EXISTS"] == 0:
+            monkeypatch.setattr(IMAPClient, "select_folder", select_folder)  # once
+            box.append(message(1))
+        return response
+
+    monkeypatch.setattr(IMAPClient, "select_folder", select_then_deliver)
+
+
+def mail_arrives_after_fetch(box: Dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a fetch finds nothing (the batch was taken in), a message arrives before IDLE is
+    entered: Dovecot announces it right behind IDLE's "+ idling", in the same TCP segment."""
+    fetch = ImapSource.fetch
+
+    def fetch_then_deliver(source: ImapSource, limit: int) -> list[Any]:
+        items = fetch(source, limit)
+        if not items:
+            monkeypatch.setattr(ImapSource, "fetch", fetch)  # once
+            box.append(message(1))
+        return items
+
+    monkeypatch.setattr(ImapSource, "fetch", fetch_then_deliver)
+
+
+@pytest.mark.parametrize("arrives", [mail_arrives_after_select, mail_arrives_after_fetch])
+def test_mail_that_arrived_between_the_search_and_the_idle_ends_the_wait(
+    imap_box: Dovecot,
+    make_source: Factory,
+    monkeypatch: pytest.MonkeyPatch,
+    arrives: Callable[[Dovecot, pytest.MonkeyPatch], None],
+) -> None:
+    source = make_source(idle=True)
+    arrives(imap_box, monkeypatch)
+    assert source.fetch(10) == []  # the SEARCH did not see it
+    source.backlog()  # the STATUS intake sends between the fetch and the wait
+
+    start = time.monotonic()
+    announced = source.wait_for_mail(30)
+
+    assert announced is True
+    assert time.monotonic() - start < PROMPTLY
+    assert [i.raw for i in source.fetch(10)] == [message(1)]
+
+
+def test_a_quiet_mailbox_still_waits_for_the_timeout(
+    imap_box: Dovecot, make_source: Factory
+) -> None:
+    source = make_source(idle=True)
+    assert source.fetch(10) == []
+    source.backlog()  # an answer without news must not count as news
+
+    start = time.monotonic()
+    assert source.wait_for_mail(1.0) is False
+    assert time.monotonic() - start >= 0.9
+
+
+@pytest.mark.parametrize("arrives", [mail_arrives_after_select, mail_arrives_after_fetch])
+def test_the_daemon_takes_in_mail_that_arrived_while_it_took_in_a_batch(
+    make_app: Callable[..., App],
+    imap_box: Dovecot,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    arrives: Callable[[Dovecot, pytest.MonkeyPatch], None],
+) -> None:
+    app = make_app(imap_mailbox_toml(imap_box, tmp_path) + '[intake]\npoll_interval = "60s"\n')
+    (source,) = app.sources
+    assert isinstance(source, ImapSource) and source.config.idle
+    imap_box.append(message(0))  # the batch being taken in
+    arrives(imap_box, monkeypatch)
+    loop = threading.Thread(target=app._intake_loop, args=(source,), name="intake-support")
+    loop.start()
+
+    def tickets() -> int:
+        with app.sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(Ticket)) or 0)
+
+    try:
+        deadline = time.monotonic() + 2 * PROMPTLY
+        while tickets() < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert tickets() == 2  # the poll interval is 60 s: both came without waiting for it
+    finally:
+        app.stop()
+        loop.join(10)
+    assert not loop.is_alive()
+    assert imap_box.messages("INBOX") == []

@@ -15,6 +15,7 @@ from typing import Any
 
 from imapclient import DELETED, SEEN, IMAPClient
 from imapclient.exceptions import LoginError
+from imapclient.response_parser import parse_response
 
 from daemon import log as logfmt
 from daemon.config import MailboxConfig
@@ -106,6 +107,7 @@ class ImapSource:
         self._ensured: set[str] = set()  # server folder names known to exist
         self._skip: dict[str, float] = {}  # key -> when to offer again (settle was refused)
         self._maybe_more = True  # the last fetch returned mail: there may be more already
+        self._searched = False  # a SEARCH ran since the last SELECT (IDLE tells what is newer)
         self._waiting = 0  # candidates seen by the last SEARCH or STATUS
         self._down_since: float | None = None
         self._attempts = 0
@@ -205,7 +207,8 @@ class ImapSource:
 
         With `idle = true` and a server that offers IDLE this returns within moments of the
         server's notification; otherwise it just sleeps. `wake()` ends a wait early (False).
-        Returns True at once when the last fetch found mail, since more may be waiting.
+        Returns True at once when mail may be waiting already: the last fetch found some, or
+        the server announced some after the last SEARCH (see _idle_until).
         """
         deadline = time.monotonic() + max(0.0, timeout)
         if self._wake.is_set():
@@ -388,6 +391,8 @@ class ImapSource:
 
     def _select(self, client: IMAPClient) -> int:
         response = client.select_folder(self._server_folder(client, self.config.folder))
+        _announced_since(client)  # the SEARCH that follows sees what SELECT counted
+        self._searched = False
         validity = int(response[b"UIDVALIDITY"])
         if self._last_uidvalidity is not None and validity != self._last_uidvalidity:
             logfmt.event(
@@ -417,6 +422,7 @@ class ImapSource:
         # \Seen mode keeps processed mail in the folder; otherwise processed mail has moved out.
         criteria = ["UNSEEN", "UNDELETED"] if self.config.processed_folder == "" else ["UNDELETED"]
         found = sorted(client.search(criteria))
+        self._searched = True
         self._waiting = len(found)
         now = time.monotonic()
         self._skip = {key: until for key, until in self._skip.items() if until > now}
@@ -508,7 +514,13 @@ class ImapSource:
     # -- waiting --------------------------------------------------------------------------
 
     def _idle_until(self, deadline: float) -> bool | None:
-        """IDLE until new mail (True), deadline or wake() (False); None if IDLE is impossible."""
+        """IDLE until new mail (True), deadline or wake() (False); None if IDLE is impossible.
+
+        Dovecot tells a session of each new message once: in the response to whatever command
+        runs next, at the start of an IDLE, or during one. Mail that arrives while a batch is
+        taken in is told in one of the first two ways, so both are looked at here; otherwise
+        it would wait, unannounced, for the next poll.
+        """
         try:
             client = self._session()
         except _Backoff:
@@ -516,8 +528,10 @@ class ImapSource:
         try:
             if not client.has_capability("IDLE"):
                 return None
-            if self._selected is None:
-                self._select(client)
+            if self._selected is None or not self._searched:
+                return True  # (re)selected since the last SEARCH: mail may wait unsearched
+            if _announced_since(client):
+                return True  # told with the SEARCH, FETCH, MOVE or STATUS after the SELECT
             while True:
                 client.idle()
                 outcome = self._idle_once(client, deadline)
@@ -534,7 +548,12 @@ class ImapSource:
     def _idle_once(self, client: IMAPClient, deadline: float) -> bool | None:
         """Within one IDLE command: True on new mail, False on deadline or wake(), None to renew."""
         renew_at = time.monotonic() + self.idle_renew
+        responses = _read_with_continuation(client)
         while True:
+            if _announces_mail(responses):
+                return True
+            if any(r and r[0] == b"BYE" for r in responses):
+                raise imaplib.IMAP4.abort("the server said BYE during IDLE")
             now = time.monotonic()
             if self._wake.is_set():
                 self._wake.clear()
@@ -545,12 +564,54 @@ class ImapSource:
                 return None
             wait = min(IDLE_SLICE, deadline - now, renew_at - now)
             responses = client.idle_check(timeout=wait)
-            if _announces_mail(responses):
-                return True
-            if any(r and r[0] == b"BYE" for r in responses):
-                raise imaplib.IMAP4.abort("the server said BYE during IDLE")
             if not responses and time.monotonic() - now < wait / 2:
                 return None  # readable, yet no line: likely EOF, which DONE will reveal
+
+
+def _announced_since(client: IMAPClient) -> bool:
+    """Whether a `* N EXISTS` came with any command's response since the last call (or SELECT).
+
+    imaplib keeps the untagged responses of every command until SELECT clears them; taking
+    EXISTS out here marks the point from which the next call looks.
+    """
+    return bool(client._imap.untagged_responses.pop("EXISTS", None))
+
+
+def _read_with_continuation(client: IMAPClient) -> list[Any]:
+    """Untagged responses the server sent right behind IDLE's "+ idling".
+
+    Dovecot announces mail that arrived since the last command as soon as IDLE starts, often
+    in the same TCP segment as "+ idling". imaplib reads that segment into its buffer to find
+    the "+" line; idle_check then waits for the socket to become readable and never looks in
+    the buffer, so the announcement would sit there until the next one. Read what is there
+    (and whatever else has arrived) without waiting for more.
+    """
+    imap = client._imap
+    sock = client.socket()
+    timeout = sock.gettimeout()
+    responses: list[Any] = []
+    while True:
+        sock.setblocking(False)
+        try:
+            pending = imap.file.peek(1)  # the buffer, or what the socket holds right now
+        except OSError:  # nothing buffered, nothing arrived (TLS says so by SSLWantReadError)
+            pending = b""
+        finally:
+            sock.settimeout(timeout)
+        if not pending:
+            return responses
+        responses.append(_parse_untagged(imap._get_line()))  # waits only for a line's rest
+
+
+def _parse_untagged(line: bytes) -> Any:
+    """b"* 3 EXISTS" -> (3, b"EXISTS"), b"* OK Still here" -> (b"OK", b"Still here"), as
+    idle_check returns them."""
+    if not line.startswith(b"* "):
+        raise imaplib.IMAP4.abort(f"unexpected line during IDLE: {line[:80]!r}")
+    text = line[2:]
+    if text.startswith((b"OK ", b"NO ", b"BYE ")):
+        return tuple(text.split(b" ", 1))
+    return parse_response([text])
 
 
 def _announces_mail(responses: Iterable[Any]) -> bool:
