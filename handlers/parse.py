@@ -191,6 +191,8 @@ class _Decoder:
 
     def header(self, raw: str, where: str) -> str:
         """A header value as people read it: unfolded, 8-bit bytes and RFC 2047 words decoded."""
+        if raw.isascii() and not any(c in raw for c in _NOT_PLAIN):  # nothing to decode
+            return raw.replace("\t", " ").strip()
         return _clean(self.words(self.unfold(raw, where), where).replace("\t", " ").strip())
 
     def unfold(self, raw: str, where: str) -> str:
@@ -234,6 +236,8 @@ class _Decoder:
 
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
+# An ASCII header without these is one line with nothing to decode: only tabs and ends change.
+_NOT_PLAIN = ("=?", "\n", "\r", "\x00")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 
 
@@ -253,6 +257,12 @@ _ADDR_SPEC = re.compile(r"[^\s<>()\[\]\",;:@]+@[^\s<>()\[\]\",;:@]+")
 _ANGLE_ADDR = re.compile(r"<\s*([^<>\s][^<>]*)>")
 _MSG_ID = re.compile(r"<([^<>]+)>")
 _BARE_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# A display name mail-parser reads as written (a quoted string without escapes, one encoded
+# word, or plain words), then such an address in angle brackets: what it would return.
+_NAMED_ADDRESS = re.compile(
+    r'(?:"([^"\\\r\n]*)"|(=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=|[A-Za-z0-9]+(?: [A-Za-z0-9]+)*))[ \t]*'
+    r"<([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)>"
+)
 
 
 def _addresses(values: list[str], decoder: _Decoder, where: str) -> list[tuple[str, str]]:
@@ -262,6 +272,8 @@ def _addresses(values: list[str], decoder: _Decoder, where: str) -> list[tuple[s
         value = decoder.unfold(raw, where).strip()
         if _BARE_ADDRESS.fullmatch(value):  # the common "a@b.c": no parser needed
             pairs.append(("", value))
+        elif named := _NAMED_ADDRESS.fullmatch(value):  # and "Name" <a@b.c>, Name <a@b.c>
+            pairs.append((named[1] if named[1] is not None else named[2], named[3]))
         elif value:
             pairs.extend((name, addr.strip()) for name, addr in get_addresses(value) if addr)
     return pairs
@@ -445,16 +457,17 @@ def _parse(raw: bytes) -> ParsedMessage:
     decoder = _Decoder()
 
     leaves = list(_leaves(msg, decoder))
-    for leaf in leaves:
-        decoder.hint(leaf.get_content_charset())
+    labels = [leaf.get_content_charset() for leaf in leaves]  # each read once: params cost
+    for label in labels:
+        decoder.hint(label)
     from_name, from_address = _sender(raw_headers.get("from", []), decoder)
 
     plain: list[str] = []
     html: list[str] = []
     attachments: list[Attachment] = []
-    for leaf in leaves:
+    for leaf, label in zip(leaves, labels, strict=True):
         content_type = leaf.get_content_type()
-        if leaf.get_content_maintype() == "multipart":  # no boundary: the parser kept one text
+        if content_type.startswith("multipart/"):  # no boundary: the parser kept one text
             content_type = "text/plain"
         filename = _filename(leaf, decoder)
         is_body = (
@@ -468,7 +481,6 @@ def _parse(raw: bytes) -> ParsedMessage:
                 Attachment(_safe_filename(filename, content_type), content_type, payload)
             )
             continue
-        label = leaf.get_content_charset()
         if content_type == "text/html":
             if label is None and (meta := _META_CHARSET.search(payload[:4096])):
                 label = meta[1].decode("ascii")

@@ -358,6 +358,29 @@ def test_weird_but_usable_from_still_parses(header: str, name: str, address: str
     assert (parsed.from_name, parsed.from_address) == (name, address)
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        '"Zhang, Wei" <zhang.wei@example.cn>',
+        '"=?gbk?B?1cXOsA==?=" <zhang.wei@example.cn>',
+        "=?utf-8?B?5byg5Lyf?= <zhang.wei@example.cn>",
+        "Zhang Wei <zhang.wei@example.cn>",
+        '"" <zhang.wei@example.cn>',
+        '"Zhang  Wei" <zhang.wei@example.cn>',
+        "Zhang Wei  <zhang.wei@example.cn>",
+        '"Zhang (Wei): ;" <a+b@mail-1.example.cn>',
+    ],
+)
+def test_common_named_senders_read_as_mail_parser_reads_them(header: str) -> None:
+    """Such From headers skip mail-parser (a fast path); its answer is the reference."""
+    from mailparser.utils import get_addresses
+
+    name, address = next((n, a) for n, a in get_addresses(header) if a)
+    parsed = parse_message(message(f"From: {header}"))
+    decoded = parse._Decoder().words(name, "test")
+    assert (parsed.from_name, parsed.from_address) == (decoded, address.strip())
+
+
 def test_recovered_sender_is_noted() -> None:
     parsed = parse_message(message("From: Wei Zhang zhang.wei@example.cn"))
     assert "From address recovered from a malformed header" in parsed.defects

@@ -1,0 +1,142 @@
+"""Benchmark: GENERATED real-shaped complaints (bench/realmail.py) through a Maildir, against
+mail-parser parsing the same mails, in one run.
+
+    .venv/bin/python bench/realshape.py [-n 5000] [--rounds 3] [--seed 7] [--profile FILE]
+
+Each round, on the same mails: mail-parser alone (`mailparser.parse_from_bytes` of every mail,
+in this process, the bytes already in memory), then `caseloop run --once` (a real subprocess,
+the embedded SQLite, a Maildir inbox and the Maildir outbox: mail in to every ack written,
+start-up included) in a fresh folder. It prints both rates and their ratio per round, then the
+median of the rounds with the spread (lowest-highest), and checks that every mail became one
+case and one ack. --profile FILE runs one more `run --once` under cProfile and writes the stats
+there (read them with `python -m pstats FILE`), not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mailparser
+from realmail import corpus
+from servers import caseloop_argv, run_caseloop
+
+
+def parse_only(mails: list[bytes]) -> float:
+    """mail-parser's rate (msg/s) over the mails."""
+    t0 = time.perf_counter()
+    for raw in mails:
+        mailparser.parse_from_bytes(raw)
+    return len(mails) / (time.perf_counter() - t0)
+
+
+def fresh_maildir(root: Path, mails: list[bytes]) -> Path:
+    """`caseloop init` in root, the mails in its inbox's new/; returns the config."""
+    run_caseloop("init", str(root), timeout=None, stdout=subprocess.DEVNULL)
+    inbox = root / "caseloop-data" / "inbox"
+    for i, raw in enumerate(mails):
+        name = f"{i:08d}.real"
+        (inbox / "tmp" / name).write_bytes(raw)
+        os.rename(inbox / "tmp" / name, inbox / "new" / name)
+    return root / "caseloop.toml"
+
+
+def counts(root: Path) -> tuple[int, int, int]:
+    """(cases, urgent group complaints, acks in the outbox)."""
+    acks = len(os.listdir(root / "caseloop-data" / "outbox" / "new"))
+    with sqlite3.connect(root / "caseloop-data" / "caseloop.db") as db:
+        tickets = db.execute("select count(*) from tickets").fetchone()[0]
+        group = db.execute(
+            "select count(*) from tickets where json_extract(extra, '$.group_complaint')"
+        ).fetchone()[0]
+    return tickets, group, acks
+
+
+def caseloop_once(config: Path, profile: str | None = None) -> float:
+    """Wall seconds of `caseloop run --once`."""
+    argv = caseloop_argv("run", "--once", config=config, log_level="WARNING")
+    if profile:
+        argv = [sys.executable, "-m", "cProfile", "-o", profile, *argv[1:]]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("CASELOOP_CONFIG", None)
+    t0 = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def spread(values: list[float], fmt: str) -> str:
+    return (
+        f"median {format(statistics.median(values), fmt)} "
+        f"({format(min(values), fmt)}-{format(max(values), fmt)})"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--html", type=float, default=0.5, help="share of mails with an HTML alternative"
+    )
+    parser.add_argument(
+        "--attachments", type=float, default=0.1, help="share of mails with an attachment"
+    )
+    parser.add_argument("--profile", help="also profile one run --once into this file")
+    parser.add_argument("--keep", help="work under this folder and keep it")
+    args = parser.parse_args()
+
+    base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="caseloop-real-"))
+    base.mkdir(parents=True, exist_ok=True)
+    mails = corpus(args.n, args.seed, html=args.html, attachments=args.attachments)
+    size = sum(map(len, mails))
+    print(
+        f"{args.n} generated real-shaped complaints (seed {args.seed}; {args.html:.0%} with HTML, "
+        f"{args.attachments:.0%} with an attachment), "
+        f"{size / args.n / 1024:.1f} kB each on average ({os.cpu_count()} cores)"
+    )
+    ok = True
+    parser_rates, ours, ratios = [], [], []
+    try:
+        for k in range(args.rounds):
+            root = base / f"round{k}"
+            config = fresh_maildir(root, mails)
+            mp = parse_only(mails)
+            seconds = caseloop_once(config)
+            tickets, group, acks = counts(root)
+            rate = args.n / seconds
+            parser_rates.append(mp)
+            ours.append(rate)
+            ratios.append(rate / mp)
+            print(
+                f"round {k + 1}: mail-parser parse only {mp:6.0f} msg/s; caseloop run --once "
+                f"{rate:6.0f} msg/s ({seconds:.1f} s: {tickets} cases, {group} group complaints, "
+                f"{acks} acks); ratio {rate / mp:.3f}",
+                flush=True,
+            )
+            ok = ok and tickets == args.n and acks == args.n
+            if not args.keep:
+                shutil.rmtree(root)
+        print(f"mail-parser parse only: {spread(parser_rates, '.0f')} msg/s")
+        print(f"caseloop run --once:    {spread(ours, '.0f')} msg/s")
+        print(f"ratio caseloop / mail-parser: {spread(ratios, '.3f')}")
+        if args.profile:
+            config = fresh_maildir(base / "profile", mails)
+            caseloop_once(config, args.profile)
+            print(f"profile of one run --once: {args.profile}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
