@@ -1,15 +1,19 @@
 """Benchmark: GENERATED real-shaped complaints (bench/realmail.py) through a Maildir, against
 mail-parser parsing the same mails, in one run.
 
-    .venv/bin/python bench/realshape.py [-n 5000] [--rounds 3] [--seed 7] [--profile FILE]
+    .venv/bin/python bench/realshape.py [-n 5000] [--rounds 3] [--seed 7] [--html 0.5]
+        [--attachments 0.1] [--baseline CHECKOUT] [--profile FILE]
 
 Each round, on the same mails: mail-parser alone (`mailparser.parse_from_bytes` of every mail,
 in this process, the bytes already in memory), then `caseloop run --once` (a real subprocess,
 the embedded SQLite, a Maildir inbox and the Maildir outbox: mail in to every ack written,
-start-up included) in a fresh folder. It prints both rates and their ratio per round, then the
-median of the rounds with the spread (lowest-highest), and checks that every mail became one
-case and one ack. --profile FILE runs one more `run --once` under cProfile and writes the stats
-there (read them with `python -m pstats FILE`), not timed.
+start-up included) in a fresh folder, and mail-parser again. It prints caseloop's rate and its
+ratio to mail-parser's (the mean of the two around it) per round, then the median of the
+rounds with the spread (lowest-highest), and checks that every mail became one case and one
+ack. --baseline CHECKOUT times that checkout's caseloop too in each round, on the same mails
+(`git archive COMMIT | tar -x -C DIR` makes one): before and after in one run.
+--profile FILE runs one more `run --once` under cProfile and writes the stats there (read
+them with `python -m pstats FILE`), not timed.
 """
 
 from __future__ import annotations
@@ -60,21 +64,24 @@ def counts(root: Path) -> tuple[int, int, int]:
     return tickets, group, acks
 
 
-def caseloop_once(config: Path, profile: str | None = None) -> float:
-    """Wall seconds of `caseloop run --once`."""
+def caseloop_once(config: Path, profile: str | None = None, code: Path | None = None) -> float:
+    """Wall seconds of `caseloop run --once` (of the checkout at `code`, if given)."""
     argv = caseloop_argv("run", "--once", config=config, log_level="WARNING")
     if profile:
         argv = [sys.executable, "-m", "cProfile", "-o", profile, *argv[1:]]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("CASELOOP_CONFIG", None)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)  # its daemon/ and handlers/ before this checkout's
     t0 = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+    # Run from the config's folder: `-m` puts the working folder first on the path.
+    subprocess.run(argv, env=env, cwd=config.parent, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
 
 def spread(values: list[float], fmt: str) -> str:
     return (
-        f"median {format(statistics.median(values), fmt)} "
+        f"{format(statistics.median(values), fmt)} "
         f"({format(min(values), fmt)}-{format(max(values), fmt)})"
     )
 
@@ -91,6 +98,12 @@ def main() -> int:
         "--attachments", type=float, default=0.1, help="share of mails with an attachment"
     )
     parser.add_argument("--profile", help="also profile one run --once into this file")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also time the caseloop of this checkout (e.g. `git archive` of an older commit) "
+        "on the same mails in each round: a before/after in one run",
+    )
     parser.add_argument("--keep", help="work under this folder and keep it")
     args = parser.parse_args()
 
@@ -104,30 +117,38 @@ def main() -> int:
         f"{size / args.n / 1024:.1f} kB each on average ({os.cpu_count()} cores)"
     )
     ok = True
-    parser_rates, ours, ratios = [], [], []
+    runs: dict[str, list[float]] = {"mail-parser": [], "caseloop": [], "ratio": []}
+    if args.baseline:
+        runs |= {"baseline": [], "baseline ratio": []}
     try:
         for k in range(args.rounds):
-            root = base / f"round{k}"
-            config = fresh_maildir(root, mails)
-            mp = parse_only(mails)
-            seconds = caseloop_once(config)
-            tickets, group, acks = counts(root)
-            rate = args.n / seconds
-            parser_rates.append(mp)
-            ours.append(rate)
-            ratios.append(rate / mp)
-            print(
-                f"round {k + 1}: mail-parser parse only {mp:6.0f} msg/s; caseloop run --once "
-                f"{rate:6.0f} msg/s ({seconds:.1f} s: {tickets} cases, {group} group complaints, "
-                f"{acks} acks); ratio {rate / mp:.3f}",
-                flush=True,
-            )
-            ok = ok and tickets == args.n and acks == args.n
-            if not args.keep:
-                shutil.rmtree(root)
-        print(f"mail-parser parse only: {spread(parser_rates, '.0f')} msg/s")
-        print(f"caseloop run --once:    {spread(ours, '.0f')} msg/s")
-        print(f"ratio caseloop / mail-parser: {spread(ratios, '.3f')}")
+            mp = [parse_only(mails)]
+            for name, code in (("caseloop", None), ("baseline", args.baseline)):
+                if name == "baseline" and code is None:
+                    continue
+                root = base / f"round{k}-{name}"
+                seconds = caseloop_once(fresh_maildir(root, mails), code=code)
+                mp.append(parse_only(mails))  # mail-parser before and after each run, averaged
+                tickets, group, acks = counts(root)
+                rate = args.n / seconds
+                ratio = rate / statistics.mean(mp[-2:])
+                runs[name].append(rate)
+                runs["ratio" if name == "caseloop" else "baseline ratio"].append(ratio)
+                print(
+                    f"round {k + 1} {name}: {rate:6.0f} msg/s ({seconds:.1f} s: {tickets} cases, "
+                    f"{group} group complaints, {acks} acks); mail-parser around it "
+                    f"{statistics.mean(mp[-2:]):6.0f} msg/s; ratio {ratio:.3f}",
+                    flush=True,
+                )
+                ok = ok and tickets == args.n and acks == args.n
+                if not args.keep:
+                    shutil.rmtree(root)
+            runs["mail-parser"].append(statistics.mean(mp))
+        print(f"median of {args.rounds} rounds (lowest-highest):")
+        for name, values in runs.items():
+            unit = "" if "ratio" in name else " msg/s"
+            fmt = ".3f" if "ratio" in name else ".0f"
+            print(f"  {name + ':':16s} {spread(values, fmt)}{unit}")
         if args.profile:
             config = fresh_maildir(base / "profile", mails)
             caseloop_once(config, args.profile)
