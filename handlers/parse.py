@@ -191,7 +191,9 @@ class _Decoder:
 
     def header(self, raw: str, where: str) -> str:
         """A header value as people read it: unfolded, 8-bit bytes and RFC 2047 words decoded."""
-        if raw.isascii() and not any(c in raw for c in _NOT_PLAIN):  # nothing to decode
+        if raw.isascii() and "=?" not in raw and "\x00" not in raw:  # nothing to decode
+            if "\n" in raw or "\r" in raw:
+                raw = _FOLD.sub("", raw).replace("\r", "").replace("\n", "")
             return raw.replace("\t", " ").strip()
         return _clean(self.words(self.unfold(raw, where), where).replace("\t", " ").strip())
 
@@ -236,8 +238,6 @@ class _Decoder:
 
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
-# An ASCII header without these is one line with nothing to decode: only tabs and ends change.
-_NOT_PLAIN = ("=?", "\n", "\r", "\x00")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 
 

@@ -490,13 +490,13 @@ def extract_fields(text: str, today: date | None = None) -> dict[str, str]:
     return {k: v for k, v in found.items() if v}
 
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+")  # runs: fewer matches to count
 _WORD = re.compile(r"[A-Za-z]{2,}")
 
 
 def has_description(text: str) -> bool:
     """At least a sentence of the consumer's own words (6 CJK characters or 3 words)."""
-    return len(_CJK.findall(text)) >= 6 or len(_WORD.findall(text)) >= 3
+    return sum(map(len, _CJK.findall(text))) >= 6 or len(_WORD.findall(text)) >= 3
 
 
 def missing_essentials(
