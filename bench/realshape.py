@@ -1,7 +1,7 @@
 """Benchmark: GENERATED real-shaped complaints (bench/realmail.py) through a Maildir, against
 mail-parser parsing the same mails, in one run.
 
-    .venv/bin/python bench/realshape.py [-n 5000] [--rounds 3] [--seed 7] [--html 0.5]
+    .venv/bin/python bench/realshape.py [-n 10000] [--rounds 3] [--seed 7] [--html 0.5]
         [--attachments 0.1] [--baseline CHECKOUT] [--profile FILE]
 
 Each round, on the same mails: mail-parser alone (`mailparser.parse_from_bytes` of every mail,
@@ -88,7 +88,7 @@ def spread(values: list[float], fmt: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", type=int, default=5000)
+    parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(

@@ -23,6 +23,7 @@ import unicodedata
 from collections.abc import Iterator, Mapping
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from daemon.config import Config
@@ -600,6 +601,7 @@ _SUFFIXES = re.compile(
 _PUNCT = re.compile(r"[\s.,()\[\]（）【】·'\"-]+")
 
 
+@lru_cache(maxsize=4096)  # a group complaint names one respondent over and over
 def normalise_respondent(value: str) -> str:
     """A comparable form: NFKC, case-folded, spaces and brackets gone, legal suffixes off.
 
