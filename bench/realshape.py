@@ -10,7 +10,10 @@ the embedded SQLite, a Maildir inbox and the Maildir outbox: mail in to every ac
 start-up included) in a fresh folder, and mail-parser again. It prints caseloop's rate and its
 ratio to mail-parser's (the mean of the two around it) per round, then the median of the
 rounds with the spread (lowest-highest), and checks that every mail became one case and one
-ack. --baseline CHECKOUT times that checkout's caseloop too in each round, on the same mails
+ack. The CPU ratio puts the CPU seconds of each side (caseloop's processes, delivery's
+included) in the place of wall time: what a busy machine changes least.
+
+--baseline CHECKOUT times that checkout's caseloop too in each round, on the same mails
 (`git archive COMMIT | tar -x -C DIR` makes one): before and after in one run.
 --profile FILE runs one more `run --once` under cProfile and writes the stats there (read
 them with `python -m pstats FILE`), not timed.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -34,12 +38,12 @@ from realmail import corpus
 from servers import caseloop_argv, run_caseloop
 
 
-def parse_only(mails: list[bytes]) -> float:
-    """mail-parser's rate (msg/s) over the mails."""
-    t0 = time.perf_counter()
+def parse_only(mails: list[bytes]) -> tuple[float, float]:
+    """mail-parser's rate over the mails: (msg/s of wall time, msg/s of CPU time)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     for raw in mails:
         mailparser.parse_from_bytes(raw)
-    return len(mails) / (time.perf_counter() - t0)
+    return len(mails) / (time.perf_counter() - t0), len(mails) / (time.process_time() - c0)
 
 
 def fresh_maildir(root: Path, mails: list[bytes]) -> Path:
@@ -64,8 +68,11 @@ def counts(root: Path) -> tuple[int, int, int]:
     return tickets, group, acks
 
 
-def caseloop_once(config: Path, profile: str | None = None, code: Path | None = None) -> float:
-    """Wall seconds of `caseloop run --once` (of the checkout at `code`, if given)."""
+def caseloop_once(
+    config: Path, profile: str | None = None, code: Path | None = None
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of it and its children) of `caseloop run --once` (of the
+    checkout at `code`, if given)."""
     argv = caseloop_argv("run", "--once", config=config, log_level="WARNING")
     if profile:
         argv = [sys.executable, "-m", "cProfile", "-o", profile, *argv[1:]]
@@ -73,10 +80,12 @@ def caseloop_once(config: Path, profile: str | None = None, code: Path | None = 
     env.pop("CASELOOP_CONFIG", None)
     if code is not None:
         env["PYTHONPATH"] = str(code)  # its daemon/ and handlers/ before this checkout's
-    t0 = time.perf_counter()
+    t0, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     # Run from the config's folder: `-m` puts the working folder first on the path.
     subprocess.run(argv, env=env, cwd=config.parent, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return time.perf_counter() - t0, cpu
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -117,9 +126,9 @@ def main() -> int:
         f"{size / args.n / 1024:.1f} kB each on average ({os.cpu_count()} cores)"
     )
     ok = True
-    runs: dict[str, list[float]] = {"mail-parser": [], "caseloop": [], "ratio": []}
+    runs: dict[str, list[float]] = {"mail-parser": [], "caseloop": [], "ratio": [], "CPU ratio": []}
     if args.baseline:
-        runs |= {"baseline": [], "baseline ratio": []}
+        runs |= {"baseline": [], "baseline ratio": [], "baseline CPU ratio": []}
     try:
         for k in range(args.rounds):
             mp = [parse_only(mails)]
@@ -127,28 +136,31 @@ def main() -> int:
                 if name == "baseline" and code is None:
                     continue
                 root = base / f"round{k}-{name}"
-                seconds = caseloop_once(fresh_maildir(root, mails), code=code)
+                seconds, cpu = caseloop_once(fresh_maildir(root, mails), code=code)
                 mp.append(parse_only(mails))  # mail-parser before and after each run, averaged
                 tickets, group, acks = counts(root)
-                rate = args.n / seconds
-                ratio = rate / statistics.mean(mp[-2:])
+                rate, around = args.n / seconds, statistics.mean(w for w, _ in mp[-2:])
+                cpu_ratio = args.n / cpu / statistics.mean(c for _, c in mp[-2:])
+                prefix = "" if name == "caseloop" else "baseline "
                 runs[name].append(rate)
-                runs["ratio" if name == "caseloop" else "baseline ratio"].append(ratio)
+                runs[prefix + "ratio"].append(rate / around)
+                runs[prefix + "CPU ratio"].append(cpu_ratio)
                 print(
-                    f"round {k + 1} {name}: {rate:6.0f} msg/s ({seconds:.1f} s: {tickets} cases, "
-                    f"{group} group complaints, {acks} acks); mail-parser around it "
-                    f"{statistics.mean(mp[-2:]):6.0f} msg/s; ratio {ratio:.3f}",
+                    f"round {k + 1} {name}: {rate:6.0f} msg/s ({seconds:.1f} s, CPU {cpu:.1f} s: "
+                    f"{tickets} cases, {group} group complaints, {acks} acks); mail-parser "
+                    f"around it {around:6.0f} msg/s; ratio {rate / around:.3f}, "
+                    f"CPU ratio {cpu_ratio:.3f}",
                     flush=True,
                 )
                 ok = ok and tickets == args.n and acks == args.n
                 if not args.keep:
                     shutil.rmtree(root)
-            runs["mail-parser"].append(statistics.mean(mp))
+            runs["mail-parser"].append(statistics.mean(w for w, _ in mp))
         print(f"median of {args.rounds} rounds (lowest-highest):")
         for name, values in runs.items():
             unit = "" if "ratio" in name else " msg/s"
             fmt = ".3f" if "ratio" in name else ".0f"
-            print(f"  {name + ':':16s} {spread(values, fmt)}{unit}")
+            print(f"  {name + ':':20s} {spread(values, fmt)}{unit}")
         if args.profile:
             config = fresh_maildir(base / "profile", mails)
             caseloop_once(config, args.profile)
