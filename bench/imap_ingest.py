@@ -1,7 +1,7 @@
 """Benchmark: N complaints APPENDed to Dovecot -> `caseloop run --once` -> tickets + acks at an
 SMTP sink, beside the bare rate of each stage measured in the same run.
 
-    .venv/bin/python bench/imap_ingest.py [-n 10000] [--peer] [--peer-n 1000]
+    .venv/bin/python bench/imap_ingest.py [-n 10000] [--peer] [--peer-n 1000] [--corpus real]
 
 Stages, each alone: Dovecot batch FETCH (imapclient, BODY.PEEK[] in chunks of 100), parsing
 (handlers.parse.parse_message), the SMTP sink fed by a bare smtplib client over one connection
@@ -12,6 +12,10 @@ acks delivered; it prints msg/s for each and the ratio run / slowest stage.
 --peer also times django-helpdesk 2.6.1 `get_email` (../shared/bench-peers/django_helpdesk/, in
 its own venv, made once under --peer-venv) over its own copy of the corpus in another folder of
 the same Dovecot, against the same sink, and prints the ratio.
+
+--corpus real uses the GENERATED real-shaped complaints of bench/realmail.py (several paragraphs,
+every registration detail, many against a few shops, GBK and UTF-8, HTML parts, attachments)
+instead of the short synthetic ones of bench/ingest_maildir.py.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import time
 from pathlib import Path
 
 from ingest_maildir import make_message
+from realmail import corpus as real_corpus
 from servers import (
     REPO,
     Dovecot,
@@ -126,6 +131,12 @@ def main() -> int:
             / "django-helpdesk-2.6.1"
         ),
     )
+    parser.add_argument(
+        "--corpus",
+        choices=("short", "real"),
+        default="short",
+        help="short synthetic mails (ingest_maildir.py) or real-shaped ones (realmail.py)",
+    )
     parser.add_argument("--keep", help="work in this folder and keep it")
     args = parser.parse_args()
     n = args.n
@@ -135,13 +146,16 @@ def main() -> int:
     dovecot = start_dovecot()
     sink = SinkProcess()
     try:
-        rng = random.Random(7)
-        corpus = [make_message(i, rng) for i in range(n)]
+        if args.corpus == "real":
+            corpus = real_corpus(n)
+        else:
+            rng = random.Random(7)
+            corpus = [make_message(i, rng) for i in range(n)]
         t0 = time.perf_counter()
         multiappend(dovecot, corpus)
         print(
-            f"APPENDed {n} messages to Dovecot in {time.perf_counter() - t0:.1f} s "
-            f"({os.cpu_count()} cores)"
+            f"APPENDed {n} {args.corpus} messages ({sum(map(len, corpus)) / n / 1024:.1f} kB on "
+            f"average) to Dovecot in {time.perf_counter() - t0:.1f} s ({os.cpu_count()} cores)"
         )
 
         # Stage 1: Dovecot batch FETCH, 100 UIDs per round trip, as the IMAP source does.

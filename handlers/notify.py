@@ -79,6 +79,7 @@ class Templates:
         self._text = jinja2.Environment(autoescape=False, **common)  # noqa: S701 plain text
         self._html = jinja2.Environment(autoescape=True, **common)
         self._senders: dict[str, str] = {}
+        self._loaded: dict[tuple[object, str], jinja2.Template] = {}
         for env in (self._text, self._html):
             env.filters["duration"] = describe_duration
             env.filters["localtime"] = self._localtime
@@ -98,6 +99,13 @@ class Templates:
             found = self._senders[language] = formataddr(address, "utf-8")
         return found
 
+    def _template(self, env: jinja2.Environment, name: str) -> jinja2.Template:
+        """A template looked up once (they are read once anyway: auto_reload is off)."""
+        found = self._loaded.get((env.autoescape, name))
+        if found is None:
+            found = self._loaded[env.autoescape, name] = env.get_template(name)
+        return found
+
     def _localtime(self, value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
         return value.astimezone(self.config.timezone).strftime(fmt) if value else ""
 
@@ -105,11 +113,11 @@ class Templates:
         """Render <language>/<kind>.txt (first line "Subject: ...") and <kind>.html."""
         context.setdefault("config", self.config)
         context.setdefault("lang", language)
-        text = self._text.get_template(f"{language}/{kind}.txt").render(**context)
+        text = self._template(self._text, f"{language}/{kind}.txt").render(**context)
         first, _, body = text.partition("\n")
         if not first.startswith("Subject:"):
             raise ValueError(f"template {language}/{kind}.txt must start with 'Subject: '")
-        html = self._html.get_template(f"{language}/{kind}.html").render(**context)
+        html = self._template(self._html, f"{language}/{kind}.html").render(**context)
         return RenderedMail(
             subject=first[len("Subject:") :].strip(), text=body.lstrip("\n"), html=html
         )

@@ -191,6 +191,10 @@ class _Decoder:
 
     def header(self, raw: str, where: str) -> str:
         """A header value as people read it: unfolded, 8-bit bytes and RFC 2047 words decoded."""
+        if raw.isascii() and "=?" not in raw and "\x00" not in raw:  # nothing to decode
+            if "\n" in raw or "\r" in raw:
+                raw = _FOLD.sub("", raw).replace("\r", "").replace("\n", "")
+            return raw.replace("\t", " ").strip()
         return _clean(self.words(self.unfold(raw, where), where).replace("\t", " ").strip())
 
     def unfold(self, raw: str, where: str) -> str:
@@ -253,6 +257,12 @@ _ADDR_SPEC = re.compile(r"[^\s<>()\[\]\",;:@]+@[^\s<>()\[\]\",;:@]+")
 _ANGLE_ADDR = re.compile(r"<\s*([^<>\s][^<>]*)>")
 _MSG_ID = re.compile(r"<([^<>]+)>")
 _BARE_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# A display name mail-parser reads as written (a quoted string without escapes, one encoded
+# word, or plain words), then such an address in angle brackets: what it would return.
+_NAMED_ADDRESS = re.compile(
+    r'(?:"([^"\\\r\n]*)"|(=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=|[A-Za-z0-9]+(?: [A-Za-z0-9]+)*))[ \t]*'
+    r"<([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)>"
+)
 
 
 def _addresses(values: list[str], decoder: _Decoder, where: str) -> list[tuple[str, str]]:
@@ -262,6 +272,8 @@ def _addresses(values: list[str], decoder: _Decoder, where: str) -> list[tuple[s
         value = decoder.unfold(raw, where).strip()
         if _BARE_ADDRESS.fullmatch(value):  # the common "a@b.c": no parser needed
             pairs.append(("", value))
+        elif named := _NAMED_ADDRESS.fullmatch(value):  # and "Name" <a@b.c>, Name <a@b.c>
+            pairs.append((named[1] if named[1] is not None else named[2], named[3]))
         elif value:
             pairs.extend((name, addr.strip()) for name, addr in get_addresses(value) if addr)
     return pairs
@@ -435,26 +447,85 @@ def _html_to_text(html: str, decoder: _Decoder) -> str:
 # --- the whole message ----------------------------------------------------------------------
 
 
+# The email package compiles a regex for each multipart boundary it meets (about 0.2 ms), and
+# every mail brings boundaries of its own. Renamed to a few fixed names before parsing, they
+# hit re's cache. Renaming touches only the boundary parameters and the lines that start with
+# "--" and a boundary; if our names then show anywhere but there (in a part's text, a preamble,
+# an enclosed message), the mail is parsed again as it came. A parameter spelt "BOUNDARY" is
+# not looked for: its boundary is just not renamed (or, if also named "boundary" elsewhere,
+# its lines show our name in a text and the mail is parsed as it came).
+_BOUNDARY_PARAM = re.compile(
+    rb"([Bb](?<![\w-][Bb])[Oo][Uu][Nn][Dd][Aa][Rr][Yy][ \t]*=[ \t]*)"
+    rb"(?:(\")([0-9A-Za-z'()+_,./:=?-]{1,70})\"|()([0-9A-Za-z!#$%&'*+.^_`{|}~-]{1,70}))"
+    rb"(?=[\s;]|$)"
+)
+_OUR_BOUNDARY = "caseloop-boundary-"
+
+
+def _message_of(data: bytes) -> tuple[Message, dict[str, str]]:
+    """The parsed message, and the boundaries renamed in it: our name -> the sender's."""
+    params = []  # found by bytes.find, which skips kilobytes of base64 far faster than re
+    at = data.find(b"oundary")
+    while at > 0:
+        if param := _BOUNDARY_PARAM.match(data, at - 1):
+            params.append(param)
+        at = data.find(b"oundary", at + 7)
+    if not params or _OUR_BOUNDARY.encode() in data:
+        return email.message_from_bytes(data, policy=compat32), {}
+    found = dict.fromkeys(m[3] or m[5] for m in params)
+    names = {b: f"{_OUR_BOUNDARY}{i}_".encode() for i, b in enumerate(found)}
+    pieces, end = [], 0
+    for m in params:
+        quote = m[2] or b""
+        pieces += [data[end : m.start()], m[1], quote, names[m[3] or m[5]], quote]
+        end = m.end()
+    renamed = b"".join([*pieces, data[end:]])
+    for boundary in sorted(names, key=len, reverse=True):  # "abc-1" before "abc"
+        renamed = renamed.replace(b"\n--" + boundary, b"\n--" + names[boundary])
+    msg = email.message_from_bytes(renamed, policy=compat32)
+    if not _renamed_cleanly(msg):
+        return email.message_from_bytes(data, policy=compat32), {}
+    return msg, {ours.decode(): theirs.decode() for theirs, ours in names.items()}
+
+
+def _renamed_cleanly(msg: Message) -> bool:
+    """Our boundary names show nowhere but in boundaries: no text or enclosed mail changed."""
+    for part in msg.walk():
+        if part.get_content_maintype() == "message":
+            return False  # an enclosed message is kept as bytes, its boundaries included
+        texts: list[object] = [part.preamble, part.epilogue]
+        if not part.is_multipart():
+            texts.append(part.get_payload())
+        # A renamed line holds a "-"; base64 has none, so most of the bytes are passed over.
+        if any(isinstance(t, str) and "-" in t and _OUR_BOUNDARY in t for t in texts):
+            return False
+    return True
+
+
 def _parse(raw: bytes) -> ParsedMessage:
-    msg = email.message_from_bytes(raw.lstrip(b"\r\n\t "), policy=compat32)
+    msg, renamed = _message_of(raw.lstrip(b"\r\n\t "))
     if not msg.keys():
         raise ParseError("not an email (no headers)")
     raw_headers: dict[str, list[str]] = {}  # lower-case name -> raw values, in order
     for name, value in msg.raw_items():
+        if renamed and _OUR_BOUNDARY in value:  # the sender's boundary, as written
+            for ours, theirs in renamed.items():
+                value = value.replace(ours, theirs)
         raw_headers.setdefault(name.lower(), []).append(value)
     decoder = _Decoder()
 
     leaves = list(_leaves(msg, decoder))
-    for leaf in leaves:
-        decoder.hint(leaf.get_content_charset())
+    labels = [leaf.get_content_charset() for leaf in leaves]  # each read once: params cost
+    for label in labels:
+        decoder.hint(label)
     from_name, from_address = _sender(raw_headers.get("from", []), decoder)
 
     plain: list[str] = []
     html: list[str] = []
     attachments: list[Attachment] = []
-    for leaf in leaves:
+    for leaf, label in zip(leaves, labels, strict=True):
         content_type = leaf.get_content_type()
-        if leaf.get_content_maintype() == "multipart":  # no boundary: the parser kept one text
+        if content_type.startswith("multipart/"):  # no boundary: the parser kept one text
             content_type = "text/plain"
         filename = _filename(leaf, decoder)
         is_body = (
@@ -468,7 +539,6 @@ def _parse(raw: bytes) -> ParsedMessage:
                 Attachment(_safe_filename(filename, content_type), content_type, payload)
             )
             continue
-        label = leaf.get_content_charset()
         if content_type == "text/html":
             if label is None and (meta := _META_CHARSET.search(payload[:4096])):
                 label = meta[1].decode("ascii")

@@ -358,6 +358,29 @@ def test_weird_but_usable_from_still_parses(header: str, name: str, address: str
     assert (parsed.from_name, parsed.from_address) == (name, address)
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        '"Zhang, Wei" <zhang.wei@example.cn>',
+        '"=?gbk?B?1cXOsA==?=" <zhang.wei@example.cn>',
+        "=?utf-8?B?5byg5Lyf?= <zhang.wei@example.cn>",
+        "Zhang Wei <zhang.wei@example.cn>",
+        '"" <zhang.wei@example.cn>',
+        '"Zhang  Wei" <zhang.wei@example.cn>',
+        "Zhang Wei  <zhang.wei@example.cn>",
+        '"Zhang (Wei): ;" <a+b@mail-1.example.cn>',
+    ],
+)
+def test_common_named_senders_read_as_mail_parser_reads_them(header: str) -> None:
+    """Such From headers skip mail-parser (a fast path); its answer is the reference."""
+    from mailparser.utils import get_addresses
+
+    name, address = next((n, a) for n, a in get_addresses(header) if a)
+    parsed = parse_message(message(f"From: {header}"))
+    decoded = parse._Decoder().words(name, "test")
+    assert (parsed.from_name, parsed.from_address) == (decoded, address.strip())
+
+
 def test_recovered_sender_is_noted() -> None:
     parsed = parse_message(message("From: Wei Zhang zhang.wei@example.cn"))
     assert "From address recovered from a malformed header" in parsed.defects
@@ -495,3 +518,56 @@ def test_samples_parse_as_the_demo_expects() -> None:
         sample = parse_message(raw)
         assert sample.message_id and sample.date is not None
         assert (sample.date.year, sample.date.month) == (2026, 11)
+
+
+def _multipart(body: str, boundary: str = "B1", extra: str = "") -> bytes:
+    return (
+        "From: zhang.wei@example.cn\r\nMessage-ID: <m@example.cn>\r\n"
+        f'Content-Type: multipart/mixed; boundary="{boundary}"{extra}\r\n\r\n{body}'
+    ).encode()
+
+
+RENAMING = {
+    "plain": _multipart("--B1\r\nContent-Type: text/plain\r\n\r\nx\r\n--B1--\r\n"),
+    "nested, one boundary the start of the other": _multipart(
+        "--abc\r\nContent-Type: multipart/alternative; boundary=abc-1\r\n\r\n--abc-1\r\n"
+        "Content-Type: text/plain\r\n\r\ninner\r\n--abc-1--\r\n--abc\r\n"
+        "Content-Type: text/plain\r\n\r\nouter\r\n--abc--\r\n",
+        boundary="abc",
+    ),
+    "a text line starting like a boundary": _multipart(
+        "pre\r\n--B1\r\nContent-Type: text/plain\r\n\r\nhello\r\n--B1x not a boundary\r\n"
+        "--B1--\r\nepilogue\r\n"
+    ),
+    "the parameter quoted in a text": _multipart(
+        '--B1\r\nContent-Type: text/plain\r\n\r\nsee boundary="B1" here\r\n--B1--\r\n'
+    ),
+    "an enclosed message with its own boundary": _multipart(
+        "--B1\r\nContent-Type: message/rfc822\r\n\r\nFrom: x@example.net\r\n"
+        'Content-Type: multipart/alternative; boundary="IN"\r\n\r\n--IN\r\n'
+        "Content-Type: text/plain\r\n\r\nforwarded\r\n--IN--\r\n--B1--\r\n"
+    ),
+    "no closing boundary": _multipart("--B1\r\nContent-Type: text/plain\r\n\r\nno end\r\n"),
+    "the boundary named in another header too": _multipart(
+        "--B1\r\nContent-Type: text/plain\r\n\r\nx\r\n--B1--\r\n", extra='\r\nX-Note: boundary="B1"'
+    ),
+}
+
+
+@pytest.mark.parametrize("name", RENAMING)
+def test_renamed_boundaries_change_nothing_parsed(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Boundaries are renamed before parsing (re then compiles no pattern per mail); what is
+    parsed is what the mail as sent gives, boundary headers included."""
+    raw = RENAMING[name]
+    renamed = parse_message(raw)
+    monkeypatch.setattr(parse, "_BOUNDARY_PARAM", re.compile(rb"(?!)"))  # renames nothing
+    assert renamed == parse_message(raw)
+
+
+def test_boundaries_are_renamed_unless_a_text_would_show_it() -> None:
+    renamed = {name: bool(parse._message_of(raw)[1]) for name, raw in RENAMING.items()}
+    assert renamed["plain"] and renamed["nested, one boundary the start of the other"]
+    assert not renamed["a text line starting like a boundary"]
+    assert not renamed["an enclosed message with its own boundary"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import re
 from datetime import date
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from handlers.register import (
     find_respondent,
     merge_reply,
     missing_essentials,
+    sentences,
 )
 
 TODAY = date(2026, 11, 24)
@@ -154,6 +157,50 @@ def test_respondents(text: str, respondent: str | None) -> None:
 )
 def test_demands(text: str, demand: str | None) -> None:
     assert find_demand(text) == demand
+
+
+# What find_demand split sentences with before: one regex, which backtracked in quadratic time
+# on a long line without a full stop. sentences() must find exactly what it found.
+OLD_SENTENCE = re.compile(r"(?:[^。！？!?\n.]|\.(?!\s|$))+(?:[。！？!?.]|$)")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "要求退款。商家道歉！",
+        "line without a stop\nnext line.",
+        "a line ending in v1.2 then text\nmore",  # up to the last full stop of the line
+        "3.5 kg. Then\n",  # a final newline ends the text
+        "no stop at all",
+        ". . ..\n\n.a.b.\n",
+        "see example.com/refund. I want it!? yes\u3000ok",
+        "..x\nabc.",
+    ],
+)
+def test_sentences_are_what_the_old_sentence_regex_found(text: str) -> None:
+    assert sentences(text) == [m.group(0) for m in OLD_SENTENCE.finditer(text)]
+
+
+def test_sentences_match_the_old_regex_on_random_text() -> None:
+    rng = random.Random(14)
+    pieces = ["a", "要求", "退款", ".", ". ", "。", "！", "?", "\n", " ", "3.5", "..", "\u3000"]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(12)))
+        assert sentences(text) == [m.group(0) for m in OLD_SENTENCE.finditer(text)], text
+
+
+@pytest.mark.parametrize(
+    ("text", "demand", "day"),
+    [
+        # İ ı ſ K are the letters IGNORECASE folds onto ASCII: English still reads there
+        ("PLEAſE REFUND me. I BOUGHT it on 3 MARCH 2026.", "refund", "2026-03-03"),
+        ("İ want my money back, bought on 4 Mar 2026.", "refund", "2026-03-04"),
+        ("Please Repair it; ordered on Sept 9, 2026 (\u212a)", "repair", "2026-09-09"),
+    ],
+)
+def test_english_words_and_dates_match_in_any_case(text: str, demand: str, day: str) -> None:
+    assert (find_demand(text), find_purchase_date(text, TODAY)) == (demand, day)
 
 
 def test_extract_fields_gives_only_what_it_found_under_the_agreed_names() -> None:
