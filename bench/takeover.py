@@ -20,38 +20,28 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 from ingest_maildir import make_message
-from servers import Sink, multiappend, start_caseloop, start_dovecot, write_config
+from servers import (
+    Sink,
+    database_url,
+    drop_database,
+    fresh_database,
+    multiappend,
+    start_caseloop,
+    start_dovecot,
+    write_config,
+)
 from sqlalchemy import create_engine, text
-
-ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def fresh_database() -> str:
-    name = f"caseloop_takeover_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return name
-
-
-def drop_database(name: str) -> None:
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def phase(n: int, work: Path, kill: bool, seed: int) -> dict[str, object]:
     dovecot = start_dovecot()
     sink = Sink(keep=True).start()
-    name = fresh_database()
-    url = ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    name = fresh_database("caseloop_takeover")
+    url = database_url(name)
     engine = create_engine(url)
     procs: list[subprocess.Popen[str]] = []
     try:

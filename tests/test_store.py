@@ -8,14 +8,17 @@ gave; rows the API writes also equal the rows the ORM writes from the same value
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from daemon.app import App
+from daemon.maildirs import deliver_to_maildir
 from daemon.store import writes
 from daemon.store.db import make_engine, migrate, session_factory
 from daemon.store.models import (
@@ -24,6 +27,7 @@ from daemon.store.models import (
     DigestRun,
     OutboxMessage,
     SourceItem,
+    SourceState,
     Ticket,
     TicketCounter,
     TimelineEntry,
@@ -189,6 +193,9 @@ def test_a_broken_constraint_raises_sqlalchemys_error_on_every_database(make_app
         savepoint = session.begin_nested()
         with pytest.raises(IntegrityError):
             writes.queue_outbox(session, **outbox)
+            # At the latest when the savepoint commits (PostgreSQL holds the INSERT until then),
+            # so the savepoint can still be rolled back: the intake's isolation of one item.
+            savepoint.commit()
         savepoint.rollback()
         assert writes.intent_taken(session, "once")  # the first row stays
 
@@ -209,3 +216,130 @@ def test_times_written_through_the_api_compare_like_orm_times(make_app) -> None:
         assert count(SourceItem.at >= AT) == 2
         assert count(SourceItem.at > AT) == 0
         assert session.scalars(select(SourceItem.at)).all() == [AT, AT]
+
+
+# -- what the write API holds back and reads ahead (PostgreSQL holds, both read ahead) -----------
+
+
+def _entry(case: int, message_id: str | None, kind: str = "message_in") -> dict[str, Any]:
+    return dict(ticket_id=case, at=AT, kind=kind, actor="a@example.cn", message_id=message_id,
+                internal=False, data={})  # fmt: skip
+
+
+def _mail(case: int | None, intent: str, recipient: str) -> dict[str, Any]:
+    return dict(ticket_id=case, kind="ack", intent=intent, recipient=recipient, subject="s",
+                message_id=f"<{intent}@support.example>", raw=b"", created_at=LATER,
+                next_attempt_at=LATER)  # fmt: skip
+
+
+def test_one_cases_rows_keep_the_order_they_were_asked_for(make_app) -> None:
+    # An ORM row not flushed yet and an API row of the same case: the ORM row goes first, so
+    # the case's timeline (ordered by id within one moment) reads as it happened.
+    app: App = make_app()
+    with app.sessions.begin() as session:
+        case = writes.open_case(session, **_case("TS-20261124-0001", "a@example.cn"))
+        other = writes.open_case(session, **_case("TS-20261124-0002", "b@example.cn"))
+        session.add(TimelineEntry(**_entry(case, None, "status")))
+        writes.add_entry(session, **_entry(other, "<other@x>"))  # another case: need not wait
+        writes.add_entry(session, **_entry(case, "<out@x>", "message_out"))
+    with app.sessions() as session:
+        kinds = session.scalars(
+            select(TimelineEntry.kind)
+            .where(TimelineEntry.ticket_id == case)
+            .order_by(TimelineEntry.id)
+        ).all()
+    assert kinds == ["status", "message_out"]
+
+
+def test_a_rolled_back_case_number_goes_to_the_next_case(make_app) -> None:
+    # On PostgreSQL numbers come from blocks reserved outside the transaction: a rollback gives
+    # them back, and what a block has left over goes back to the counter at commit.
+    app: App = make_app()
+    day = date(2026, 11, 24)
+    with app.sessions.begin() as session:
+        assert writes.bump_counter(session, "TS", day) == 1
+        savepoint = session.begin_nested()
+        assert writes.bump_counter(session, "TS", day) == 2
+        savepoint.rollback()
+        assert writes.bump_counter(session, "TS", day) == 2
+    with pytest.raises(RuntimeError), app.sessions.begin() as session:
+        assert writes.bump_counter(session, "TS", day) == 3
+        raise RuntimeError("rolled back")
+    with app.sessions.begin() as session:
+        assert [writes.bump_counter(session, "TS", day) for _ in "abc"] == [3, 4, 5]
+    with app.sessions.begin() as session:
+        assert writes.bump_counter(session, "TS", day) == 6
+    with app.sessions() as session:
+        assert session.scalar(select(TicketCounter.value)) == 6
+
+
+def test_look_ups_after_expect_answer_as_the_database_would(make_app) -> None:
+    app: App = make_app()
+    with app.sessions.begin() as session:
+        old = writes.open_case(session, **_case("TS-20261124-0001", "a@example.cn"))
+        writes.add_entry(session, **_entry(old, "<old@x>"))
+        writes.queue_outbox(session, **_mail(old, "ack:1", "a@example.cn"))
+    with app.sessions.begin() as session:
+        writes.expect(session, LATER, ["<old@x>", "<new@x>", "<orm@x>"], ["a@example.cn", "b@x"])
+        assert writes.case_of_message(session, "<old@x>") == old
+        assert writes.case_of_message(session, "<new@x>") is None
+        new = writes.open_case(session, **_case("TS-20261124-0002", "b@x"))
+        writes.add_entry(session, **_entry(new, "<new@x>"))
+        assert writes.case_of_message(session, "<new@x>") == new  # this transaction's own
+        session.add(TimelineEntry(**_entry(new, "<orm@x>", "note")))
+        assert writes.case_of_message(session, "<orm@x>") == new  # an ORM row not flushed yet
+        assert writes.automatic_mail_count(session, "a@example.cn", AT) == 1
+        assert writes.automatic_mail_count(session, "a@example.cn", LATER) == 0
+        writes.queue_outbox(session, **_mail(new, "ack:2", "b@x"))
+        assert writes.automatic_mail_count(session, "b@x", AT) == 1
+        session.add(OutboxMessage(**_mail(new, "orm", "b@x")))
+        assert writes.automatic_mail_count(session, "b@x", AT) == 2
+        # Any other write through the session: the read-ahead is dropped, the database asked.
+        session.execute(update(OutboxMessage).values(automatic=False))
+        assert writes.automatic_mail_count(session, "a@example.cn", AT) == 0
+
+
+def test_a_conflict_found_with_the_batchs_last_writes_sets_one_mail_aside(
+    make_app, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL sends a batch's writes together, at the latest with its source_items rows. A
+    # conflict found only there (another instance took a Message-ID in after this batch read
+    # ahead) is still one mail's: the batch is redone mail by mail, that one is a duplicate.
+    app: App = make_app()
+    if app.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has one writer: nothing commits while a batch is being decided")
+    inbox = app.config.mailboxes[0].path
+    assert inbox is not None
+    for i in range(3):
+        deliver_to_maildir(inbox, _complaint(i), name=f"m{i}")
+    real, raced = writes.expect, []
+
+    def expect_then_another_instance_commits(session: Any, *args: Any) -> None:
+        real(session, *args)
+        if raced:
+            return
+        with app.sessions.begin() as other:
+            case = writes.open_case(other, **_case("TS-20991231-0001", "x@example.cn"))
+            writes.add_entry(other, **_entry(case, "<mail-2@example.net>"))
+        raced.append(case)
+
+    monkeypatch.setattr(writes, "expect", expect_then_another_instance_commits)
+    summary = app.run_once()
+    assert (summary.outcomes["ticket"], summary.outcomes["duplicate"]) == (2, 1)
+    assert not summary.set_aside
+    with app.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 3  # 2 + the racer's
+        assert session.scalar(select(func.count()).select_from(SourceItem)) == 3
+        # ... in the batch that raced: never a source error (a retry would also end well)
+        assert session.scalar(select(SourceState.last_error)) is None
+
+
+def _complaint(i: int) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"consumer{i}@example.net"
+    msg["To"] = "support@example.com"
+    msg["Subject"] = "Broken kettle"
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = f"<mail-{i}@example.net>"
+    msg.set_content(f"My kettle leaks (order 2026{i:08d}). I want a refund.")
+    return msg.as_bytes()

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon import log as logfmt
@@ -161,13 +162,22 @@ class IntakeRunner:
         with self.sessions.begin() as session:
             if not self.shares.hold(session, *lease):
                 raise _LeaseLost  # rolls the transaction back: it did nothing yet
+            if not isolate:
+                _read_ahead(session, prepared, now)
             decided = [
                 self._decide(
                     session, replace(prep, notes=list(prep.notes)), isolate, items, as_of(prep, now)
                 )
                 for prep in prepared
             ]
-            writes.record_items(session, items)
+            try:
+                writes.record_items(session, items)
+            except DBAPIError as exc:
+                # The write API may send the items' writes only here (writes.py): an error in
+                # one of them is an item's error, found without knowing which item's.
+                if isolate:
+                    raise
+                raise _ItemFailed from exc
         return decided
 
     def _decide(
@@ -226,6 +236,17 @@ class IntakeRunner:
             state.state = {**others, "backlog": backlog, "failing": error is not None}
             if error is not None:
                 state.last_error, state.last_error_at = error, now
+
+
+def _read_ahead(session: Session, prepared: list[Prepared], now: datetime) -> None:
+    """What the batch's look-ups will ask, read in one query each (writes.expect)."""
+    messages = [p.message for p in prepared if p.message is not None and not p.stopped]
+    writes.expect(
+        session,
+        now,
+        [m.message_id for m in messages if m.message_id],
+        [m.from_address.lower() for m in messages],
+    )
 
 
 def _item_row(ctx: Context) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.resources import shipped_dir
+from daemon.store import deferred
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -53,7 +54,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    deferred.install(engine)  # the write API's writes go in one round trip (deferred.py)
+    return engine
 
 
 def session_factory(

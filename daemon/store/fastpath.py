@@ -77,6 +77,21 @@ def _column_defaults(table: Table, given: frozenset[str]) -> dict[str, Callable[
     return defaults
 
 
+def insert_values(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """The values an INSERT of `values` writes: the given ones and the Python-side defaults
+    of the columns left out (what Core fills in; deferred.py writes rows itself)."""
+    key = (table.name, frozenset(values))
+    defaults = _DEFAULTS.get(key)
+    if defaults is None:
+        defaults = _DEFAULTS[key] = _column_defaults(table, key[1])
+    if not defaults:
+        return values
+    return {**{name: make() for name, make in defaults.items()}, **values}
+
+
+_DEFAULTS: dict[tuple[str, frozenset[str]], dict[str, Callable[[], Any]]] = {}
+
+
 def _as_sqlalchemy(conn: Connection, plan: _Plan, exc: Exception) -> Exception:
     """The driver's error as the SQLAlchemy error Core raises for it (IntegrityError, ...), so
     callers catch one kind of error whichever path wrote."""
@@ -114,8 +129,8 @@ class FastStatement:
                 keys=keys,
                 literals={n: b.effective_value for n, b in binds.items() if n not in given},
                 defaults=defaults,
-                processors=tuple(
-                    b.type.dialect_impl(dialect).bind_processor(dialect) for b in binds.values()
+                processors=tuple(  # per position: a name may come twice (qmark style)
+                    binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names
                 ),
                 results=tuple(
                     column.type.dialect_impl(dialect).result_processor(dialect, None)
@@ -128,6 +143,18 @@ class FastStatement:
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None, "FastStatement runs only inside a begun transaction"
         return dbapi.cursor()
+
+    def bind(self, conn: Connection, params: dict[str, Any]) -> tuple[str, Any]:
+        """The SQL and the driver's parameters of one execution, to send later (deferred.py)."""
+        plan = self._plan(conn, frozenset(params))
+        return plan.sql, plan.params(params)
+
+    def read(
+        self, conn: Connection, params: dict[str, Any], found: Sequence[Sequence[Any]] | None
+    ) -> list[tuple[Any, ...]]:
+        """Rows the driver returned for `bind(conn, params)`, as Core would read them."""
+        plan = self._plan(conn, frozenset(params))
+        return [plan.row(row) for row in found or ()]
 
     def rows(self, conn: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Execute; every row it returns (RETURNING or SELECT), as Core would read them."""

@@ -3,24 +3,41 @@
 Handlers call these and never see a dialect, a compiled statement or the driver. Each runs as
 a FastStatement (daemon/store/fastpath.py) on the session's connection, inside its transaction.
 
-One write order: everything is written in the order the code asks for it. Each operation first
-flushes the session's pending ORM changes, so a row added with `session.add` is in the
-database before the statement that follows it, and the ORM's autoflush does the same before
-its own queries; nothing is held back for later. So every read, through this API or the ORM,
-sees every write before it in the transaction.
+What a read sees: every look-up here, and every ORM query (autoflush), sees every write made
+before it in the transaction, through this API or the ORM. Within that promise, writes reach
+the database when something needs them, many at a time, not one statement at a time:
+
+- On PostgreSQL the API's INSERTs and UPDATEs are held and sent in one round trip with the next
+  read, SAVEPOINT or COMMIT (daemon/store/deferred.py); new rows take their ids from the
+  sequences a block at a time, and case numbers come from a block reserved outside the
+  transaction (daemon/store/numbers.py). On SQLite each runs at once (it costs no round trip).
+- Pending ORM changes (session.add, attribute changes) are flushed before an API call only when
+  they could change what it does: a look-up whose answer they could change, a new row of the
+  same table for the same case (one case's rows keep the order they were asked for), an UPDATE
+  of a case the ORM changed, or any pending delete. Otherwise they wait for the next ORM query,
+  record_items or the commit, and go in one flush (one multi-row INSERT per table).
+- `expect` reads ahead, in one query each, what a batch's look-ups will ask (its Message-IDs,
+  its senders' recent automatic mail); those look-ups then answer from that read plus this
+  transaction's own writes (kept up to date by the API and by ORM flushes; any other write
+  through the session, and any rollback or commit, drops the read-ahead).
+
+Errors surface as SQLAlchemy's errors (IntegrityError...), at the latest at the next look-up,
+at record_items, or when the transaction or savepoint that wrote commits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import date, datetime
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, event, func, select, update
+from sqlalchemy import Connection, Table, bindparam, event, func, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
+from sqlalchemy.orm.util import identity_key
 
-from daemon.store.fastpath import FastStatement
+from daemon.store import deferred, numbers
+from daemon.store.fastpath import FastStatement, insert_values
 from daemon.store.models import (
     Attachment,
     Base,
@@ -36,31 +53,56 @@ from daemon.store.models import (
 
 def open_case(session: Session, **values: Any) -> int:
     """INSERT a case (tickets row); its id. Columns not given get their model defaults."""
-    return int(_insert(session, Ticket, values))
+    return _insert(session, Ticket, values, None)
 
 
 def add_entry(session: Session, **values: Any) -> int:
     """INSERT a timeline entry; its id."""
-    return int(_insert(session, TimelineEntry, values))
+    entry = _insert(session, TimelineEntry, values, ("ticket_id", values.get("ticket_id")))
+    ahead = _ahead(session)
+    if ahead is not None and values.get("message_id") is not None:
+        ahead.entries[values["message_id"]] = values.get("ticket_id")
+    return entry
 
 
 def add_attachment(session: Session, **values: Any) -> int:
     """INSERT an attachment row of a timeline entry (the bytes are in the blob store)."""
-    return int(_insert(session, Attachment, values))
+    return _insert(session, Attachment, values, ("entry_id", values.get("entry_id")))
 
 
 def queue_outbox(session: Session, **values: Any) -> int:
     """INSERT an outbox row (a rendered mail the sender delivers after commit); its id."""
-    return int(_insert(session, OutboxMessage, values))
+    row = _insert(session, OutboxMessage, values, ("ticket_id", values.get("ticket_id")))
+    ahead = _ahead(session)
+    if ahead is not None:
+        ahead.queued(values.get("recipient"), values.get("automatic", True), values["created_at"])
+    return row
 
 
 def record_items(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """INSERT a batch's source_items rows in one statement batch (rows share their keys)."""
-    _plain_insert(SourceItem).executemany(_connection(session), rows)
+    """INSERT a batch's source_items rows; everything the batch wrote reaches the database
+    here (its errors surface here at the latest), and the ORM's pending changes with it."""
+    session.flush()
+    conn = session.connection()
+    held = deferred.of(conn)
+    if held is None:
+        _plain_insert(SourceItem).executemany(conn, rows)
+        return
+    table = cast(Table, SourceItem.__table__)
+    for row in rows:
+        held.insert(conn, table, insert_values(table, row))
+    deferred.send(conn)
 
 
 def update_case(session: Session, ticket_id: int, **values: Any) -> None:
     """UPDATE columns of one case by id, without loading it."""
+    case = session.identity_map.get(identity_key(Ticket, ticket_id))
+    conn = _connection(session, case is not None and _changed(case))
+    held = deferred.of(conn)
+    if held is not None:
+        held.update(conn, cast(Table, Ticket.__table__), ticket_id, values)
+        session.info[_HOLDING] = conn
+        return
     key = tuple(sorted(values))
     statement = _CASE_UPDATES.get(key)
     if statement is None:
@@ -69,16 +111,29 @@ def update_case(session: Session, ticket_id: int, **values: Any) -> None:
             .where(Ticket.id == bindparam("ticket_id_"))
             .values({name: bindparam(name, type_=Ticket.__table__.c[name].type) for name in key})
         )
-    statement.first(_connection(session), {"ticket_id_": ticket_id, **values})
+    statement.first(conn, {"ticket_id_": ticket_id, **values})
 
 
 _CASE_UPDATES: dict[tuple[str, ...], FastStatement] = {}
 
 
 def bump_counter(session: Session, prefix: str, day: date) -> int:
-    """The next value of the (prefix, day) counter, bumped atomically in the database."""
-    conn = _connection(session)
-    return int(_COUNTER_UPSERTS[conn.dialect.name].scalar(conn, {"prefix": prefix, "day": day}))
+    """The next value of the (prefix, day) counter, never the same twice (see numbers.py)."""
+    conn = _connection(session, _pending(session, TicketCounter))
+    held = deferred.of(conn)
+    if held is None:
+        return int(_COUNTER_UPSERTS["sqlite"].scalar(conn, {"prefix": prefix, "day": day, "n": 1}))
+
+    def reserve(other: Connection, n: int) -> int:
+        upsert = _COUNTER_UPSERTS["postgresql"]
+        return int(upsert.scalar(other, {"prefix": prefix, "day": day, "n": n}))
+
+    def give_back(other: Connection, top: int, low: int) -> bool:
+        params = {"prefix": prefix, "day": day, "top": top, "low": low - 1}
+        return _COUNTER_GIVE_BACK.first(other, params) is not None
+
+    engine = conn.engine
+    return held.take_number(numbers.pool(engine, prefix, day, reserve, give_back))
 
 
 def insert_if_absent(
@@ -87,7 +142,7 @@ def insert_if_absent(
     """INSERT a row unless one with the same `conflict` columns (a unique key) exists: the new
     row's primary key, or None when it was already there (taken by an earlier run or another
     instance). One statement, so two writers racing for the row cannot both get it."""
-    conn = _connection(session)
+    conn = _connection(session, _pending(session, model))
     table = cast(Table, model.__table__)
     key = (conn.dialect.name, table.name, tuple(conflict))
     statement = _IF_ABSENT.get(key)
@@ -97,7 +152,8 @@ def insert_if_absent(
         statement = _IF_ABSENT[key] = FastStatement(
             insert(table).on_conflict_do_nothing(index_elements=list(conflict)).returning(primary)
         )
-    return statement.scalar(conn, values)
+    found = _read(conn, statement, values)
+    return found[0][0] if found else None
 
 
 _IF_ABSENT: dict[tuple[str, str, tuple[str, ...]], FastStatement] = {}
@@ -107,18 +163,34 @@ _IF_ABSENT: dict[tuple[str, str, tuple[str, ...]], FastStatement] = {}
 
 def case_of_message(session: Session, message_id: str) -> int | None:
     """The case a Message-ID we sent or received is recorded on, or None."""
-    found = _scalar(session, _CASE_OF_MESSAGE, {"message_id": message_id})
-    return int(found) if found is not None else None
+    pending = any(
+        vars(obj).get("message_id") == message_id for obj in _new(session, TimelineEntry)
+    ) or _changed_any(session, TimelineEntry)
+    ahead = _ahead(session)
+    if not pending and ahead is not None and message_id in ahead.entries:
+        return ahead.entries[message_id]
+    conn = _connection(session, pending)
+    found = _read(conn, _CASE_OF_MESSAGE, {"message_id": message_id})
+    return int(found[0][0]) if found else None
 
 
 def intent_taken(session: Session, intent: str) -> bool:
     """Whether a mail with this intent is already in the outbox (at most one per intent)."""
-    return _scalar(session, _INTENT_TAKEN, {"intent": intent}) is not None
+    conn = _connection(session, _pending(session, OutboxMessage))
+    return bool(_read(conn, _INTENT_TAKEN, {"intent": intent}))
 
 
 def automatic_mail_count(session: Session, recipient: str, since: datetime) -> int:
     """Automatic mails queued to `recipient` (lower-case) after `since`."""
-    return int(_scalar(session, _RECENT_AUTOMATIC, {"recipient": recipient, "since": since}) or 0)
+    pending = _pending(session, OutboxMessage)
+    ahead = _ahead(session)
+    if not pending and ahead is not None:
+        count = ahead.automatic_count(recipient, since)
+        if count is not None:
+            return count
+    conn = _connection(session, pending)
+    found = _read(conn, _RECENT_AUTOMATIC, {"recipient": recipient, "since": since})
+    return int(found[0][0] or 0) if found else 0
 
 
 def complainants(
@@ -126,14 +198,144 @@ def complainants(
 ) -> set[str]:
     """Up to `limit` distinct complainant addresses (lower-case) of cases against one
     respondent opened from `since` to `until`."""
+    pending = any(
+        vars(t).get("respondent_key") == respondent_key for t in _new(session, Ticket)
+    ) or any(_WHO_WHEN & state.committed_state.keys() for state in _changed_of(session, Ticket))
+    conn = _connection(session, pending)
     params = {"key": respondent_key, "since": since, "now": until, "limit": limit}
-    return {row[0] for row in _COMPLAINANTS.rows(_connection(session), params)}
+    return {row[0] for row in _read(conn, _COMPLAINANTS, params)}
+
+
+_WHO_WHEN = {"respondent_key", "complainant_email", "created_at"}
 
 
 def outbox_of_message(session: Session, message_id: str) -> tuple[int, int | None, str] | None:
     """(outbox id, case id, recipient) of the mail we sent with this Message-ID, or None."""
-    found = _OUTBOX_BY_MESSAGE_ID.first(_connection(session), {"message_id": message_id})
-    return (int(found[0]), found[1], str(found[2])) if found is not None else None
+    conn = _connection(session, _pending(session, OutboxMessage))
+    found = _read(conn, _OUTBOX_BY_MESSAGE_ID, {"message_id": message_id})
+    return (int(found[0][0]), found[0][1], str(found[0][2])) if found else None
+
+
+# -- reading ahead for a batch ---------------------------------------------------------------
+
+# How far back `expect` reads automatic mail: covers the hourly cap (handlers/notify.py).
+_AUTOMATIC_WINDOW = timedelta(days=1)
+
+
+class _Ahead:
+    """What `expect` read, kept current with this transaction's writes."""
+
+    def __init__(self, since: datetime) -> None:
+        self.entries: dict[str, int | None] = {}  # Message-ID -> case (None: not taken in)
+        self.since = since  # automatic mail read from here on
+        self.automatic: dict[str, list[datetime]] = {}  # recipient -> when each was queued
+
+    def queued(self, recipient: str | None, automatic: bool, at: datetime) -> None:
+        if automatic and recipient in self.automatic:
+            self.automatic[recipient].append(at)
+
+    def automatic_count(self, recipient: str, since: datetime) -> int | None:
+        times = self.automatic.get(recipient)
+        if times is None or since < self.since:
+            return None
+        return sum(1 for at in times if at > since)
+
+
+def expect(
+    session: Session, now: datetime, message_ids: Iterable[str], recipients: Iterable[str]
+) -> None:
+    """Read ahead what a batch about to be decided will look up: which of these Message-IDs
+    are taken in, and the automatic mail queued to these recipients (lower-case) lately."""
+    session.flush()
+    conn = session.connection()
+    ahead = _Ahead(now - _AUTOMATIC_WINDOW)
+    ids = sorted(set(message_ids))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        ahead.entries.update(dict.fromkeys(chunk))
+        taken = conn.execute(
+            select(TimelineEntry.message_id, TimelineEntry.ticket_id).where(
+                TimelineEntry.message_id.in_(chunk)
+            )
+        )
+        ahead.entries.update({m: t for m, t in taken if m is not None})
+    addresses = sorted(set(recipients))
+    for start in range(0, len(addresses), 500):
+        chunk = addresses[start : start + 500]
+        for address in chunk:
+            ahead.automatic[address] = []
+        queued = conn.execute(
+            select(OutboxMessage.recipient, OutboxMessage.created_at).where(
+                OutboxMessage.recipient.in_(chunk),
+                OutboxMessage.automatic.is_(True),
+                OutboxMessage.created_at > ahead.since,
+            )
+        )
+        for recipient, at in queued:
+            ahead.automatic[recipient].append(at)
+    memo(session, _AHEAD)["read"] = ahead
+
+
+_AHEAD = "writes.ahead"
+
+
+def _ahead(session: Session) -> _Ahead | None:
+    memos: dict[str, dict[Any, Any]] | None = session.info.get(_MEMO)
+    found = memos.get(_AHEAD) if memos else None
+    return cast(_Ahead | None, found.get("read")) if found else None
+
+
+def _forget_ahead(session: Session) -> None:
+    memos = session.info.get(_MEMO)
+    if memos:
+        memos.pop(_AHEAD, None)
+
+
+@event.listens_for(Session, "before_flush")
+def _orm_rows_take_ids_in_turn(session: Session, _flush: UOWTransaction, _objects: Any) -> None:
+    """On PostgreSQL new ORM rows of the API's tables take their ids from the same blocks as
+    the API's rows (deferred.py), so ids follow the order rows were written in."""
+    new = session.info.get(_NEW)
+    if not new:
+        return
+    conn = session.connection()
+    held = deferred.of(conn)
+    if held is None:
+        return
+    for obj in new:
+        if type(obj) in _DRAWN and vars(obj).get("id") is None and obj in session:
+            obj.id = held.next_id(conn, cast(Table, type(obj).__table__))
+
+
+_DRAWN = (Ticket, TimelineEntry, Attachment, OutboxMessage)
+
+
+@event.listens_for(Session, "before_flush")
+def _ahead_sees_the_flush(session: Session, _flush: UOWTransaction, _objects: Any) -> None:
+    ahead = _ahead(session)
+    if ahead is None:
+        return
+    if _changed_any(session, TimelineEntry) or _changed_any(session, OutboxMessage):
+        _forget_ahead(session)
+        return
+    if any(isinstance(obj, Ticket | TimelineEntry | OutboxMessage) for obj in session.deleted):
+        _forget_ahead(session)
+        return
+    for obj in session.new:
+        if isinstance(obj, TimelineEntry) and obj.message_id is not None:
+            if obj.ticket_id is None:  # set by the flush from a relationship: unknown here
+                _forget_ahead(session)
+                return
+            ahead.entries[obj.message_id] = obj.ticket_id
+        elif isinstance(obj, OutboxMessage):
+            automatic = True if obj.automatic is None else obj.automatic
+            ahead.queued(obj.recipient, automatic, obj.created_at)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _ahead_drops_on_other_writes(state: ORMExecuteState) -> None:
+    if not state.is_select:
+        _forget_ahead(state.session)
 
 
 # -- per-transaction memo --------------------------------------------------------------------
@@ -153,6 +355,7 @@ _MEMO = "caseloop.memo"
 @event.listens_for(Session, "after_soft_rollback")
 def _forget_memo(session: Session, _previous: SessionTransaction) -> None:
     session.info.pop(_MEMO, None)
+    session.info.pop(_NEW, None)
 
 
 @event.listens_for(Session, "after_commit")
@@ -160,22 +363,93 @@ def _memo_ends_with_transaction(session: Session) -> None:
     session.info.pop(_MEMO, None)
 
 
+# -- the ORM's pending changes ---------------------------------------------------------------
+
+_NEW = "caseloop.new"  # session.info: objects added since the last flush (maybe flushed since)
+
+
+@event.listens_for(Session, "transient_to_pending")
+def _note_new(session: Session, obj: Any) -> None:
+    session.info.setdefault(_NEW, []).append(obj)
+
+
+@event.listens_for(Session, "after_flush_postexec")
+def _flushed(session: Session, _flush: UOWTransaction) -> None:
+    session.info.pop(_NEW, None)
+
+
+@event.listens_for(Session, "before_commit")
+def _send_before_commit(session: Session) -> None:
+    """A transaction or savepoint commits: what the API held is sent first, so an error
+    surfaces here, while the savepoint can still be rolled back (the intake's isolation)."""
+    conn: Connection | None = session.info.get(_HOLDING)
+    if conn is not None and not conn.closed and not conn.invalidated and deferred.of(conn):
+        deferred.send(conn)
+
+
+_HOLDING = "caseloop.holding"  # session.info: the connection the API last held writes on
+
+
+def _new(session: Session, model: type[Base]) -> list[Any]:
+    """New `model` rows added since the last flush (a few may have left the session since:
+    that only costs a flush)."""
+    return [obj for obj in session.info.get(_NEW, ()) if type(obj) is model]
+
+
+def _changed_of(session: Session, model: type[Base]) -> list[Any]:
+    # The ORM's own set of changed persistent objects (what Session.dirty is built from).
+    return [s for s in session.identity_map._modified if s.class_ is model]  # noqa: SLF001
+
+
+def _changed_any(session: Session, model: type[Base]) -> bool:
+    return any(s.class_ is model for s in session.identity_map._modified)  # noqa: SLF001
+
+
+def _changed(obj: Any) -> bool:
+    return bool(inspect(obj).modified)
+
+
+def _pending(session: Session, model: type[Base]) -> bool:
+    """Whether the ORM holds a new or changed row of `model`."""
+    return bool(_new(session, model)) or _changed_any(session, model)
+
+
 # -- statements, built once ------------------------------------------------------------------
 
 
-def _connection(session: Session) -> Connection:
-    """The transaction's connection, once the session's pending ORM changes are written:
-    the one write order (see the module's docstring)."""
-    session.flush()
+def _connection(session: Session, flush: bool) -> Connection:
+    """The transaction's connection, the ORM's pending changes flushed first when the caller
+    says they matter (see the module's docstring), and always when one is a delete."""
+    if flush or session.deleted:
+        session.flush()
     return session.connection()
 
 
-def _insert(session: Session, model: type[Base], values: dict[str, Any]) -> Any:
-    return _returning_insert(model).scalar(_connection(session), values)
+def _insert(
+    session: Session, model: type[Base], values: dict[str, Any], case: tuple[str, Any] | None
+) -> int:
+    """INSERT one row of `model`; its id. `case`: (column, value) naming what the row belongs
+    to; a new ORM row of the same table and owner is flushed first (the order of its rows)."""
+    same = case is not None and any(
+        vars(obj).get(case[0]) == case[1] for obj in _new(session, model)
+    )
+    conn = _connection(session, same)
+    held = deferred.of(conn)
+    table = cast(Table, model.__table__)
+    if held is None:
+        return int(_returning_insert(model).scalar(conn, values))
+    row_id = values["id"] if values.get("id") is not None else held.next_id(conn, table)
+    held.insert(conn, table, insert_values(table, {**values, "id": row_id}))
+    session.info[_HOLDING] = conn
+    return row_id
 
 
-def _scalar(session: Session, statement: FastStatement, params: dict[str, Any]) -> Any:
-    return statement.scalar(_connection(session), params)
+def _read(conn: Connection, statement: FastStatement, params: dict[str, Any]) -> list[Any]:
+    """Run a statement that answers; on PostgreSQL with what the connection holds, in one
+    round trip."""
+    if deferred.of(conn) is None:
+        return statement.rows(conn, params)
+    return statement.read(conn, params, deferred.send(conn, statement.bind(conn, params)))
 
 
 def _returning_insert(model: type[Base]) -> FastStatement:
@@ -201,10 +475,10 @@ _PLAIN_INSERTS: dict[str, FastStatement] = {}
 def _counter_upsert(insert: Any) -> FastStatement:
     return FastStatement(
         insert(TicketCounter)
-        .values(prefix=bindparam("prefix"), day=bindparam("day"), value=1)
+        .values(prefix=bindparam("prefix"), day=bindparam("day"), value=bindparam("n"))
         .on_conflict_do_update(
             index_elements=[TicketCounter.prefix, TicketCounter.day],
-            set_={"value": TicketCounter.value + 1},
+            set_={"value": TicketCounter.value + bindparam("n")},
         )
         .returning(TicketCounter.value)
     )
@@ -214,7 +488,16 @@ _COUNTER_UPSERTS = {
     "sqlite": _counter_upsert(sqlite.insert),
     "postgresql": _counter_upsert(postgresql.insert),
 }
-
+_COUNTER_GIVE_BACK = FastStatement(
+    update(TicketCounter)
+    .where(
+        TicketCounter.prefix == bindparam("prefix"),
+        TicketCounter.day == bindparam("day"),
+        TicketCounter.value == bindparam("top"),
+    )
+    .values(value=bindparam("low"))
+    .returning(TicketCounter.value)
+)
 _CASE_OF_MESSAGE = FastStatement(
     select(TimelineEntry.ticket_id).where(TimelineEntry.message_id == bindparam("message_id"))
 )

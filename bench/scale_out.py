@@ -1,0 +1,269 @@
+"""Benchmark: the same N generated complaints over IMAP, mail in to every ack at an SMTP sink, on
+SQLite with one instance and on PostgreSQL with 1, 2, 3 instances, in one run; as ratios.
+
+    .venv/bin/python bench/scale_out.py [-n 6000] [--instances 1,2,3] [--mailboxes 4]
+                                        [--repeat 3] [--py-spy BIN --profile DIR]
+
+Each trial starts a fresh Dovecot and APPENDs the same generated mails (bench/ingest_maildir's
+make_message, seed 7), spread round-robin over --mailboxes folders that the config names as as
+many IMAP mailboxes, so several instances have separate mailboxes to work. PostgreSQL trials get
+a fresh database (CREATE DATABASE on 127.0.0.1:5432, dropped after); every trial's schema is
+made with `caseloop migrate` before the clock starts. The clock runs from starting K `caseloop
+run --once` processes (the same config) until the last has exited and every ack it queued is
+at the sink (an aiosmtpd in this process that notes each mail's Message-ID, so a mail
+delivered twice shows). Trials are interleaved (SQLite, PG x1, PG x2, ... then again) and each
+figure is the median of --repeat, with the spread.
+
+Beside the wall time: the CPU the caseloop processes used (their rusage, the delivery process
+they start included) and the machine's busy CPU over the trial (/proc/stat; 2 cores = 200%),
+so one sees whether a trial waited or computed.
+
+--profile DIR with --py-spy BIN instead runs one SQLite and one PostgreSQL x1 trial under
+`py-spy record --subprocesses --format raw` and writes DIR/sqlite.txt and DIR/pg1.txt, the
+collapsed stacks (speedscope, flamegraph.pl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest_maildir import make_message
+from servers import (
+    Dovecot,
+    Sink,
+    caseloop,
+    database_url,
+    drop_database,
+    fresh_database,
+    multiappend,
+    run_caseloop,
+    start_dovecot,
+)
+from sqlalchemy import create_engine, text
+
+
+@dataclass
+class Trial:
+    label: str
+    seconds: float
+    n: int
+    cpu_caseloop: float  # seconds of CPU, all instances and their delivery processes
+    busy: float  # the machine's busy CPU over the trial, in cores
+    checks: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.seconds
+
+
+def write_config(root: Path, dovecot: Dovecot, boxes: int, smtp_port: int, url: str) -> Path:
+    """One caseloop.toml for every instance: `boxes` IMAP mailboxes (folders box0...) on the
+    one Dovecot account, acks to the sink."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "imap-password").write_text(dovecot.password + "\n")
+    lines = [
+        'data_dir = "caseloop-data"',
+        "[database]",
+        f'url = "{url}"',
+        "[intake]",
+        'poll_interval = "1s"',
+        "[delivery]",
+        'interval = "1s"',
+        "[smtp]",
+        'host = "127.0.0.1"',
+        f"port = {smtp_port}",
+        'security = "none"',
+    ]
+    for box in range(boxes):
+        lines += [
+            "[[mailboxes]]",
+            f'name = "box{box}"',
+            'type = "imap"',
+            f'address = "{dovecot.user}"',
+            f'host = "{dovecot.host}"',
+            f"port = {dovecot.port}",
+            'security = "none"',
+            f'username = "{dovecot.user}"',
+            'password_file = "imap-password"',
+            f'folder = "box{box}"',
+            f'processed_folder = "done{box}"',
+            f'quarantine_folder = "quarantine{box}"',
+            "idle = false",
+        ]
+    path = root / "caseloop.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def busy_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU jiffies of the machine so far, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def run_instances(argvs: list[list[str]], logs: Path) -> float:
+    """Start the processes together and wait for all: their CPU seconds."""
+    procs = []
+    for i, argv in enumerate(argvs):
+        with (logs / f"instance{i}.log").open("wb") as log:
+            procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log))
+    cpu = 0.0
+    codes = []
+    for proc in procs:
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        codes.append(proc.returncode)
+        cpu += usage.ru_utime + usage.ru_stime
+    if any(codes):
+        tails = [(logs / f"instance{i}.log").read_text()[-2000:] for i in range(len(procs))]
+        raise SystemExit(f"instances exited {codes}:\n" + "\n---\n".join(tails))
+    return cpu
+
+
+def trial(
+    label: str,
+    instances: int,
+    corpus: list[bytes],
+    args: argparse.Namespace,
+    work: Path,
+    spy: list[str] | None = None,
+) -> Trial:
+    dovecot = start_dovecot()
+    sink = Sink(keep=True).start()
+    database = fresh_database("caseloop_bench") if label != "sqlite" else None
+    root = work / f"{label}-{uuid.uuid4().hex[:6]}"
+    try:
+        for box in range(args.mailboxes):
+            multiappend(dovecot, corpus[box :: args.mailboxes], f"box{box}")
+        url = "sqlite:///caseloop-data/caseloop.db" if database is None else database_url(database)
+        config = write_config(root, dovecot, args.mailboxes, sink.port, url)
+        run_caseloop("migrate", config=config, timeout=None)
+        argv = caseloop(config, "run", "--once")
+        argvs = [[*(spy or []), *argv] for _ in range(instances)]
+        busy0, total0 = busy_jiffies()
+        t0 = time.perf_counter()
+        cpu = run_instances(argvs, root)
+        engine = create_engine(
+            f"sqlite:///{root / 'caseloop-data' / 'caseloop.db'}" if database is None else url
+        )
+        with engine.connect() as conn:
+
+            def count(sql: str) -> int:
+                return int(conn.execute(text(sql)).scalar() or 0)
+
+            queued = count("select count(*) from outbox")
+            # run --once delivers before it exits; a short grace for the sink's last DATA
+            sink.handler.wait(lambda: sink.handler.count >= queued, 30)
+            elapsed = time.perf_counter() - t0
+            busy1, total1 = busy_jiffies()
+            per_id = Counter(mid for _, mid, _ in sink.handler.arrivals)
+            entries = Counter(
+                m
+                for (m,) in conn.execute(
+                    text("select message_id from timeline_entries where kind = 'message_in'")
+                )
+            )
+            checks = {
+                "cases": count("select count(*) from tickets"),
+                "items": count("select count(*) from source_items"),
+                "outbox": queued,
+                "sent": count("select count(*) from outbox where status = 'sent'"),
+                "delivered": sink.handler.count,
+                "delivered_twice": sum(1 for c in per_id.values() if c > 1),
+                "entries_twice": sum(1 for c in entries.values() if c > 1),
+            }
+        engine.dispose()
+        cores = os.cpu_count() or 1
+        busy = (busy1 - busy0) / max(1, total1 - total0) * cores
+        return Trial(label, elapsed, len(corpus), cpu, busy, checks)
+    finally:
+        sink.stop()
+        dovecot.remove()
+        if database is not None:
+            drop_database(database)
+
+
+def summary(trials: list[Trial]) -> tuple[float, str]:
+    rates = [t.rate for t in trials]
+    med = statistics.median(rates)
+    spread = f"{min(rates):.0f}-{max(rates):.0f}" if len(rates) > 1 else "-"
+    return med, spread
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=6000)
+    parser.add_argument("--instances", default="1,2,3", help="PostgreSQL instance counts")
+    parser.add_argument("--mailboxes", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--py-spy", help="the py-spy binary, for --profile")
+    parser.add_argument("--profile", help="profile SQLite x1 and PostgreSQL x1 into this folder")
+    args = parser.parse_args()
+    counts = [int(k) for k in args.instances.split(",") if k]
+    rng = random.Random(7)
+    corpus = [make_message(i, rng) for i in range(args.n)]
+    print(f"{args.n} generated mails over {args.mailboxes} IMAP folders, {os.cpu_count()} cores")
+
+    with tempfile.TemporaryDirectory(prefix="caseloop-scale-") as tmp:
+        work = Path(tmp)
+        if args.profile:  # SQLite x1 and PostgreSQL x1, each once under py-spy
+            out = Path(args.profile).resolve()
+            out.mkdir(parents=True, exist_ok=True)
+            for label in ("sqlite", "pg1"):
+                spy = [args.py_spy or "py-spy", "record", "--subprocesses", "--format", "raw"]
+                spy += ["--rate", "200", "-o", str(out / f"{label}.txt"), "--"]
+                t = trial(label, 1, corpus, args, work, spy=spy)
+                print(f"profiled {label}: {t.rate:.0f} msg/s under py-spy -> {out}/{label}.txt")
+            return 0
+        plan = ([] if args.no_sqlite else [("sqlite", 1)]) + [(f"pg{k}", k) for k in counts]
+        results: dict[str, list[Trial]] = {label: [] for label, _ in plan}
+        for rep in range(args.repeat):
+            for label, k in plan:
+                t = trial(label, k, corpus, args, work)
+                results[label].append(t)
+                print(
+                    f"  [{rep + 1}/{args.repeat}] {label:6s} {t.rate:6.0f} msg/s "
+                    f"({t.seconds:.1f} s, caseloop CPU {t.cpu_caseloop:.1f} s, machine busy "
+                    f"{t.busy * 100:.0f}%) {t.checks}",
+                    flush=True,
+                )
+    print("median msg/s (min-max) over", args.repeat, "trials, mail in to every ack at the sink:")
+    medians = {}
+    for label, trials in results.items():
+        medians[label], spread = summary(trials)
+        print(f"  {label:6s} {medians[label]:6.0f}  ({spread})")
+    if "sqlite" in medians and "pg1" in medians:
+        print(f"  PG1/SQLite1 = {medians['pg1'] / medians['sqlite']:.2f}")
+    for k in counts:
+        if k > 1 and "pg1" in medians:
+            print(f"  PG{k}/PG1 = {medians[f'pg{k}'] / medians['pg1']:.2f}")
+    bad = [
+        (t.label, t.checks)
+        for trials in results.values()
+        for t in trials
+        if t.checks["cases"] != args.n
+        or t.checks["delivered"] != t.checks["outbox"]
+        or t.checks["delivered_twice"]
+        or t.checks["entries_twice"]
+    ]
+    for label, checks in bad:
+        print(f"  CHECK FAILED {label}: {checks}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
