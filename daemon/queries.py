@@ -60,8 +60,16 @@ def status_report(app: App, session: Session) -> dict[str, Any]:
         state = states.get(source.name)
         polled = state.last_poll_at if state else None
         recorded = state.state if state else {}
-        since = recorded.get("polling_since")
+        since, due = recorded.get("polling_since"), recorded.get("next_poll_by")
         polling = datetime.fromisoformat(since) if since else None
+        held_by = holders.get(coordination.source_lease(source.name))
+        # a live instance holds it, yet its next poll has not begun (a wait that hangs)
+        overdue_poll = (
+            held_by is not None
+            and polling is None
+            and due is not None
+            and now - datetime.fromisoformat(due) > POLL_STALLS
+        )
         sources.append(
             {
                 "name": source.name,
@@ -72,12 +80,13 @@ def status_report(app: App, session: Session) -> dict[str, Any]:
                 # a poll going on for long (a server that stopped answering), or no poll for
                 # longer than a poll interval, its retries and a command's timeout allow
                 "stalled": (polling is not None and now - polling > POLL_STALLS)
+                or overdue_poll
                 or (polled is not None and now - polled > stale),
                 "polling_since": iso(polling, zone),
                 "failing": bool(recorded.get("failing")),
                 "last_error": state.last_error if state else None,
                 "last_error_at": iso(state.last_error_at, zone) if state else None,
-                "held_by": holders.get(coordination.source_lease(source.name)),
+                "held_by": held_by,
             }
         )
     outbox = dict(

@@ -18,7 +18,7 @@ from daemon.config import Config
 from daemon.items import Incoming
 from daemon.prepare import Preparer
 from daemon.runners.shares import Shares
-from daemon.runners.source import Source
+from daemon.runners.source import Source, waits
 from daemon.runners.summary import Summary
 from daemon.store import writes
 from daemon.store.blobs import BlobStore
@@ -234,6 +234,11 @@ class IntakeRunner:
             state.last_poll_at = now
             others = {k: v for k, v in state.state.items() if k != "polling_since"}
             state.state = {**others, "backlog": backlog, "failing": error is not None}
+            if waits(source):
+                # Its thread waits (IDLE, or a sleep) at most a poll interval before the next
+                # poll: a wait that outlasts it (a DONE the frozen server never answers) shows.
+                interval = self.config.intake.poll_interval.as_timedelta()
+                state.state = {**state.state, "next_poll_by": (now + interval).isoformat()}
             if error is not None:
                 state.last_error, state.last_error_at = error, now
 
