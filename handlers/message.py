@@ -33,3 +33,6 @@ class ParsedMessage:
     attachments: tuple[Attachment, ...]
     headers: Mapping[str, str]  # lower-case name -> decoded value of the first occurrence
     defects: tuple[str, ...]  # what had to be guessed or repaired, for people to read
+    # the header from_address came from: "from", else "reply-to" or "sender" (a mail with no
+    # usable From); only a From address can be vouched for by DKIM/DMARC alignment
+    sender_header: str = "from"

@@ -14,9 +14,6 @@ the next message (LESSONS 3).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import codecs
 import email
 import hashlib
 import mimetypes
@@ -27,14 +24,13 @@ from datetime import UTC, datetime
 from email.message import Message
 from email.policy import compat32
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
 from types import MappingProxyType
 
-import charset_normalizer
 import inscriptis
 from mailparser.utils import get_addresses
 
 from daemon.config import Config
+from handlers.charsets import Decoder, clean_text
 from handlers.context import BlobWriter, Prepared, StoredAttachment
 from handlers.message import Attachment, ParsedMessage
 from handlers.quotes import strip_quotes
@@ -56,201 +52,6 @@ def parse_message(raw: bytes) -> ParsedMessage:
         raise ParseError(f"unparseable message ({type(exc).__name__})") from exc
 
 
-# --- charsets -------------------------------------------------------------------------------
-
-# Labels clients put on text written in a bigger charset: after the label, try these.
-_SUPERSETS = {
-    "gb2312": ("gb18030",),
-    "gbk": ("gb18030",),
-    "big5": ("cp950", "big5hkscs"),
-    "cp950": ("big5hkscs",),
-    "big5hkscs": ("cp950",),
-}
-# Labels Python does not know but mail clients send.
-_ALIASES = {"x-gbk": "gbk", "x-x-big5": "big5", "cn-big5": "big5", "x-euc-cn": "gb2312"}
-# Single-byte labels that webmail and forms often put on UTF-8 text; they never fail to decode.
-_LATIN = {"ascii", "iso8859-1", "iso8859-15", "cp1252"}
-# Codecs that are not charsets, even though Python can look them up.
-_NOT_CHARSETS = {"unicode-escape", "raw-unicode-escape", "idna", "punycode", "undefined"}
-# Codecs whose text can be plain ASCII bytes that do not mean ASCII.
-_NOT_ASCII_SUPERSETS = ("utf-16", "utf-32", "utf-7", "hz", "iso2022")
-# A multi-byte charset declared anywhere in a message is the best guess for its raw 8-bit bytes.
-_CJK = {"gb2312", "gbk", "gb18030", "big5", "cp950", "big5hkscs", "shift_jis", "euc_jp", "euc_kr"}
-# What charset-normalizer may choose from: what our Chinese and English senders actually use.
-_DETECTABLE = ["utf_8", "gb18030", "cp950", "big5hkscs", "shift_jis", "cp1252", "cp1251"]
-# Below this many bytes statistics are guesswork (a name, a subject): valid GB2312 wins.
-_SHORT = 200
-
-
-@lru_cache(maxsize=256)
-def _codecs_for(label: str) -> tuple[str, ...] | None:
-    """Codec names to try, in order, for a declared charset label; None if unknown."""
-    try:
-        info = codecs.lookup(_ALIASES.get(label, label))
-    except LookupError:
-        return None
-    if info.name in _NOT_CHARSETS or not getattr(info, "_is_text_encoding", True):
-        return None
-    return (info.name, *_SUPERSETS.get(info.name, ()))
-
-
-def _try(data: bytes, codec: str) -> str | None:
-    try:
-        return data.decode(codec)
-    except (UnicodeError, LookupError):
-        return None
-
-
-def _clean(text: str) -> str:
-    """No NUL (PostgreSQL text refuses it) and nothing that cannot be written as UTF-8."""
-    if "\x00" in text:
-        text = text.replace("\x00", "")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "replace").decode("utf-8")
-    return text
-
-
-class _Decoder:
-    """Decodes the byte strings of one message and notes every guess it had to make."""
-
-    def __init__(self) -> None:
-        self.defects: list[str] = []
-        self.hints: list[str] = []  # CJK codecs declared somewhere in the message
-
-    def note(self, defect: str) -> None:
-        if defect not in self.defects:
-            self.defects.append(defect)
-
-    def hint(self, label: str | None) -> None:
-        names = _codecs_for(label.lower()) if label else None
-        if names and names[0] in _CJK:
-            self.hints.extend(n for n in names if n not in self.hints)
-
-    def decode(self, data: bytes, label: str | None, where: str) -> str:
-        """Text of `data` labelled `label` (None if undeclared); never raises."""
-        if not data:
-            return ""
-        label = (label or "").strip().strip("\"'").lower()
-        names = _codecs_for(label) if label and label != "unknown-8bit" else None
-        if names is None:
-            if data.isascii():
-                return _clean(data.decode("ascii"))
-            text, used = self._guess(data)
-            if label and label != "unknown-8bit":
-                self.note(f"unknown charset {label!r} read as {used} ({where})")
-            elif used != "utf-8":
-                self.note(f"undeclared charset detected as {used} ({where})")
-            return _clean(text)
-        declared = names[0]
-        if data.isascii() and not declared.startswith(_NOT_ASCII_SUPERSETS):
-            return _clean(data.decode("ascii"))
-        # UTF-8 text is common under any label and is almost never valid UTF-8 by accident.
-        if declared in _LATIN:  # these decode any bytes, so UTF-8 must be tried first
-            order: tuple[str, ...] = ("utf-8", *names)
-        else:
-            order = (declared, "utf-8", *names[1:])
-        for name in dict.fromkeys(order):
-            text_or_none = _try(data, name)
-            if text_or_none is None:
-                continue
-            if name == "utf-8" and declared != "utf-8":
-                self.note(f"charset {label} declared but text is utf-8 ({where})")
-            elif name != declared:
-                self.note(f"charset {label} decoded as {name} ({where})")
-            return _clean(text_or_none)
-        text, used = self._guess(data)
-        self.note(f"charset {label} did not fit the bytes, read as {used} ({where})")
-        return _clean(text)
-
-    def _guess(self, data: bytes) -> tuple[str, str]:
-        """Decode bytes whose charset is unknown; returns (text, what was used)."""
-        for name in ("utf-8", *self.hints):
-            text = _try(data, name)
-            if text is not None:
-                return text, name
-        if len(data) < _SHORT:
-            text = _try(data, "gb2312")
-            if text is not None:
-                return text, "gb18030"  # the same text; gb18030 is the name that is always right
-        best = charset_normalizer.from_bytes(data, cp_isolation=_DETECTABLE).best()
-        if best is not None:
-            names = _codecs_for(best.encoding) or (best.encoding,)
-            for name in names:
-                text = _try(data, name)
-                if text is not None:
-                    return text, name
-            return str(best), best.encoding
-        text = _try(data, "gb18030")
-        if text is not None:
-            return text, "gb18030"
-        return data.decode("utf-8", "replace"), "utf-8 with replacement characters"
-
-    # --- headers ---
-
-    def header(self, raw: str, where: str) -> str:
-        """A header value as people read it: unfolded, 8-bit bytes and RFC 2047 words decoded."""
-        if raw.isascii() and "=?" not in raw and "\x00" not in raw:  # nothing to decode
-            if "\n" in raw or "\r" in raw:
-                raw = _FOLD.sub("", raw).replace("\r", "").replace("\n", "")
-            return raw.replace("\t", " ").strip()
-        return _clean(self.words(self.unfold(raw, where), where).replace("\t", " ").strip())
-
-    def unfold(self, raw: str, where: str) -> str:
-        """Unfolds a header and decodes raw 8-bit bytes in it, leaving RFC 2047 words alone."""
-        value = _FOLD.sub("", raw).replace("\r", "").replace("\n", "")
-        if not value.isascii():  # the parser keeps raw bytes as surrogate escapes
-            value = self.decode(value.encode("utf-8", "surrogateescape"), None, where)
-        return value
-
-    def words(self, value: str, where: str) -> str:
-        """Decodes RFC 2047 encoded words; adjacent words are joined before decoding."""
-        if "=?" not in value:
-            return value
-        pieces: list[str] = []
-        pending: list[tuple[str, bytes]] = []  # adjacent words waiting for their neighbours
-
-        def flush() -> None:
-            pieces.extend(self.decode(data, charset, where) for charset, data in pending)
-            pending.clear()
-
-        pos = 0
-        for match in _ENCODED_WORD.finditer(value):
-            gap = value[pos : match.start()]
-            if gap.strip(" \t") or not pending:  # whitespace between two words is dropped
-                flush()
-                pieces.append(gap)
-            charset = match[1].split("*", 1)[0].lower()  # RFC 2231 language suffix
-            data = _word_bytes(match[2], match[3])
-            if data is None:
-                flush()
-                pieces.append(match[0])
-                self.note(f"broken encoded word kept as written ({where})")
-            elif pending and pending[-1][0] == charset:
-                pending[-1] = (charset, pending[-1][1] + data)
-            else:
-                pending.append((charset, data))
-            pos = match.end()
-        flush()
-        pieces.append(value[pos:])
-        return "".join(pieces)
-
-
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
-
-
-def _word_bytes(encoding: str, payload: str) -> bytes | None:
-    data = payload.encode("utf-8")
-    if encoding in "qQ":
-        return binascii.a2b_qp(data, header=True)
-    try:
-        return base64.b64decode(data + b"=" * (-len(data) % 4))
-    except binascii.Error:
-        return None
-
-
 # --- addresses, ids, dates ------------------------------------------------------------------
 
 _ADDR_SPEC = re.compile(r"[^\s<>()\[\]\",;:@]+@[^\s<>()\[\]\",;:@]+")
@@ -265,7 +66,7 @@ _NAMED_ADDRESS = re.compile(
 )
 
 
-def _addresses(values: list[str], decoder: _Decoder, where: str) -> list[tuple[str, str]]:
+def _addresses(values: list[str], decoder: Decoder, where: str) -> list[tuple[str, str]]:
     """(display name still RFC 2047-encoded, address) pairs from every occurrence of a header."""
     pairs: list[tuple[str, str]] = []
     for raw in values:
@@ -279,20 +80,50 @@ def _addresses(values: list[str], decoder: _Decoder, where: str) -> list[tuple[s
     return pairs
 
 
-def _mailboxes(values: list[str], decoder: _Decoder, where: str) -> tuple[str, ...]:
+def _mailboxes(values: list[str], decoder: Decoder, where: str) -> tuple[str, ...]:
     """Just the addresses, in order, each once."""
     return tuple(dict.fromkeys(address for _, address in _addresses(values, decoder, where)))
 
 
-def _sender(values: list[str], decoder: _Decoder) -> tuple[str, str]:
-    """(display name, address) of From; ParseError when nobody can be answered."""
-    if not values:
-        raise ParseError("no usable sender (From missing)")
-    pairs = _addresses(values[:1], decoder, "from header")
+# Where else a sender can be found when From cannot be answered: what Zammad and MUAs accept.
+_SENDER_FALLBACKS = ("reply-to", "sender")
+
+
+def _sender(headers: dict[str, list[str]], decoder: Decoder) -> tuple[str, str, str]:
+    """(display name, address, header) of whoever can be answered: From, else a usable second
+    From, else Reply-To, else Sender; ParseError with From's problem when none is usable."""
+    froms = headers.get("from", [])
+    first: ParseError | None = None
+    for index, value in enumerate(froms[:3]):
+        try:
+            name, address = _one_sender(value, decoder, "from header")
+        except ParseError as exc:
+            first = first or exc
+            continue
+        if index:
+            decoder.note(f"From header {index + 1} used: the first has no usable address")
+        elif len(froms) > 1:
+            decoder.note(f"{len(froms)} From headers: the first used")
+        return name, address, "from"
+    for header in _SENDER_FALLBACKS:
+        for value in headers.get(header, [])[:1]:
+            try:
+                name, address = _one_sender(value, decoder, f"{header} header")
+            except ParseError:
+                continue
+            problem = "no From" if first is None else f"From unusable ({first})"
+            decoder.note(f"{problem}: sender taken from {header.title()}")
+            return name, address, header
+    raise first or ParseError("no usable sender (From missing)")
+
+
+def _one_sender(value: str, decoder: Decoder, where: str) -> tuple[str, str]:
+    """(display name, address) of one From-like header; ParseError when nobody can be answered."""
+    pairs = _addresses([value], decoder, where)
     if pairs:
         name, address = pairs[0]
     else:
-        value = decoder.unfold(values[0], "from header")
+        value = decoder.unfold(value, where)
         candidates = list(dict.fromkeys(_ADDR_SPEC.findall(value)))
         if len(candidates) > 1:
             raise ParseError("no usable sender (From is ambiguous)")
@@ -304,7 +135,7 @@ def _sender(values: list[str], decoder: _Decoder) -> tuple[str, str]:
         decoder.note("From address recovered from a malformed header")
     if "@" not in address:
         raise ParseError("no usable sender (From address has no @)")
-    return _clean(decoder.words(name, "from header").strip()), address
+    return clean_text(decoder.words(name, where).strip()), address
 
 
 def _message_ids(value: str | None) -> tuple[str, ...]:
@@ -358,7 +189,7 @@ _SCRIPT_STYLE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
 _TAG = re.compile(r"<[^>]*>")
 
 
-def _leaves(part: Message, decoder: _Decoder, depth: int = 0) -> Iterator[Message]:
+def _leaves(part: Message, decoder: Decoder, depth: int = 0) -> Iterator[Message]:
     """The parts that hold content; message/* parts stay whole, as one attachment."""
     payload = part.get_payload()
     if part.get_content_maintype() == "multipart" and isinstance(payload, list):
@@ -372,7 +203,7 @@ def _leaves(part: Message, decoder: _Decoder, depth: int = 0) -> Iterator[Messag
         yield part
 
 
-def _filename(part: Message, decoder: _Decoder) -> str | None:
+def _filename(part: Message, decoder: Decoder) -> str | None:
     """The attachment name as the sender meant it (RFC 2231 / RFC 2047 / raw 8-bit)."""
     for param, header in (("filename", "content-disposition"), ("name", "content-type")):
         value = part.get_param(param, None, header)
@@ -423,7 +254,7 @@ def _shorten(name: str, limit: int = 150, byte_limit: int = 255) -> str:
     return (stem + extension).strip()
 
 
-def _payload(part: Message, decoder: _Decoder) -> bytes:
+def _payload(part: Message, decoder: Decoder) -> bytes:
     if part.is_multipart():  # message/rfc822, message/delivery-status: parsed into messages
         try:
             subs = part.get_payload()
@@ -435,7 +266,7 @@ def _payload(part: Message, decoder: _Decoder) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
-def _html_to_text(html: str, decoder: _Decoder) -> str:
+def _html_to_text(html: str, decoder: Decoder) -> str:
     try:
         text = inscriptis.get_text(html)
     except Exception:  # lxml refuses some documents; tags must still never reach the text
@@ -502,8 +333,31 @@ def _renamed_cleanly(msg: Message) -> bool:
     return True
 
 
+# A header line: a field name (printable ASCII but ":"), a colon. "From " is mbox's separator.
+_HEADER_LINE = re.compile(rb"[!-9;-~]{1,76}[ \t]*:|From ")
+_JUNK_LINES = 3  # lines a forwarding tool or a paste may put before the headers
+
+
+def _without_junk(data: bytes) -> tuple[bytes, bytes]:
+    """(what comes before the headers, the mail): a stray line such as "---- Original email
+    message ----" would otherwise make the parser take the whole mail for a body."""
+    if _HEADER_LINE.match(data):
+        return b"", data
+    start = 0
+    for _ in range(_JUNK_LINES):
+        end = data.find(b"\n", start)
+        if end < 0 or end - start > 200:
+            break
+        start = end + 1
+        following = data[start:].lstrip(b"\r\n")  # blank lines between junk and headers
+        if _HEADER_LINE.match(following) and _HEADER_LINE.match(following.split(b"\n", 1)[-1]):
+            return data[: len(data) - len(following)], following
+    return b"", data
+
+
 def _parse(raw: bytes) -> ParsedMessage:
-    msg, renamed = _message_of(raw.lstrip(b"\r\n\t "))
+    junk, data = _without_junk(raw.lstrip(b"\r\n\t "))
+    msg, renamed = _message_of(data)
     if not msg.keys():
         raise ParseError("not an email (no headers)")
     raw_headers: dict[str, list[str]] = {}  # lower-case name -> raw values, in order
@@ -512,13 +366,16 @@ def _parse(raw: bytes) -> ParsedMessage:
             for ours, theirs in renamed.items():
                 value = value.replace(ours, theirs)
         raw_headers.setdefault(name.lower(), []).append(value)
-    decoder = _Decoder()
+    decoder = Decoder()
+    if junk:
+        first = junk.strip().split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+        decoder.note(f"line(s) before the headers dropped: {first[:80]!r}")
 
     leaves = list(_leaves(msg, decoder))
     labels = [leaf.get_content_charset() for leaf in leaves]  # each read once: params cost
     for label in labels:
         decoder.hint(label)
-    from_name, from_address = _sender(raw_headers.get("from", []), decoder)
+    from_name, from_address, sender_header = _sender(raw_headers, decoder)
 
     plain: list[str] = []
     html: list[str] = []
@@ -582,6 +439,7 @@ def _parse(raw: bytes) -> ParsedMessage:
         attachments=tuple(attachments),
         headers=MappingProxyType(headers),
         defects=tuple(decoder.defects),
+        sender_header=sender_header,
     )
 
 

@@ -155,7 +155,7 @@ class StaffMail:
         proof = None
         if holder is not None and holder[0].id == ticket.id and holder[1] == sender:
             proof = "staff reply token"
-        else:
+        elif msg.sender_header == "from":  # DKIM/DMARC vouch for From's domain, nothing else
             proof = dkim_proof(msg.raw, sender, config.escalation.trusted_authserv_ids)
         if proof is None:
             record_message(ctx, internal=True, data={"claimed_staff": sender, "unproven": True})

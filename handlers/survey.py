@@ -332,7 +332,10 @@ class SurveyAnswer:
             return
         sender = ctx.message.from_address.lower()
         by_token = bool(ctx.prep.fields.get(TOKEN_PROVED))
-        if not by_token and sender != ticket.complainant_email.lower():
+        from_complainant = (
+            sender == ticket.complainant_email.lower() and ctx.message.sender_header == "from"
+        )
+        if not by_token and not from_complainant:
             return  # a third party's mail is on the case for staff, and counts for nothing
         text = ctx.prep.new_text.strip()
         answer = read_answer(text)

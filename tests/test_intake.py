@@ -311,3 +311,41 @@ def test_a_batch_is_bounded_in_bytes_as_well_as_in_messages(make_app, monkeypatc
     drop(app, "en-plain.eml", "gb18030.eml", "big5.eml")
     assert len(app.sources[0].fetch(200)) == 1
     assert len(app.run_once().opened) == 3  # and the rest follow, batch by batch
+
+
+WILD_SENDERS = {  # what Zammad opens a case for, and we used to quarantine
+    "reply-to-only": b"Reply-To: wang@example.cn",
+    "two-froms": b"From: broken\nFrom: li@example.cn",
+    "quoted-local": b'From: "zhang san"@example.cn',
+    "junk-first": b"---- Original email message ----\nFrom: zhao@example.cn",
+    "sender-only": b"Sender: qian@example.cn",
+}
+
+
+def test_mail_from_the_wild_with_odd_senders_opens_cases_answered_where_they_say(make_app) -> None:
+    app: App = make_app(CORPUS)
+    inbox = app.config.mailboxes[0].path
+    assert inbox is not None
+    for name, top in WILD_SENDERS.items():
+        raw = (
+            top
+            + (
+                f"\nTo: support@example.com\nSubject: {name}\nMessage-ID: <{name}@example.cn>\n"
+                "Content-Type: text/plain; charset=utf-8\n\n我买的电水壶漏水，要求退货。\n"
+            ).encode()
+        )
+        deliver_to_maildir(inbox, raw, name=name)
+    app.run_once()
+    with app.sessions() as session:
+        outcomes = dict(session.execute(select(SourceItem.key, SourceItem.outcome)).all())
+        cases = dict(session.execute(select(Ticket.subject, Ticket.complainant_email)).all())
+    assert sorted(outcomes.values()) == ["ticket"] * len(WILD_SENDERS)
+    assert cases == {
+        "reply-to-only": "wang@example.cn",
+        "two-froms": "li@example.cn",
+        "quoted-local": '"zhang san"@example.cn',
+        "junk-first": "zhao@example.cn",
+        "sender-only": "qian@example.cn",
+    }
+    acks = sorted(str(m["To"]) for m in outbox_mails(app))
+    assert acks == sorted(cases.values())  # each acknowledged at the address it gave

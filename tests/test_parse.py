@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from handlers import parse
+from handlers import charsets, parse
 from handlers.parse import ParsedMessage, ParseError, parse_message
 
 DATA = Path(__file__).parent / "data"
@@ -352,6 +352,83 @@ WEIRD_BUT_USABLE_FROM = [
 ]
 
 
+# What a help desk sees in the wild and Zammad takes: each is answered, at the address named.
+LENIENT_SENDERS = [
+    # no From at all: Reply-To, else Sender
+    ((b"Reply-To: Wang Fang <wang.fang@example.cn>",), "Wang Fang", "wang.fang@example.cn",
+     "reply-to", "no From: sender taken from Reply-To"),
+    ((b"Sender: qian@example.cn",), "", "qian@example.cn", "sender",
+     "no From: sender taken from Sender"),
+    ((b"Reply-To: undisclosed", b"Sender: qian@example.cn"), "", "qian@example.cn", "sender",
+     "no From: sender taken from Sender"),
+    # two From headers: the first usable one
+    ((b"From: broken", b"From: Li Na <li.na@example.cn>"), "Li Na", "li.na@example.cn", "from",
+     "From header 2 used: the first has no usable address"),
+    ((b"From: li.na@example.cn", b"From: other@example.net"), "", "li.na@example.cn", "from",
+     "2 From headers: the first used"),
+    # a From nobody can answer, but a Reply-To
+    ((b"From: undisclosed", b"Reply-To: wang.fang@example.cn"), "", "wang.fang@example.cn",
+     "reply-to", "From unusable (no usable sender (From has no address)): sender taken from"),
+    # quoted local parts are addresses too (RFC 5322 3.4.1)
+    ((b'From: "zhang san"@example.cn',), "", '"zhang san"@example.cn', "from", None),
+    ((b'From: Zhang San <"zhang.san"@example.cn>',), "Zhang San", '"zhang.san"@example.cn',
+     "from", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("headers", "name", "address", "header", "note"), LENIENT_SENDERS)
+def test_a_sender_is_found_where_from_is_missing_or_unusable(
+    headers: tuple[bytes, ...], name: str, address: str, header: str, note: str | None
+) -> None:
+    raw = b"\r\n".join((*headers, b"To: support@example.com", b"Subject: hi", b"", b"Hello"))
+    parsed = parse_message(raw)
+    assert (parsed.from_name, parsed.from_address) == (name, address)
+    assert parsed.sender_header == header
+    if note is not None:
+        assert any(d.startswith(note) for d in parsed.defects), parsed.defects
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"---- Original email message ----\r\n",
+        b"-----Original Message-----\n\n",
+        b"Forwarded by the web gateway\r\n=====\r\n",
+    ],
+)
+def test_stray_lines_before_the_headers_are_dropped_and_noted(junk: bytes) -> None:
+    parsed = parse_message(junk + message("Subject: 电水壶漏水", "To: support@example.com"))
+    assert parsed.from_address == "zhang.wei@example.cn"
+    assert parsed.subject == "电水壶漏水" and parsed.text.strip() == "Hello"
+    assert any(d.startswith("line(s) before the headers dropped") for d in parsed.defects)
+
+
+def test_a_body_with_no_headers_after_a_few_lines_is_still_not_an_email() -> None:
+    for raw in (b"hello\nworld\nthis is: not mail\nat all\n", b"x\n" * 3 + b"From: a@b.cn\n"):
+        with pytest.raises(ParseError, match="no headers"):
+            parse_message(raw)
+
+
+@pytest.mark.parametrize("subject", ["商品が届きません", "注文の確認", "お問い合わせ（返品）"])
+def test_undeclared_shift_jis_headers_read_as_japanese_not_gbk(subject: str) -> None:
+    raw = message(b"Subject: " + subject.encode("cp932"), b"From: " + "山田 太郎".encode("cp932")
+                  + b" <yamada@example.jp>")  # fmt: skip
+    parsed = parse_message(raw)
+    assert parsed.subject == subject and parsed.from_name == "山田 太郎"
+    assert "undeclared charset detected as cp932 (subject header)" in parsed.defects
+
+
+@pytest.mark.parametrize(
+    ("text", "codec"),
+    [("电水壶漏水要求退货", "gbk"), ("我的订单没有收到，请尽快处理", "gb2312"),
+     ("電水壺漏水要求退貨", "big5"), ("価格について", "gbk")],
+)  # fmt: skip
+def test_undeclared_chinese_headers_are_not_taken_for_shift_jis(text: str, codec: str) -> None:
+    parsed = parse_message(message(b"Subject: " + text.encode(codec)))
+    assert parsed.subject == text
+    assert not any("cp932" in d for d in parsed.defects)
+
+
 @pytest.mark.parametrize(("header", "name", "address"), WEIRD_BUT_USABLE_FROM)
 def test_weird_but_usable_from_still_parses(header: str, name: str, address: str) -> None:
     parsed = parse_message(message(f"From: {header}"))
@@ -377,7 +454,7 @@ def test_common_named_senders_read_as_mail_parser_reads_them(header: str) -> Non
 
     name, address = next((n, a) for n, a in get_addresses(header) if a)
     parsed = parse_message(message(f"From: {header}"))
-    decoded = parse._Decoder().words(name, "test")
+    decoded = charsets.Decoder().words(name, "test")
     assert (parsed.from_name, parsed.from_address) == (decoded, address.strip())
 
 
@@ -489,7 +566,7 @@ def test_declared_charsets_never_run_charset_detection(monkeypatch: pytest.Monke
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("charset-normalizer ran on a message with usable charsets")
 
-    monkeypatch.setattr(parse.charset_normalizer, "from_bytes", refuse)
+    monkeypatch.setattr(charsets.charset_normalizer, "from_bytes", refuse)
     for name in ("en-plain.eml", "gb2312-declared-gbk-bytes.eml", "big5.eml", "gb18030.eml"):
         corpus(name)
 

@@ -192,6 +192,34 @@ def test_a_trusted_dkim_pass_proves_the_staff_member(make_app) -> None:
         assert case is not None and case.status == "accepted"
 
 
+def test_a_staff_address_in_reply_to_is_not_vouched_for_by_dkim(make_app) -> None:
+    """A mail with no From is answered at its Reply-To, but DKIM and DMARC vouch for the From
+    domain only: `Reply-To: agent@` beside our MX's pass for example.com proves nobody."""
+    app: App = make_app(STAFF)
+    ticket, _ = open_case(app)
+
+    def accept() -> bytes:
+        passed = {"Authentication-Results": "mx.example.com; dkim=pass header.d=example.com"}
+        subject = f"Re: [{ticket.number}]"
+        return mail("agent@example.com", "support@example.com", "#accept", subject=subject,
+                    headers=passed)  # fmt: skip
+
+    forged = accept().replace(b"From: agent@example.com", b"Reply-To: agent@example.com")
+    assert b"\nFrom:" not in forged
+    drop(app, forged)
+    app.run_once()
+    with app.sessions() as session:
+        case = session.get(Ticket, ticket.id)
+        assert case is not None and case.status == "received"
+        last = session.scalars(select(TimelineEntry).order_by(TimelineEntry.id.desc())).first()
+        assert last is not None and last.data.get("unproven")
+    drop(app, accept())  # the same mail with its From: proven, applied
+    app.run_once()
+    with app.sessions() as session:
+        case = session.get(Ticket, ticket.id)
+        assert case is not None and case.status == "accepted"
+
+
 def test_unknown_command_gets_an_error_reply_and_nothing_is_applied(make_app) -> None:
     app: App = make_app(STAFF)
     ticket, assigned = open_case(app)

@@ -42,7 +42,8 @@ def send_in(
 ) -> str:
     """A mail reaches the support Maildir and is taken in (run --once)."""
     msg = EmailMessage()
-    msg["From"] = sender
+    if sender:  # "" sends a mail with no From (headers may name a Reply-To)
+        msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject
     msg["Date"] = format_datetime(app.clock.now())
@@ -384,6 +385,26 @@ def test_five_closes_the_case_with_a_thank_you(make_app) -> None:
     # closed: the week of silence later changes nothing
     app.clock.move(timedelta(days=8))
     assert survey_sweep(app) == 0
+
+
+def test_an_answer_with_the_complainant_only_in_reply_to_is_kept_but_decides_nothing(
+    make_app,
+) -> None:
+    """No From, `Reply-To: <complainant>`: the mail is taken in (answered at that address),
+    but nothing vouches for a Reply-To, so it cannot close someone's case."""
+    app: App = make_app()
+    number = open_case(app)
+    row = surveyed(app, number)
+    send_in(app, "5 非常满意", sender="", headers={"Reply-To": CONSUMER},
+            subject=f"回复：{row.subject}", in_reply_to=row.message_id)  # fmt: skip
+    ticket = case(app, number)
+    assert (ticket.status, ticket.satisfaction_outcome) == ("resolved", None)
+    assert mails(app, "survey_thanks") == []
+    with app.sessions() as session:
+        texts = session.scalars(
+            select(TimelineEntry.text).where(TimelineEntry.ticket_id == ticket.id)
+        )
+        assert any("5 非常满意" in (t or "") for t in texts)  # on the case, for staff
 
 
 def test_one_click_answer_in_english_closes_satisfied(make_app) -> None:
