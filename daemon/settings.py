@@ -20,6 +20,7 @@ from datetime import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from daemon.addresses import address_key
 from daemon.clock import Duration, parse_duration
 
 CATEGORIES = (
@@ -174,6 +175,12 @@ class IntakeConfig:
     auto_mail_per_address_per_hour: int = 5
     poll_interval: Duration = parse_duration("30s")
     batch_size: int = 200
+    # One message's database-free steps (parse, classify, register) may take this long; one
+    # over it is quarantined with the step it was in, and the batch goes on.
+    message_time_budget: Duration = parse_duration("20s")
+    # New cases one sender (plus-address and case folded) may open in a day; their mail beyond
+    # it goes onto their latest case, unacknowledged (a robot answering every ack).
+    new_cases_per_sender_per_day: int = 20
 
 
 @dataclass(frozen=True)
@@ -242,11 +249,11 @@ class Config:
     @property
     def own_addresses(self) -> frozenset[str]:
         """Every address that is us: mailbox addresses and aliases, lower-cased."""
-        found = {self.support_address.lower()}
-        for box in self.mailboxes:
-            found.add(box.address.lower())
-            found.update(alias.lower() for alias in box.aliases)
-        return frozenset(found)
+        found = {
+            self.support_address,
+            *(a for b in self.mailboxes for a in (b.address, *b.aliases)),
+        }
+        return frozenset({a.lower() for a in found} | {address_key(a) for a in found})
 
     def staff_member(self, address: str) -> StaffMember | None:
         """The [[staff]] entry for an address (any case), or None."""

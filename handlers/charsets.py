@@ -61,6 +61,17 @@ def _try(data: bytes, codec: str) -> str | None:
         return None
 
 
+# What a decoded header must not carry: controls (an encoded CR/LF would cut the subject we
+# quote and move the rest into a mail's first lines), line and paragraph separators, and the
+# bidirectional overrides and isolates that make a subject read backwards.
+_NOT_IN_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
+
+
+def _one_line(text: str) -> str:
+    """NULs dropped, every other run of controls and separators one space."""
+    return _NOT_IN_ONE_LINE.sub(" ", text.replace("\x00", ""))
+
+
 def clean_text(text: str) -> str:
     """No NUL (PostgreSQL text refuses it) and nothing that cannot be written as UTF-8."""
     if "\x00" in text:
@@ -166,11 +177,15 @@ class Decoder:
 
     def header(self, raw: str, where: str) -> str:
         """A header value as people read it: unfolded, 8-bit bytes and RFC 2047 words decoded."""
-        if raw.isascii() and "=?" not in raw and "\x00" not in raw:  # nothing to decode
+        if raw.isascii() and "=?" not in raw:  # nothing to decode
             if "\n" in raw or "\r" in raw:
                 raw = _FOLD.sub("", raw).replace("\r", "").replace("\n", "")
-            return raw.replace("\t", " ").strip()
-        return clean_text(self.words(self.unfold(raw, where), where).replace("\t", " ").strip())
+            raw = raw.replace("\t", " ")
+            if not raw.isprintable():  # stray controls: one space each run, as when decoded
+                raw = _one_line(raw)
+            return raw.strip()
+        decoded = self.words(self.unfold(raw, where), where)
+        return clean_text(_one_line(decoded).strip())
 
     def unfold(self, raw: str, where: str) -> str:
         """Unfolds a header and decodes raw 8-bit bytes in it, leaving RFC 2047 words alone."""
@@ -184,10 +199,12 @@ class Decoder:
         if "=?" not in value:
             return value
         pieces: list[str] = []
-        pending: list[tuple[str, bytes]] = []  # adjacent words waiting for their neighbours
+        # adjacent words waiting for their neighbours: (charset, its bytes in pieces), joined
+        # once at the end, so a header of a million words is decoded in linear time
+        pending: list[tuple[str, list[bytes]]] = []
 
         def flush() -> None:
-            pieces.extend(self.decode(data, charset, where) for charset, data in pending)
+            pieces.extend(self.decode(b"".join(data), charset, where) for charset, data in pending)
             pending.clear()
 
         pos = 0
@@ -203,9 +220,9 @@ class Decoder:
                 pieces.append(match[0])
                 self.note(f"broken encoded word kept as written ({where})")
             elif pending and pending[-1][0] == charset:
-                pending[-1] = (charset, pending[-1][1] + data)
+                pending[-1][1].append(data)
             else:
-                pending.append((charset, data))
+                pending.append((charset, [data]))
             pos = match.end()
         flush()
         pieces.append(value[pos:])

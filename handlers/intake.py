@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy.orm import Session, make_transient_to_detached
@@ -20,17 +22,55 @@ from handlers.workflow import consumer_replied
 
 class Deduplicate:
     name = "deduplicate"
-    description = "the same Message-ID delivered twice (two aliases, a resend) is taken in once"
+    description = (
+        "the same Message-ID delivered twice (two aliases, a resend) is taken in once; a "
+        "different message under a Message-ID we hold is a message of its own"
+    )
 
     def process(self, ctx: Context) -> None:
-        assert ctx.message is not None
-        message_id = ctx.message.message_id
-        if message_id is None:
+        message = ctx.message
+        if message.message_id is None:
             return
-        ticket_id = writes.case_of_message(ctx.session, message_id)
-        if ticket_id is not None:
-            ctx.ticket = ctx.session.get(Ticket, ticket_id)
-            ctx.stop("duplicate", f"Message-ID {message_id} already taken in")
+        ticket_id = writes.case_of_message(ctx.session, message.message_id)
+        if ticket_id is None:
+            return
+        if not self._same(ctx, message.message_id):
+            # Broken clients, resends of a template and attackers reuse Message-IDs: Bob's
+            # complaint under Alice's id is Bob's. It is taken in under an id of our own
+            # making, the same for the same content, so its own resend is still one entry.
+            alias = _alias(message.message_id, self._content(ctx))
+            ctx.prep.notes.append(
+                f"{ctx.prep.item.label}: Message-ID {message.message_id[:200]} already taken "
+                "in with other content: registered as a message of its own"
+            )
+            ticket_id = writes.case_of_message(ctx.session, alias)
+            if ticket_id is None:
+                ctx.prep.message = replace(message, message_id=alias)
+                return
+        ctx.ticket = ctx.session.get(Ticket, ticket_id)
+        ctx.stop("duplicate", f"Message-ID {message.message_id[:200]} already taken in")
+
+    @staticmethod
+    def _content(ctx: Context) -> tuple[str, str, str]:
+        msg = ctx.message
+        return msg.from_address.lower(), msg.subject, ctx.prep.new_text or msg.text
+
+    def _same(self, ctx: Context, message_id: str) -> bool:
+        held = writes.content_of_message(ctx.session, message_id)
+        if held is None:
+            return True
+        actor, subject, text, raw_sha256 = held
+        if raw_sha256 is not None and raw_sha256 == ctx.prep.raw_sha256:
+            return True
+        if text is None and subject is None:  # erased, or one of ours: nothing to tell apart
+            return actor == self._content(ctx)[0]
+        return (actor, subject, text) == self._content(ctx)
+
+
+def _alias(message_id: str, content: tuple[str, str, str]) -> str:
+    """<digest.original-id>: a Message-ID for a different message under a taken one."""
+    digest = hashlib.sha256("\x00".join(content).encode("utf-8", "replace")).hexdigest()[:20]
+    return f"<{digest}.{message_id.strip('<>')}"[:997] + ">"
 
 
 def next_number(session: Session, config: Config, now: datetime) -> str:
@@ -200,6 +240,12 @@ class OpenOrThread:
             if prep.automatic:
                 ctx.stop("ignored", f"{prep.automatic}; matches no case")
                 return
+            latest = None if prep.backfill else self._over_daily_cap(ctx, sender)
+            if latest is not None:  # kept on their latest case, for staff: no case, no ack
+                ctx.ticket = latest
+                record_message(ctx, internal=True, data={"over_daily_case_cap": True})
+                ctx.stop("entry", f"over new_cases_per_sender_per_day: on {latest.number}")
+                return
             name = msg.from_name or prep.fields.get("name")
             ctx.ticket = open_ticket(ctx, email=sender, name=name, subject=msg.subject)
             ctx.new_ticket = True
@@ -224,6 +270,21 @@ class OpenOrThread:
                     actor=sender,
                     now=ctx.now,
                 )
+
+    @staticmethod
+    def _over_daily_cap(ctx: Context, sender: str) -> Ticket | None:
+        """The sender's latest case when their mailbox opened the day's allowance of cases
+        already (a robot answering every acknowledgement with a fresh mail), else None."""
+        cap = ctx.config.intake.new_cases_per_sender_per_day
+        count, latest = writes.cases_opened_by(ctx.session, sender, ctx.now - timedelta(days=1))
+        ticket = None if count < cap or latest is None else ctx.session.get(Ticket, latest)
+        if ticket is None:
+            return None
+        ctx.prep.notes.append(
+            f"{ctx.prep.item.label}: {sender} opened {count} cases in a day "
+            f"(new_cases_per_sender_per_day {cap}): added to {ticket.number}, unanswered"
+        )
+        return ticket
 
 
 def wake(ctx: Context, ticket: Ticket) -> None:

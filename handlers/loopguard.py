@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 from email.utils import parseaddr
 
+from daemon.addresses import address_key
 from daemon.config import Config
 from handlers.bounce import parse_bounce
 from handlers.context import BlobWriter, Bounce, Prepared
@@ -129,7 +130,7 @@ def _header_reason(msg: ParsedMessage) -> str | None:
 
 
 def _is_ours(msg: ParsedMessage, own_addresses: frozenset[str]) -> bool:
-    return any(_without_detail(a) in own_addresses for a in _senders(msg))
+    return any(address_key(a) in own_addresses for a in _senders(msg))
 
 
 def _senders(msg: ParsedMessage) -> list[str]:
@@ -141,12 +142,6 @@ def _senders(msg: ParsedMessage) -> list[str]:
     if msg.return_path and "@" in msg.return_path:
         found.append(msg.return_path.lower())
     return found
-
-
-def _without_detail(address: str) -> str:
-    """support+TS-20261124-0007.k3x9@example.com -> support@example.com"""
-    local, at, domain = address.partition("@")
-    return f"{local.partition('+')[0]}{at}{domain}"
 
 
 def _short(reason: str, limit: int = 120) -> str:

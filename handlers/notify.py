@@ -322,7 +322,8 @@ def build_mime(
     for name, value in headers.items():
         if value is None:
             continue
-        if not value.isascii():
+        if not value.isascii() or (name == "Subject" and "=?" in value):
+            # a subject quoting "=?utf-8?b?...?=" is encoded whole, or readers would decode it
             value = encoded_words(value)
         elif len(name) + len(value) > 76:
             value = Header(value, "us-ascii", header_name=name).encode(linesep="\r\n")

@@ -57,6 +57,9 @@ def parse_message(raw: bytes) -> ParsedMessage:
 _ADDR_SPEC = re.compile(r"[^\s<>()\[\]\",;:@]+@[^\s<>()\[\]\",;:@]+")
 _ANGLE_ADDR = re.compile(r"<\s*([^<>\s][^<>]*)>")
 _MSG_ID = re.compile(r"<([^<>]+)>")
+MAX_RAW_HEADER = 64 * 1024  # characters of one header value read; the raw mail keeps the rest
+MAX_SUBJECT = 1000  # characters of a subject kept on the case
+MAX_REFERENCES = 100  # ids of References (and In-Reply-To) looked up
 _BARE_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # A display name mail-parser reads as written (a quoted string without escapes, one encoded
 # word, or plain words), then such an address in angle brackets: what it would return.
@@ -148,6 +151,35 @@ def _message_ids(value: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(f"<{i}>" for i in ids if i))
 
 
+def _references(value: str | None, decoder: Decoder) -> tuple[str, ...]:
+    """The References ids, at most MAX_REFERENCES: the first (the thread's root) and the
+    latest, as RFC 5322 3.6.4 suggests trimming them (a header of 400k ids threads no better)."""
+    ids = _message_ids(value)
+    if len(ids) <= MAX_REFERENCES:
+        return ids
+    decoder.note(f"references header: {len(ids)} ids, the first and last {MAX_REFERENCES - 1} kept")
+    return (ids[0], *ids[-(MAX_REFERENCES - 1) :])
+
+
+def _header(name: str, raw: str, decoder: Decoder) -> str:
+    """One header's value, decoded, its size bounded before and after decoding: a subject of a
+    million encoded words or a References of 400k ids costs what its first (or, for References,
+    last) 64 KiB cost; a subject is cut to MAX_SUBJECT characters. The raw mail keeps it all."""
+    if len(raw) > MAX_RAW_HEADER:
+        if name == "references":  # the latest ids are the ones that thread
+            cut = raw.find(" ", len(raw) - MAX_RAW_HEADER)
+            raw = raw[cut if cut >= 0 else len(raw) - MAX_RAW_HEADER :]
+        else:
+            cut = raw.rfind(" ", 0, MAX_RAW_HEADER)
+            raw = raw[: cut if cut > MAX_RAW_HEADER // 2 else MAX_RAW_HEADER]
+        decoder.note(f"{name} header over {MAX_RAW_HEADER // 1024} KiB: only part of it read")
+    value = decoder.header(raw, f"{name} header")
+    if name == "subject" and len(value) > MAX_SUBJECT:
+        decoder.note(f"subject cut to {MAX_SUBJECT} of its {len(value)} characters")
+        value = value[:MAX_SUBJECT].rstrip()
+    return value
+
+
 def _message_id(value: str | None) -> str | None:
     if not value or not value.strip():
         return None
@@ -205,8 +237,13 @@ def _leaves(part: Message, decoder: Decoder, depth: int = 0) -> Iterator[Message
 
 def _filename(part: Message, decoder: Decoder) -> str | None:
     """The attachment name as the sender meant it (RFC 2231 / RFC 2047 / raw 8-bit)."""
+    raw = {name.lower(): value for name, value in part.raw_items()}
     for param, header in (("filename", "content-disposition"), ("name", "content-type")):
         value = part.get_param(param, None, header)
+        if isinstance(value, str) and "\ufffd" in value and header in raw:
+            # raw 8-bit bytes in the header (UTF-8 or GBK, undeclared): the email package
+            # replaced them; read the parameter again from the header decoded as a whole
+            value = _param_of(decoder.unfold(raw[header], "attachment name"), param, header)
         if isinstance(value, tuple):  # RFC 2231: (charset, language, bytes as latin-1)
             charset, _language, text = value
             data = _octets(str(text))
@@ -218,6 +255,13 @@ def _filename(part: Message, decoder: Decoder) -> str | None:
         if name.strip():
             return name
     return None
+
+
+def _param_of(value: str, param: str, header: str) -> str | None:
+    holder = Message()
+    holder[header] = value
+    found = holder.get_param(param, None, header)
+    return found if isinstance(found, str) else None
 
 
 def _octets(text: str) -> bytes:
@@ -403,9 +447,7 @@ def _parse(raw: bytes) -> ParsedMessage:
         else:
             plain.append(decoder.decode(payload, label, "body").replace("\r\n", "\n"))
 
-    headers = {
-        name: decoder.header(values[0], f"{name} header") for name, values in raw_headers.items()
-    }
+    headers = {name: _header(name, values[0], decoder) for name, values in raw_headers.items()}
     reply_to = _addresses(raw_headers.get("reply-to", [])[:1], decoder, "reply-to header")
     date = _date(headers.get("date"))
     if date is None and "date" in headers:
@@ -424,8 +466,8 @@ def _parse(raw: bytes) -> ParsedMessage:
     return ParsedMessage(
         raw=raw,
         message_id=_message_id(headers.get("message-id")),
-        in_reply_to=_message_ids(headers.get("in-reply-to")),
-        references=_message_ids(headers.get("references")),
+        in_reply_to=_message_ids(headers.get("in-reply-to"))[:MAX_REFERENCES],
+        references=_references(headers.get("references"), decoder),
         from_name=from_name,
         from_address=from_address,
         reply_to=reply_to[0][1] if reply_to else None,

@@ -9,6 +9,8 @@ core/pipelines.py) and wires the hooks every status change runs.
 
 from __future__ import annotations
 
+import time
+
 from daemon.clock import WorkCalendar
 from daemon.config import Config
 from daemon.items import Incoming
@@ -94,10 +96,19 @@ def services(config: Config, calendar: WorkCalendar, templates: Renderer) -> Ser
 def prepare(item: Incoming, config: Config, blobs: BlobWriter) -> Prepared:
     """Run the database-free steps of the item's pipeline (by its kind: mail or form)."""
     prep = Prepared(item=item, language=config.tickets.default_language)
+    budget = config.intake.message_time_budget.as_timedelta().total_seconds()
+    started = time.perf_counter()  # elapsed work, not the time of day: no clock needed
     for step in PREPARE[item.kind]:
         if prep.stopped:
             break
         step.process(prep, config, blobs)
+        took = time.perf_counter() - started
+        if took > budget and not prep.stopped:
+            prep.stop(
+                "quarantined",
+                f"took {took:.1f} s, over message_time_budget ({budget:g} s), "
+                f"in step {step.name!r}",
+            )
     return prep
 
 

@@ -277,7 +277,7 @@ def erase_cases(
                 OutboxMessage.ticket_id.in_(ids),
                 func.lower(OutboxMessage.recipient).in_(addresses),
             )
-            .values(recipient=ERASED_ADDRESS)
+            .values(recipient=ERASED_ADDRESS, recipient_key=ERASED_ADDRESS)
             .execution_options(synchronize_session=False)
         )
     done.outbox += _blank_mail(session, OutboxMessage.ticket_id.in_(ids), why, done)
@@ -318,7 +318,7 @@ def erase_person(session: Session, email: str, now: datetime) -> Erased:
     session.execute(
         update(OutboxMessage)
         .where(to_them)
-        .values(recipient=ERASED_ADDRESS)
+        .values(recipient=ERASED_ADDRESS, recipient_key=ERASED_ADDRESS)
         .execution_options(synchronize_session=False)
     )
     done.outbox += _blank_mail(

@@ -168,6 +168,8 @@ class OutboxMessage(Base):
     intent: Mapped[str] = mapped_column(String(200), unique=True)  # at most one mail per intent
     status: Mapped[str] = mapped_column(String(8), default="queued")  # queued|sent|failed
     recipient: Mapped[str] = mapped_column(String(320), index=True)
+    # The recipient's mailbox (daemon/addresses.address_key): what rate limits count by
+    recipient_key: Mapped[str | None] = mapped_column(String(320), index=True)
     message_id: Mapped[str] = mapped_column(String(998))
     subject: Mapped[str] = mapped_column(Text)
     raw: Mapped[bytes] = mapped_column(LargeBinary)

@@ -31,11 +31,23 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, event, func, inspect, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    event,
+    func,
+    inspect,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 from sqlalchemy.orm.util import identity_key
 
+from daemon.addresses import address_key
 from daemon.store import deferred, numbers
 from daemon.store.fastpath import FastStatement, insert_values
 from daemon.store.models import (
@@ -72,6 +84,7 @@ def add_attachment(session: Session, **values: Any) -> int:
 
 def queue_outbox(session: Session, **values: Any) -> int:
     """INSERT an outbox row (a rendered mail the sender delivers after commit); its id."""
+    values.setdefault("recipient_key", address_key(values["recipient"]))
     row = _insert(session, OutboxMessage, values, ("ticket_id", values.get("ticket_id")))
     ahead = _ahead(session)
     if ahead is not None:
@@ -174,6 +187,15 @@ def case_of_message(session: Session, message_id: str) -> int | None:
     return int(found[0][0]) if found else None
 
 
+def content_of_message(session: Session, message_id: str) -> tuple[Any, ...] | None:
+    """(sender, subject, text, raw digest) of the entry recorded with a Message-ID, or None."""
+    pending = any(
+        vars(obj).get("message_id") == message_id for obj in _new(session, TimelineEntry)
+    ) or _changed_any(session, TimelineEntry)
+    found = _read(_connection(session, pending), _CONTENT_OF_MESSAGE, {"message_id": message_id})
+    return tuple(found[0]) if found else None
+
+
 def intent_taken(session: Session, intent: str) -> bool:
     """Whether a mail with this intent is already in the outbox (at most one per intent)."""
     conn = _connection(session, _pending(session, OutboxMessage))
@@ -181,7 +203,9 @@ def intent_taken(session: Session, intent: str) -> bool:
 
 
 def automatic_mail_count(session: Session, recipient: str, since: datetime) -> int:
-    """Automatic mails queued to `recipient` (lower-case) after `since`."""
+    """Automatic mails queued to `recipient`'s mailbox (any sub-address, any case) after
+    `since`."""
+    recipient = address_key(recipient)
     pending = _pending(session, OutboxMessage)
     ahead = _ahead(session)
     if not pending and ahead is not None:
@@ -191,6 +215,17 @@ def automatic_mail_count(session: Session, recipient: str, since: datetime) -> i
     conn = _connection(session, pending)
     found = _read(conn, _RECENT_AUTOMATIC, {"recipient": recipient, "since": since})
     return int(found[0][0] or 0) if found else 0
+
+
+def cases_opened_by(session: Session, address: str, since: datetime) -> tuple[int, int | None]:
+    """How many cases the mailbox of `address` (any sub-address) opened after `since`, and
+    the latest of them."""
+    local, _, domain = address_key(address).partition("@")
+    conn = _connection(session, _pending(session, Ticket))
+    params: dict[str, Any] = {"exact": f"{local}@{domain}", "low": f"{local}+"}
+    params |= {"high": f"{local},", "domain": f"%@{domain}", "since": since}
+    found = _read(conn, _OPENED_BY, params)
+    return (int(found[0][0] or 0), found[0][1]) if found else (0, None)
 
 
 def complainants(
@@ -231,8 +266,9 @@ class _Ahead:
         self.automatic: dict[str, list[datetime]] = {}  # recipient -> when each was queued
 
     def queued(self, recipient: str | None, automatic: bool, at: datetime) -> None:
-        if automatic and recipient in self.automatic:
-            self.automatic[recipient].append(at)
+        key = address_key(recipient) if recipient else None
+        if automatic and key in self.automatic:
+            self.automatic[key].append(at)
 
     def automatic_count(self, recipient: str, since: datetime) -> int | None:
         times = self.automatic.get(recipient)
@@ -259,20 +295,20 @@ def expect(
             )
         )
         ahead.entries.update({m: t for m, t in taken if m is not None})
-    addresses = sorted(set(recipients))
+    addresses = sorted({address_key(r) for r in recipients})
     for start in range(0, len(addresses), 500):
         chunk = addresses[start : start + 500]
         for address in chunk:
             ahead.automatic[address] = []
         queued = conn.execute(
-            select(OutboxMessage.recipient, OutboxMessage.created_at).where(
-                OutboxMessage.recipient.in_(chunk),
+            select(OutboxMessage.recipient_key, OutboxMessage.created_at).where(
+                OutboxMessage.recipient_key.in_(chunk),
                 OutboxMessage.automatic.is_(True),
                 OutboxMessage.created_at > ahead.since,
             )
         )
-        for recipient, at in queued:
-            ahead.automatic[recipient].append(at)
+        for key, at in queued:
+            ahead.automatic[str(key)].append(at)
     memo(session, _AHEAD)["read"] = ahead
 
 
@@ -501,6 +537,11 @@ _COUNTER_GIVE_BACK = FastStatement(
 _CASE_OF_MESSAGE = FastStatement(
     select(TimelineEntry.ticket_id).where(TimelineEntry.message_id == bindparam("message_id"))
 )
+_CONTENT_OF_MESSAGE = FastStatement(
+    select(
+        TimelineEntry.actor, TimelineEntry.subject, TimelineEntry.text, TimelineEntry.raw_sha256
+    ).where(TimelineEntry.message_id == bindparam("message_id"))
+)
 _INTENT_TAKEN = FastStatement(
     select(OutboxMessage.id).where(OutboxMessage.intent == bindparam("intent"))
 )
@@ -508,7 +549,7 @@ _RECENT_AUTOMATIC = FastStatement(
     select(func.count())
     .select_from(OutboxMessage)
     .where(
-        OutboxMessage.recipient == bindparam("recipient"),
+        OutboxMessage.recipient_key == bindparam("recipient"),
         OutboxMessage.automatic.is_(True),
         OutboxMessage.created_at > bindparam("since", type_=OutboxMessage.created_at.type),
     )
@@ -522,6 +563,19 @@ _COMPLAINANTS = FastStatement(
     )
     .distinct()
     .limit(bindparam("limit"))
+)
+_OPENED_BY = FastStatement(  # "a@d" or "a+anything@d": the range keeps to the index
+    select(func.count(), func.max(Ticket.id)).where(
+        or_(
+            Ticket.complainant_email == bindparam("exact"),
+            and_(
+                Ticket.complainant_email >= bindparam("low"),
+                Ticket.complainant_email < bindparam("high"),
+                Ticket.complainant_email.like(bindparam("domain")),
+            ),
+        ),
+        Ticket.created_at > bindparam("since", type_=Ticket.created_at.type),
+    )
 )
 _OUTBOX_BY_MESSAGE_ID = FastStatement(
     select(OutboxMessage.id, OutboxMessage.ticket_id, OutboxMessage.recipient).where(
