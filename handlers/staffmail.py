@@ -14,12 +14,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 
 from daemon.config import CATEGORIES, PRIORITIES, Config
 from daemon.store.models import Ticket
 from handlers import staff
+from handlers.authresults import domain_results
 from handlers.context import Context, Services
 from handlers.intake import record_message
 from handlers.notify import queue_mail
@@ -111,27 +110,8 @@ def dkim_proof(raw: bytes, sender: str, trusted: tuple[str, ...]) -> str | None:
     Only the topmost Authentication-Results header from a trusted authserv-id counts: that is
     the one our own MX added (RFC 8601 §5 has it remove look-alikes from outside).
     """
-    if not trusted:
-        return None
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
-    wanted = {t.lower() for t in trusted}
-    domain = sender.rpartition("@")[2].lower()
-    for value in headers.get_all("Authentication-Results") or []:
-        text = " ".join(str(value).split())
-        authserv, _, results = text.partition(";")
-        words = authserv.split()
-        if not words or words[0].lower() not in wanted:
-            continue
-        for result in results.split(";"):
-            match = re.match(r"\s*(dkim|dmarc)\s*=\s*(\w+)(.*)", result, re.IGNORECASE)
-            if match is None or match.group(2).lower() != "pass":
-                continue
-            props = dict(re.findall(r"([\w.]+)=(\S+)", match.group(3).lower()))
-            named = props.get("header.d") or props.get("header.from") or props.get("header.i")
-            if named and named.strip('"').rpartition("@")[2] == domain:
-                return f"{match.group(1).lower()}=pass by {words[0].lower()}"
-        return None  # the topmost trusted header decides
-    return None
+    results = domain_results(raw, sender, trusted)
+    return None if results is None else results.proof()
 
 
 class StaffMail:

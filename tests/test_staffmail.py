@@ -154,6 +154,15 @@ def test_staff_accepts_replies_and_resolves_by_mail(make_app) -> None:
     assert "#status" not in "".join(texts)
 
 
+def assert_unproven(app: App, ticket: Ticket) -> None:
+    """The usual treatment of unproven staff mail: on the case for staff, the case unchanged."""
+    with app.sessions() as session:
+        case = session.get(Ticket, ticket.id)
+        assert case is not None and case.status == "received"
+        last = session.scalars(select(TimelineEntry).order_by(TimelineEntry.id.desc())).first()
+        assert last is not None and last.internal and last.data.get("unproven")
+
+
 def test_forged_staff_from_without_proof_changes_nothing(make_app) -> None:
     app: App = make_app(STAFF)
     ticket, assigned = open_case(app)
@@ -192,6 +201,36 @@ def test_a_trusted_dkim_pass_proves_the_staff_member(make_app) -> None:
         assert case is not None and case.status == "accepted"
 
 
+FORGED_RESULTS = [
+    # the "pass" is inside a quoted local part of smtp.mailfrom
+    'mx.example.com; spf=pass smtp.mailfrom="x;dkim=pass header.d=example.com x"@attacker.test;'
+    " dkim=none",
+    # the "pass" is inside a comment
+    "mx.example.com; spf=pass smtp.mailfrom=x@attacker.test"
+    " (helo=evil;dmarc=pass header.from=example.com ); dkim=none",
+    # a header the parser cannot read (comments nested past any sense) proves nothing
+    "mx.example.com; dkim=pass " + "(" * 3000 + " header.d=example.com",
+]
+
+
+@pytest.mark.parametrize("forged", FORGED_RESULTS)
+def test_a_pass_hidden_in_a_comment_or_quoted_string_proves_nobody(make_app, forged: str) -> None:
+    """A forged `From: agent@` with `#accept`, whose only "pass" our MX's header holds inside a
+    quoted string or a comment (or in a header the parser cannot read), is unproven staff mail:
+    recorded for staff, nothing applied, nothing relayed."""
+    app: App = make_app(STAFF)
+    ticket, _ = open_case(app)
+    before = len(outbox(app))
+    subject, headers = f"Re: [{ticket.number}]", {"Authentication-Results": forged}
+    raw = mail(
+        "agent@example.com", "support@example.com", "#accept", subject=subject, headers=headers
+    )
+    drop(app, raw)
+    app.run_once()
+    assert_unproven(app, ticket)
+    assert len(outbox(app)) == before
+
+
 def test_a_staff_address_in_reply_to_is_not_vouched_for_by_dkim(make_app) -> None:
     """A mail with no From is answered at its Reply-To, but DKIM and DMARC vouch for the From
     domain only: `Reply-To: agent@` beside our MX's pass for example.com proves nobody."""
@@ -208,11 +247,7 @@ def test_a_staff_address_in_reply_to_is_not_vouched_for_by_dkim(make_app) -> Non
     assert b"\nFrom:" not in forged
     drop(app, forged)
     app.run_once()
-    with app.sessions() as session:
-        case = session.get(Ticket, ticket.id)
-        assert case is not None and case.status == "received"
-        last = session.scalars(select(TimelineEntry).order_by(TimelineEntry.id.desc())).first()
-        assert last is not None and last.data.get("unproven")
+    assert_unproven(app, ticket)
     drop(app, accept())  # the same mail with its From: proven, applied
     app.run_once()
     with app.sessions() as session:
@@ -300,6 +335,16 @@ def test_bad_commands_are_named(make_app, lines: str, problem: str) -> None:
         ("mx.example.com; dkim=fail header.d=example.com", False),
         ("mx.example.com; dkim=pass header.d=evil.example.org", False),
         ("mx.evil.org; dkim=pass header.d=example.com", False),
+        ("mx.example.com; dkim=pass (2048-bit key; sel) header.d=example.com", True),
+        ('mx.example.com; dkim=pass header.i="agent@example.com"', True),
+        ("MX.example.com 1; dmarc=pass (p=none dis=none) header.from=EXAMPLE.com", True),
+        ("mx.example.com; dkim=fail (bad sig) header.d=example.com", False),
+        *((forged, False) for forged in FORGED_RESULTS),
+        (
+            "mx.example.com; dkim=pass header.d=example.com; dmarc=pass header.from=exämple.com",
+            False,
+        ),
+        ("mx.example.com; dkim=pass header.d=example.com; " + "spf=none; " * 3000, False),
     ],
 )
 def test_dkim_proof_needs_a_trusted_pass_for_the_senders_domain(header: str, proved: bool) -> None:
