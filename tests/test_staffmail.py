@@ -270,6 +270,39 @@ def test_unknown_command_gets_an_error_reply_and_nothing_is_applied(make_app) ->
     assert not [r for r, _ in rows if r.kind in ("reply", "accepted")]
 
 
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ("#\u0430ccept", "U+0430 CYRILLIC SMALL LETTER A"),
+        ("#\u03b1ccept", "U+03B1 GREEK SMALL LETTER ALPHA"),
+        ("#ac\u200bcept", "U+200B ZERO WIDTH SPACE"),
+        ("#acc\u200dept", "U+200D ZERO WIDTH JOINER"),
+        ("\ufeff#accept", "U+FEFF ZERO WIDTH NO-BREAK SPACE"),
+        ("\u202e#accept", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        ("\u202etpecca#", "U+202E RIGHT-TO-LEFT OVERRIDE"),  # shown as "#accept"
+        ("#\u2066accept\u2069", "U+2066 LEFT-TO-RIGHT ISOLATE"),
+    ],
+)
+def test_a_look_alike_command_is_answered_as_an_error_and_never_relayed(
+    make_app, line: str, named: str
+) -> None:
+    app: App = make_app(STAFF)
+    ticket, assigned = open_case(app)
+    drop(app, staff_reply(assigned, f"{line}\n\nWe will collect the kettle on Thursday."))
+    app.run_once()
+    with app.sessions() as session:
+        case = session.get(Ticket, ticket.id)
+        assert case is not None and case.status == "received"
+    rows = outbox(app)
+    assert [r.kind for r, _ in rows if r.recipient == "li.lei@example.net"] == ["ack"]
+    (error,) = [
+        m for r, m in rows if r.kind == "staff_error" and r.recipient == "agent@example.com"
+    ]
+    text = body(error)
+    assert "look-alike or invisible characters" in text and named in text
+    assert "type #accept again" in text
+
+
 def test_reassign_priority_category_and_note_by_mail(make_app) -> None:
     app: App = make_app(STAFF)
     ticket, assigned = open_case(app)
@@ -299,6 +332,19 @@ def test_a_stranger_writing_to_a_staff_token_is_a_third_party(make_app) -> None:
         case = session.get(Ticket, ticket.id)
         assert case is not None and case.status == "received"
         assert session.scalar(select(Ticket.id).where(Ticket.id != ticket.id)) is None
+
+
+def test_a_look_alike_keyword_or_sign_is_named_but_free_text_is_kept() -> None:
+    lines = "#status r\u0435solved\n\u266fnote hi\n#note \u0418\u0432\u0430\u043d \u041f.\n#接受"
+    commands, _ = parse_commands(lines)
+    assert [(c.name, c.lookalike) for c in commands] == [
+        ("status", "U+0435 CYRILLIC SMALL LETTER IE"),
+        ("note", "U+266F MUSIC SHARP SIGN"),
+        ("note", ""),  # a note may be in any script
+        ("接受", ""),  # a word in another script is an unknown command, not a look-alike
+    ]
+    commands, _ = parse_commands("\u202e#accept \udcff")  # a lone surrogate and bidi controls
+    assert [(c.name, bool(c.lookalike)) for c in commands] == [("accept", True)]
 
 
 def test_command_parsing_stops_at_the_first_text_line() -> None:
