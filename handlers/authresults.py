@@ -9,6 +9,7 @@ the parser cannot read (or an absurdly long one) proves nothing and is not taken
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
@@ -72,14 +73,12 @@ def domain_results(raw: bytes, address: str, trusted: Sequence[str]) -> DomainRe
         return None
     domain = address.rpartition("@")[2].lower()
     for text in _headers(raw):
+        named = sorted(wanted & set(re.split(r'[\s;()"]+', text.lower())))
+        if not named:
+            continue  # cannot be our MX's: not worth parsing (a mail may bring many)
         header = _parse(text)
-        if header is None:
-            # unreadable: if it may be our MX's, it decides (nothing below it can be believed)
-            words = set(text.lower().replace(";", " ").replace("(", " ").split())
-            named = sorted(wanted & words)
-            if named:
-                return DomainResults(authserv_id=named[0], unreadable=True)
-            continue
+        if header is None:  # it may be our MX's, so it decides: nothing below can be believed
+            return DomainResults(authserv_id=named[0], unreadable=True)
         if (header.authserv_id or "").lower() not in wanted:
             continue
         passed: list[str] = []
