@@ -7,6 +7,8 @@ sender's domain. Without proof the mail is a third party's: recorded for staff, 
 nothing relayed. Command lines at the top (`#accept`, `#reject <reason>`, `#status <s>`,
 `#assign <address>`, `#priority <p>`, `#category <c>`, `#note <text>`) are all checked before
 any is applied; one bad line and the staff member gets a templated error and nothing changes.
+A line that only looks like a command (`#аccept` with a Cyrillic а, a zero-width space inside,
+bidi controls reordering it) is such a bad line: answered with the error, never relayed.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
-from email.policy import compat32
+
+from bidi import get_display
 
 from daemon.config import CATEGORIES, PRIORITIES, Config
 from daemon.store.models import Ticket
 from handlers import staff
+from handlers.authresults import domain_results
 from handlers.context import Context, Services
 from handlers.intake import record_message
 from handlers.notify import queue_mail
@@ -27,7 +30,17 @@ from handlers.threading import recipients, staff_reply_address, staff_token_hold
 from handlers.workflow import apply_transition, mails_consumer, refusal
 
 COMMANDS = ("accept", "reject", "status", "assign", "priority", "category", "note")
+FREE_TEXT = ("reject", "note")  # commands whose argument is words, not a keyword
 _COMMAND = re.compile(r"^#([A-Za-z_]+)(?:\s+(.*))?$")
+_ATTEMPT = re.compile(r"^#([^\W\d]+)(?:\s+(.*))?$")  # a number sign and a word, any script
+# Letters of other scripts drawn like Latin ones (after NFKC), and signs drawn like "#".
+_LOOKALIKES = str.maketrans(
+    "асеорхуіјѕһԁԛԝӏАВСЕНІЈКМОРЅТХУ"  # Cyrillic
+    "αοριυνκτΑΒΕΖΗΙΚΜΝΟΡΤΥΧ"  # Greek
+    "♯⋕",
+    "aceopxyijshdqwlABCEHIJKMOPSTXYaopiuvktABEZHIKMNOPTYX##",
+)
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,45 @@ class Command:
     name: str
     argument: str
     line: str
+    lookalike: str = ""  # the look-alike or invisible characters of a line posing as a command
+
+
+def _invisible(ch: str) -> bool:
+    return unicodedata.category(ch) == "Cf"  # zero-width spaces and joiners, bidi controls, BOM
+
+
+def _visible(text: str) -> str:
+    return "".join(ch for ch in text if not _invisible(ch)).strip()
+
+
+def _oddities(text: str, word: str = "") -> list[str]:
+    """The invisible characters and look-alike letters in the text, and the letters of the
+    command word that are not Latin, named once each."""
+    odd = [ch for ch in text if _invisible(ch) or ord(ch) in _LOOKALIKES]
+    odd += [ch for ch in word if not ch.isascii()]
+    return [f"U+{ord(ch):04X} {unicodedata.name(ch, '')}".strip() for ch in dict.fromkeys(odd)]
+
+
+def _command(line: str) -> Command | None:
+    """The command a top line is, or poses as; None when it is text."""
+    match = _COMMAND.match(line)
+    if match is not None:
+        name = match.group(1).lower()
+        checked = f"#{match.group(1)}" if name in FREE_TEXT else line
+        if not _oddities(checked):
+            return Command(name, (match.group(2) or "").strip(), line)
+    readings = [_visible(line)]  # as written, and as shown when bidi controls reorder it
+    if _BIDI & set(line):
+        shown_as = line.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
+        readings.append(_visible(str(get_display(shown_as))))
+    for reading in readings:
+        attempt = _ATTEMPT.match(reading.translate(_LOOKALIKES))
+        if attempt is not None:
+            shown = "".join(f"<U+{ord(ch):04X}>" if _invisible(ch) else ch for ch in line)
+            name, argument = attempt.group(1).lower(), (attempt.group(2) or "").strip()
+            odd = _oddities(line, name) if _oddities(line) else []  # "#接受" is just unknown
+            return Command(name, argument, shown, ", ".join(odd))
+    return None
 
 
 def parse_commands(text: str) -> tuple[list[Command], str]:
@@ -44,13 +96,13 @@ def parse_commands(text: str) -> tuple[list[Command], str]:
     i = 0
     while i < len(lines):
         line = unicodedata.normalize("NFKC", lines[i]).strip()  # ＃ from a Chinese keyboard
-        if not line:
+        if not _visible(line):
             i += 1
             continue
-        match = _COMMAND.match(line)
-        if match is None:
+        command = _command(line)
+        if command is None:
             break
-        commands.append(Command(match.group(1).lower(), (match.group(2) or "").strip(), line))
+        commands.append(command)
         i += 1
     return commands, "\n".join(lines[i:]).strip()
 
@@ -76,7 +128,13 @@ def check_commands(config: Config, ticket: Ticket, commands: list[Command]) -> l
     status, resume_to = ticket.status, (ticket.extra or {}).get("resume_to")
     for c in commands:
         move = move_of(c)
-        if c.name not in COMMANDS:
+        if c.lookalike:
+            retype = f"#{c.name}" if c.name in COMMANDS else "the command"
+            problems.append(
+                f"{c.line}: not a command as written, it has look-alike or invisible characters"
+                f" ({c.lookalike}); type {retype} again in plain Latin letters"
+            )
+        elif c.name not in COMMANDS:
             problems.append(f"{c.line}: unknown command (commands: #{', #'.join(COMMANDS)})")
         elif c.name != "accept" and not c.argument:
             problems.append(f"{c.line}: #{c.name} needs an argument")
@@ -111,27 +169,8 @@ def dkim_proof(raw: bytes, sender: str, trusted: tuple[str, ...]) -> str | None:
     Only the topmost Authentication-Results header from a trusted authserv-id counts: that is
     the one our own MX added (RFC 8601 §5 has it remove look-alikes from outside).
     """
-    if not trusted:
-        return None
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
-    wanted = {t.lower() for t in trusted}
-    domain = sender.rpartition("@")[2].lower()
-    for value in headers.get_all("Authentication-Results") or []:
-        text = " ".join(str(value).split())
-        authserv, _, results = text.partition(";")
-        words = authserv.split()
-        if not words or words[0].lower() not in wanted:
-            continue
-        for result in results.split(";"):
-            match = re.match(r"\s*(dkim|dmarc)\s*=\s*(\w+)(.*)", result, re.IGNORECASE)
-            if match is None or match.group(2).lower() != "pass":
-                continue
-            props = dict(re.findall(r"([\w.]+)=(\S+)", match.group(3).lower()))
-            named = props.get("header.d") or props.get("header.from") or props.get("header.i")
-            if named and named.strip('"').rpartition("@")[2] == domain:
-                return f"{match.group(1).lower()}=pass by {words[0].lower()}"
-        return None  # the topmost trusted header decides
-    return None
+    results = domain_results(raw, sender, trusted)
+    return None if results is None else results.proof()
 
 
 class StaffMail:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from daemon.clock import in_window
 from daemon.config import Config
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
+from handlers.authresults import domain_results
 from handlers.context import Context, Services
 from handlers.notify import queue_mail
 from handlers.threading import (
@@ -337,6 +338,13 @@ class SurveyAnswer:
         )
         if not by_token and not from_complainant:
             return  # a third party's mail is on the case for staff, and counts for nothing
+        if not by_token:
+            trusted = ctx.config.escalation.trusted_authserv_ids
+            results = domain_results(ctx.message.raw, sender, trusted)
+            dispute = results.dispute() if results is not None else None
+            if dispute is not None:
+                _disputed(ctx, ticket, dispute)
+                return  # From is the complainant's but our MX says it was not sent by them
         text = ctx.prep.new_text.strip()
         answer = read_answer(text)
         if answer is None and by_token:
@@ -349,11 +357,22 @@ class SurveyAnswer:
             return
         if answer.outcome != "dissatisfied" and not surveyed:
             return  # thanks before the survey: the survey will still ask
-        _record(ctx, ticket, answer, text, sender)
+        _record(ctx, ticket, answer, text)
         if answer.outcome == "dissatisfied":
             _appeal(ctx, services, ticket, answer, text, sender)
         else:
             _close(ctx, services, ticket, answer, sender)
+
+
+def _disputed(ctx: Context, ticket: Ticket, dispute: str) -> None:
+    """A survey answer under the complainant's From that our MX says is forged: a comment for
+    staff on the timeline, and the case, its survey and the complainant are left as they are."""
+    text = f"not counted as the complainant's answer ({dispute}): kept as a comment"
+    _answer_entry(ctx, ticket, text, internal=True, outcome="disputed", dispute=dispute)
+    ctx.prep.notes.append(
+        f"{ticket.number}: survey answer from the complainant's address with {dispute}: "
+        "kept as a comment, nothing changed"
+    )
 
 
 def _bare_subject(ctx: Context) -> str:
@@ -363,21 +382,30 @@ def _bare_subject(ctx: Context) -> str:
     )
 
 
-def _record(ctx: Context, ticket: Ticket, answer: Answer, text: str, sender: str) -> None:
+def _record(ctx: Context, ticket: Ticket, answer: Answer, text: str) -> None:
     ticket.satisfaction_score = answer.score
     ticket.satisfaction_at = ctx.now
     ticket.satisfaction_comment = text[:2000] or None
     ticket.satisfaction_outcome = answer.outcome
+    text = f"survey answer: {answer.outcome}" + (
+        f" ({answer.score}/5)" if answer.score is not None else ""
+    )
+    _answer_entry(ctx, ticket, text, internal=False, score=answer.score, outcome=answer.outcome)
+
+
+def _answer_entry(
+    ctx: Context, ticket: Ticket, text: str, *, internal: bool, **data: object
+) -> None:
+    """The survey entry on the timeline for the incoming mail (ctx.entry_id) that answered."""
     ctx.session.add(
         TimelineEntry(
             ticket_id=ticket.id,
             at=ctx.now,
             kind="survey",
-            actor=sender,
-            internal=False,
-            text=f"survey answer: {answer.outcome}"
-            + (f" ({answer.score}/5)" if answer.score is not None else ""),
-            data={"score": answer.score, "outcome": answer.outcome, "entry_id": ctx.entry_id},
+            actor=ctx.message.from_address.lower(),
+            internal=internal,
+            text=text,
+            data={**data, "entry_id": ctx.entry_id},
         )
     )
 
@@ -443,17 +471,8 @@ def _appeal(
 
 def _unclear(ctx: Context, services: Services, ticket: Ticket, text: str) -> None:
     ticket.satisfaction_comment = text[:2000] or None
-    ctx.session.add(
-        TimelineEntry(
-            ticket_id=ticket.id,
-            at=ctx.now,
-            kind="survey",
-            actor=ctx.message.from_address.lower(),
-            internal=False,
-            text="survey answer unclear: recorded as a comment",
-            data={"outcome": "unclear", "entry_id": ctx.entry_id},
-        )
-    )
+    text = "survey answer unclear: recorded as a comment"
+    _answer_entry(ctx, ticket, text, internal=False, outcome="unclear")
     queue_mail(  # once per survey: a second unclear answer is left for staff, never a loop
         ctx.session,
         ctx.config,

@@ -154,6 +154,15 @@ def test_staff_accepts_replies_and_resolves_by_mail(make_app) -> None:
     assert "#status" not in "".join(texts)
 
 
+def assert_unproven(app: App, ticket: Ticket) -> None:
+    """The usual treatment of unproven staff mail: on the case for staff, the case unchanged."""
+    with app.sessions() as session:
+        case = session.get(Ticket, ticket.id)
+        assert case is not None and case.status == "received"
+        last = session.scalars(select(TimelineEntry).order_by(TimelineEntry.id.desc())).first()
+        assert last is not None and last.internal and last.data.get("unproven")
+
+
 def test_forged_staff_from_without_proof_changes_nothing(make_app) -> None:
     app: App = make_app(STAFF)
     ticket, assigned = open_case(app)
@@ -192,6 +201,36 @@ def test_a_trusted_dkim_pass_proves_the_staff_member(make_app) -> None:
         assert case is not None and case.status == "accepted"
 
 
+FORGED_RESULTS = [
+    # the "pass" is inside a quoted local part of smtp.mailfrom
+    'mx.example.com; spf=pass smtp.mailfrom="x;dkim=pass header.d=example.com x"@attacker.test;'
+    " dkim=none",
+    # the "pass" is inside a comment
+    "mx.example.com; spf=pass smtp.mailfrom=x@attacker.test"
+    " (helo=evil;dmarc=pass header.from=example.com ); dkim=none",
+    # a header the parser cannot read (comments nested past any sense) proves nothing
+    "mx.example.com; dkim=pass " + "(" * 3000 + " header.d=example.com",
+]
+
+
+@pytest.mark.parametrize("forged", FORGED_RESULTS)
+def test_a_pass_hidden_in_a_comment_or_quoted_string_proves_nobody(make_app, forged: str) -> None:
+    """A forged `From: agent@` with `#accept`, whose only "pass" our MX's header holds inside a
+    quoted string or a comment (or in a header the parser cannot read), is unproven staff mail:
+    recorded for staff, nothing applied, nothing relayed."""
+    app: App = make_app(STAFF)
+    ticket, _ = open_case(app)
+    before = len(outbox(app))
+    subject, headers = f"Re: [{ticket.number}]", {"Authentication-Results": forged}
+    raw = mail(
+        "agent@example.com", "support@example.com", "#accept", subject=subject, headers=headers
+    )
+    drop(app, raw)
+    app.run_once()
+    assert_unproven(app, ticket)
+    assert len(outbox(app)) == before
+
+
 def test_a_staff_address_in_reply_to_is_not_vouched_for_by_dkim(make_app) -> None:
     """A mail with no From is answered at its Reply-To, but DKIM and DMARC vouch for the From
     domain only: `Reply-To: agent@` beside our MX's pass for example.com proves nobody."""
@@ -208,11 +247,7 @@ def test_a_staff_address_in_reply_to_is_not_vouched_for_by_dkim(make_app) -> Non
     assert b"\nFrom:" not in forged
     drop(app, forged)
     app.run_once()
-    with app.sessions() as session:
-        case = session.get(Ticket, ticket.id)
-        assert case is not None and case.status == "received"
-        last = session.scalars(select(TimelineEntry).order_by(TimelineEntry.id.desc())).first()
-        assert last is not None and last.data.get("unproven")
+    assert_unproven(app, ticket)
     drop(app, accept())  # the same mail with its From: proven, applied
     app.run_once()
     with app.sessions() as session:
@@ -233,6 +268,39 @@ def test_unknown_command_gets_an_error_reply_and_nothing_is_applied(make_app) ->
     assert error[0].recipient == "agent@example.com"
     assert "#frobnicate now: unknown command" in body(error[1])
     assert not [r for r, _ in rows if r.kind in ("reply", "accepted")]
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ("#\u0430ccept", "U+0430 CYRILLIC SMALL LETTER A"),
+        ("#\u03b1ccept", "U+03B1 GREEK SMALL LETTER ALPHA"),
+        ("#ac\u200bcept", "U+200B ZERO WIDTH SPACE"),
+        ("#acc\u200dept", "U+200D ZERO WIDTH JOINER"),
+        ("\ufeff#accept", "U+FEFF ZERO WIDTH NO-BREAK SPACE"),
+        ("\u202e#accept", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        ("\u202etpecca#", "U+202E RIGHT-TO-LEFT OVERRIDE"),  # shown as "#accept"
+        ("#\u2066accept\u2069", "U+2066 LEFT-TO-RIGHT ISOLATE"),
+    ],
+)
+def test_a_look_alike_command_is_answered_as_an_error_and_never_relayed(
+    make_app, line: str, named: str
+) -> None:
+    app: App = make_app(STAFF)
+    ticket, assigned = open_case(app)
+    drop(app, staff_reply(assigned, f"{line}\n\nWe will collect the kettle on Thursday."))
+    app.run_once()
+    with app.sessions() as session:
+        case = session.get(Ticket, ticket.id)
+        assert case is not None and case.status == "received"
+    rows = outbox(app)
+    assert [r.kind for r, _ in rows if r.recipient == "li.lei@example.net"] == ["ack"]
+    (error,) = [
+        m for r, m in rows if r.kind == "staff_error" and r.recipient == "agent@example.com"
+    ]
+    text = body(error)
+    assert "look-alike or invisible characters" in text and named in text
+    assert "type #accept again" in text
 
 
 def test_reassign_priority_category_and_note_by_mail(make_app) -> None:
@@ -264,6 +332,19 @@ def test_a_stranger_writing_to_a_staff_token_is_a_third_party(make_app) -> None:
         case = session.get(Ticket, ticket.id)
         assert case is not None and case.status == "received"
         assert session.scalar(select(Ticket.id).where(Ticket.id != ticket.id)) is None
+
+
+def test_a_look_alike_keyword_or_sign_is_named_but_free_text_is_kept() -> None:
+    lines = "#status r\u0435solved\n\u266fnote hi\n#note \u0418\u0432\u0430\u043d \u041f.\n#接受"
+    commands, _ = parse_commands(lines)
+    assert [(c.name, c.lookalike) for c in commands] == [
+        ("status", "U+0435 CYRILLIC SMALL LETTER IE"),
+        ("note", "U+266F MUSIC SHARP SIGN"),
+        ("note", ""),  # a note may be in any script
+        ("接受", ""),  # a word in another script is an unknown command, not a look-alike
+    ]
+    commands, _ = parse_commands("\u202e#accept \udcff")  # a lone surrogate and bidi controls
+    assert [(c.name, bool(c.lookalike)) for c in commands] == [("accept", True)]
 
 
 def test_command_parsing_stops_at_the_first_text_line() -> None:
@@ -300,6 +381,16 @@ def test_bad_commands_are_named(make_app, lines: str, problem: str) -> None:
         ("mx.example.com; dkim=fail header.d=example.com", False),
         ("mx.example.com; dkim=pass header.d=evil.example.org", False),
         ("mx.evil.org; dkim=pass header.d=example.com", False),
+        ("mx.example.com; dkim=pass (2048-bit key; sel) header.d=example.com", True),
+        ('mx.example.com; dkim=pass header.i="agent@example.com"', True),
+        ("MX.example.com 1; dmarc=pass (p=none dis=none) header.from=EXAMPLE.com", True),
+        ("mx.example.com; dkim=fail (bad sig) header.d=example.com", False),
+        *((forged, False) for forged in FORGED_RESULTS),
+        (
+            "mx.example.com; dkim=pass header.d=example.com; dmarc=pass header.from=exämple.com",
+            False,
+        ),
+        ("mx.example.com; dkim=pass header.d=example.com; " + "spf=none; " * 3000, False),
     ],
 )
 def test_dkim_proof_needs_a_trusted_pass_for_the_senders_domain(header: str, proved: bool) -> None:

@@ -525,6 +525,60 @@ def test_stranger_answer_does_nothing_but_token_mail_from_another_address_counts
     assert (ticket.status, ticket.satisfaction_score) == ("closed", 5)
 
 
+TRUSTED_MX = SUPERVISORS + 'trusted_authserv_ids = ["mx.example.com"]\n'
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        "mx.example.com; spf=fail smtp.mailfrom=evil.test; dkim=none;"
+        " dmarc=fail (p=none dis=none) header.from=example.cn",
+        "mx.example.com; dkim=fail (bad signature) header.d=example.cn header.i=@example.cn",
+    ],
+)
+@pytest.mark.parametrize("answer", ["5 非常满意", "1 不满意，还是漏水"])
+def test_an_answer_forged_as_the_complainant_that_our_mx_failed_changes_nothing(
+    make_app, results: str, answer: str
+) -> None:
+    """Case numbers are sequential: anyone can write `From: <complainant>` with the tag. When
+    our MX says DMARC (or the From domain's DKIM) failed, the answer is a comment for staff."""
+    app: App = make_app(TRUSTED_MX)
+    number = open_case(app)
+    row = surveyed(app, number)
+    forged = {"Authentication-Results": results}
+    send_in(app, answer, subject=f"回复：[{number}] 满意度回访", headers=forged)
+    ticket = case(app, number)
+    assert (ticket.status, ticket.satisfaction_outcome, ticket.reopened_count) == (
+        "resolved",
+        None,
+        0,
+    )
+    assert ticket.survey_expires_at is not None  # the survey still waits for the real answer
+    assert not (mails(app, "survey_thanks") or mails(app, "appeal") or mails(app, "survey_clarify"))
+    with app.sessions() as session:
+        note = session.scalars(
+            select(TimelineEntry).where(TimelineEntry.data["outcome"].as_string() == "disputed")
+        ).one()
+        assert note.internal and "=fail by mx.example.com" in (note.text or "")
+        texts = session.scalars(
+            select(TimelineEntry.text).where(TimelineEntry.ticket_id == ticket.id)
+        ).all()
+        assert any(answer in (t or "") for t in texts)  # the mail itself is on the case
+    # the one-click answer carries the survey token: it counts whatever the MX says
+    to, subject, body = one_click(row, "满意")
+    send_in(app, body, to=to, subject=subject, headers=forged)
+    assert case(app, number).status == "closed"
+
+
+def test_an_answer_our_mx_passed_for_the_complainant_counts(make_app) -> None:
+    app: App = make_app(TRUSTED_MX)
+    number = open_case(app)
+    surveyed(app, number)
+    passed = {"Authentication-Results": "mx.example.com; dmarc=pass header.from=example.cn"}
+    send_in(app, "5 非常满意", subject=f"回复：[{number}] 满意度回访", headers=passed)
+    assert case(app, number).status == "closed"
+
+
 def test_unclear_answer_gets_one_clarification_only(make_app) -> None:
     app: App = make_app()
     number = open_case(app)
