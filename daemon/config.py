@@ -380,6 +380,12 @@ def _intake(file: str, base: Path, table: dict[str, Any]) -> IntakeConfig:
         new_cases_per_sender_per_day=_positive_int(
             r, "new_cases_per_sender_per_day", IntakeConfig.new_cases_per_sender_per_day
         ),
+        acks_per_domain_per_hour=_count(
+            r, "acks_per_domain_per_hour", IntakeConfig.acks_per_domain_per_hour
+        ),
+        public_mail_domains=tuple(d.lower().rstrip(".") for d in r.strings("public_mail_domains"))
+        if "public_mail_domains" in r.table
+        else IntakeConfig.public_mail_domains,
     )
     r.done()
     return intake

@@ -167,6 +167,40 @@ class EscalationConfig:
     digest_when_empty: bool = False  # send a digest even when nothing is overdue or waiting
 
 
+# Mail providers anyone can sign up with: many complainants share them, so a burst of
+# acknowledgements to one of them is no sign of abuse.
+PUBLIC_MAIL_DOMAINS = (
+    "qq.com",
+    "foxmail.com",
+    "163.com",
+    "126.com",
+    "yeah.net",
+    "sina.com",
+    "sina.cn",
+    "sohu.com",
+    "139.com",
+    "189.cn",
+    "wo.cn",
+    "aliyun.com",
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "icloud.com",
+    "me.com",
+    "proton.me",
+    "protonmail.com",
+    "gmx.com",
+    "gmx.de",
+    "web.de",
+    "mail.ru",
+    "yandex.ru",
+)
+
+
 @dataclass(frozen=True)
 class IntakeConfig:
     ack_max_age: Duration = parse_duration("48h")
@@ -181,6 +215,10 @@ class IntakeConfig:
     # New cases one sender (plus-address and case folded) may open in a day; their mail beyond
     # it goes onto their latest case, unacknowledged (a robot answering every ack).
     new_cases_per_sender_per_day: int = 20
+    # Acknowledgements to one domain an hour (0: off): a catch-all domain cycling addresses
+    # gets no more; mail providers the public shares are exempt (their users are not one).
+    acks_per_domain_per_hour: int = 30
+    public_mail_domains: tuple[str, ...] = PUBLIC_MAIL_DOMAINS
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from daemon.addresses import address_key
+from daemon.store import writes
 from handlers.context import Context
 from handlers.intake import attach, change_new_case
 from handlers.notify import queue_mail
@@ -12,6 +16,23 @@ class Acknowledge:
     name = "acknowledge"
     description = "acknowledge a new case, or ask for its missing registration details"
 
+    @staticmethod
+    def _domain_burst(ctx: Context, address: str) -> bool:
+        """Whether the hour's acknowledgements to this (private) domain are used up."""
+        limit = ctx.config.intake.acks_per_domain_per_hour
+        domain = address_key(address).rpartition("@")[2]
+        if not limit or not domain or domain in ctx.config.intake.public_mail_domains:
+            return False
+        sent = writes.automatic_mail_to_domain(ctx.session, domain, ctx.now - timedelta(hours=1))
+        if sent < limit:
+            return False
+        assert ctx.ticket is not None
+        ctx.prep.notes.append(
+            f"{ctx.ticket.number}: not acknowledged, {sent} acknowledgements to @{domain} in "
+            f"the last hour (acks_per_domain_per_hour {limit})"
+        )
+        return True
+
     def process(self, ctx: Context) -> None:
         ticket = ctx.ticket
         if not ctx.new_ticket or ticket is None or ctx.prep.automatic:
@@ -20,6 +41,8 @@ class Acknowledge:
         max_age = ctx.config.intake.ack_max_age.as_timedelta()
         if msg.date is not None and ctx.now - msg.date > max_age:
             ctx.prep.notes.append(f"{ticket.number}: not acknowledged, mail older than ack_max_age")
+            return
+        if self._domain_burst(ctx, ticket.complainant_email):
             return
         queued = queue_mail(
             ctx.session,

@@ -170,6 +170,7 @@ class OutboxMessage(Base):
     recipient: Mapped[str] = mapped_column(String(320), index=True)
     # The recipient's mailbox (daemon/addresses.address_key): what rate limits count by
     recipient_key: Mapped[str | None] = mapped_column(String(320), index=True)
+    recipient_domain: Mapped[str | None] = mapped_column(String(255))  # acks per domain
     message_id: Mapped[str] = mapped_column(String(998))
     subject: Mapped[str] = mapped_column(Text)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
@@ -186,7 +187,10 @@ class OutboxMessage(Base):
     # Scheduled mail to a consumer: sent within [delivery] consumer_hours only (daemon/sender.py)
     consumer_hours: Mapped[bool] = mapped_column(default=False, server_default=false())
 
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_domain_created", "recipient_domain", "created_at"),
+    )
 
 
 class StaffToken(Base):

@@ -85,6 +85,7 @@ def add_attachment(session: Session, **values: Any) -> int:
 def queue_outbox(session: Session, **values: Any) -> int:
     """INSERT an outbox row (a rendered mail the sender delivers after commit); its id."""
     values.setdefault("recipient_key", address_key(values["recipient"]))
+    values.setdefault("recipient_domain", values["recipient_key"].rpartition("@")[2] or None)
     row = _insert(session, OutboxMessage, values, ("ticket_id", values.get("ticket_id")))
     ahead = _ahead(session)
     if ahead is not None:
@@ -226,6 +227,13 @@ def cases_opened_by(session: Session, address: str, since: datetime) -> tuple[in
     params |= {"high": f"{local},", "domain": f"%@{domain}", "since": since}
     found = _read(conn, _OPENED_BY, params)
     return (int(found[0][0] or 0), found[0][1]) if found else (0, None)
+
+
+def automatic_mail_to_domain(session: Session, domain: str, since: datetime) -> int:
+    """Acknowledgements (and requests for details) queued to anyone at `domain` after `since`."""
+    conn = _connection(session, _pending(session, OutboxMessage))
+    found = _read(conn, _TO_DOMAIN, {"domain": domain, "since": since})
+    return int(found[0][0] or 0) if found else 0
 
 
 def complainants(
@@ -563,6 +571,15 @@ _COMPLAINANTS = FastStatement(
     )
     .distinct()
     .limit(bindparam("limit"))
+)
+_TO_DOMAIN = FastStatement(
+    select(func.count())
+    .select_from(OutboxMessage)
+    .where(
+        OutboxMessage.recipient_domain == bindparam("domain"),
+        OutboxMessage.created_at > bindparam("since", type_=OutboxMessage.created_at.type),
+        or_(OutboxMessage.kind == "ack", OutboxMessage.kind == "request_info"),
+    )
 )
 _OPENED_BY = FastStatement(  # "a@d" or "a+anything@d": the range keeps to the index
     select(func.count(), func.max(Ticket.id)).where(
