@@ -406,3 +406,25 @@ def test_a_row_as_wide_as_a_spreadsheet_is_read(tmp_path: Path) -> None:
     (got,) = drain(source)
     assert got["fields"]["email"] == "zhangsan@example.cn"
     assert got["problems"] == [f"{cells} values for 4 columns"]
+
+
+def test_an_overlong_json_line_is_one_bad_row_and_an_overlong_item_fails_its_file(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "web"
+    source = form_source(folder)
+    honest = [json.dumps(dict(zip(HEADER, r, strict=True)), ensure_ascii=False) for r in HONEST]
+    huge = json.dumps({"邮箱": "big@example.cn", "投诉内容": "x" * (2 << 20)})
+    (folder / "lines.jsonl").write_text("\n".join([honest[0], huge, honest[1]]) + "\n", "utf-8")
+    unending = '{"投诉内容": "' + "x" * (5 << 20)  # the buffer would grow with the file
+    (folder / "items.json").write_text("[" + ", ".join([*honest, unending]), "utf-8")
+    for path in folder.iterdir():
+        aged(path)
+    got = drain(source)
+    assert [(r["file"], r["row"]) for r in got] == [("lines.jsonl", 1), ("lines.jsonl", 3)]
+    assert ["2", "a line longer than 1,048,576 characters", "skipped"] in report(
+        folder, "lines.jsonl"
+    )
+    errors = failed(folder)
+    assert set(errors) == {"items.json"}, errors
+    assert "item 3 is longer than 4,194,304 characters" in errors["items.json"]
