@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import shutil
 import subprocess
 import tempfile
@@ -25,21 +23,17 @@ from pathlib import Path
 
 from servers import caseloop_argv
 from test_forms_hostile import (
+    ADDRESS_SPACE,
     FORM_TOML,
     HEADER,
     HONEST,
     failed,
     inline_row,
+    run_once_limited,
     wide_row,
     write_csv,
     write_workbook,
 )
-
-LIMIT = 3 << 30
-
-
-def _limit() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
 
 
 def long_string(megabytes: int) -> Iterator[bytes]:
@@ -73,20 +67,9 @@ def main() -> int:
         print(f"{path.name}: {path.stat().st_size / 2**20:.1f} MiB")
     print(f"written in {time.monotonic() - started:.1f} s")
 
-    started = time.monotonic()
-    process = subprocess.Popen(
-        caseloop_argv("--config", str(config), "run", "--once"),
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_limit,
-    )
-    assert process.stdout is not None
-    output = process.stdout.read().decode("utf-8", "replace")
-    _pid, status, usage = os.wait4(process.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    print(f"run --once: exit {code}, {time.monotonic() - started:.1f} s, "
-          f"peak RSS {usage.ru_maxrss / 1024:.0f} MiB (RLIMIT_AS {LIMIT >> 30} GiB)")  # fmt: skip
+    code, output, seconds, peak = run_once_limited(config)
+    print(f"run --once: exit {code}, {seconds:.1f} s, peak RSS {peak / 2**20:.0f} MiB "
+          f"(RLIMIT_AS {ADDRESS_SPACE >> 30} GiB)")  # fmt: skip
     if code:
         print(output[-3000:])
     for name, error in failed(folder).items():

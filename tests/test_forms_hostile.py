@@ -14,7 +14,6 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterable
@@ -343,10 +342,31 @@ def test_a_mail_with_a_form_rows_old_message_id_does_not_suppress_the_row(make_a
 # --- the whole daemon, under an address-space limit -------------------------------------------
 
 WIDE_CELLS = 20_000_000
+ADDRESS_SPACE = 3 << 30
 
 
 def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+
+
+def run_once_limited(config: Path) -> tuple[int, str, float, int]:
+    """`caseloop run --once` with RLIMIT_AS at ADDRESS_SPACE: (exit code, output, seconds,
+    peak RSS in bytes, from wait4 for this process alone)."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        caseloop_argv("--config", str(config), "run", "--once"),
+        cwd=config.parent,
+        env=caseloop_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_limit_memory,
+    )
+    assert process.stdout is not None
+    output = process.stdout.read().decode("utf-8", "replace")
+    _pid, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    peak = usage.ru_maxrss * 1024  # Linux counts it in KiB
+    return process.returncode, output, time.monotonic() - started, peak
 
 
 def test_a_20m_cell_row_beside_an_honest_csv_under_a_3gb_limit(tmp_path: Path) -> None:
@@ -361,23 +381,9 @@ def test_a_20m_cell_row_beside_an_honest_csv_under_a_3gb_limit(tmp_path: Path) -
     write_csv(folder / "honest.csv", HONEST[:1])
     assert (folder / "wide.xlsx").stat().st_size < 1 << 20
 
-    started = time.monotonic()
-    process = subprocess.Popen(
-        caseloop_argv("--config", str(config), "run", "--once"),
-        cwd=tmp_path,
-        env=caseloop_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_limit_memory,
-    )
-    assert process.stdout is not None
-    output = process.stdout.read().decode("utf-8", "replace")
-    _pid, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.monotonic() - started
-    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    code, output, seconds, peak = run_once_limited(config)
     print(f"run --once: {seconds:.1f} s, peak RSS {peak / 2**20:.0f} MiB")
-    assert process.returncode == 0, output
+    assert code == 0, output
     assert peak < 1 << 30, peak
 
     errors = failed(folder)
