@@ -434,3 +434,19 @@ def test_an_overlong_json_line_is_one_bad_row_and_an_overlong_item_fails_its_fil
     errors = failed(folder)
     assert set(errors) == {"items.json"}, errors
     assert "item 3 is longer than 4,194,304 characters" in errors["items.json"]
+
+
+def test_rich_indented_shared_strings_read_as_their_text_runs(tmp_path: Path) -> None:
+    folder = tmp_path / "web"
+    source = form_source(folder)
+    shared = [
+        "<si>\n  <r><rPr><b/></rPr><t>张</t></r>\n  <r><t>三</t></r>\n"
+        "  <rPh sb='0' eb='1'><t>ちょう</t></rPh>\n</si>".encode(),
+        b"<si><t>line one_x000D_\nline two</t></si>",
+    ]
+    row = b'<row r="2"><c t="inlineStr"><is><t>1001</t></is></c><c t="s"><v>0</v></c>'
+    row += b'<c t="inlineStr"><is><t>zhangsan@example.cn</t></is></c><c t="s"><v>1</v></c></row>'
+    write_workbook(folder / "rich.xlsx", [inline_row(1, HEADER), row], shared=shared)
+    (got,) = drain(source)
+    assert got["fields"]["name"] == "张三"
+    assert got["fields"]["description"] == "line one\nline two"

@@ -6,13 +6,15 @@ decompressed XML a chunk at a time, and nothing it holds grows with the file.
 
 What no spreadsheet program writes makes the workbook bad (BadWorkbook, the file goes to
 failed/): a row of more than MAX_COLUMNS cells or a cell beyond column XFD, a row beyond
-MAX_ROWS, a dimension beyond either, a DTD, parts past their sizes. What a consumer can type
-makes one row bad: a cell of more than MAX_CELL_CHARS characters (Excel's own limit), a row of
-more than MAX_ROW_CHARS; that row is dropped, passed over up to its </row> without Python seeing
-its cells, and comes out as (number, None, [why]). Shared strings go to a temporary file (only
-their offsets stay in memory). NUL and the other characters XML forbids are dropped from the
-stream: one in a cell costs nothing but itself. Number formats come from openpyxl's stylesheet
-reader: a date cell is a date, as openpyxl gives it.
+MAX_ROWS, a dimension beyond either, more than MAX_CELLS cells, a DTD, parts past their sizes.
+What a consumer can type makes one row bad: a cell of more than MAX_CELL_CHARS characters
+(Excel's own limit), a row of more than MAX_ROW_CHARS; that row is dropped, passed over up to
+its </row> without Python seeing its cells, and comes out as (number, None, [why]).
+
+Shared strings go to a temporary file (only their offsets stay in memory). NUL and the other
+characters XML forbids are dropped from the stream: one in a cell costs nothing but itself.
+Number formats come from openpyxl's stylesheet reader: a date cell is a date, as openpyxl
+gives it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from xml.parsers import expat
 
 MAX_COLUMNS = 16_384  # XFD, a spreadsheet's last column
 MAX_ROWS = 1_048_576  # a spreadsheet's last row
+MAX_CELLS = 50_000_000  # cells in one sheet: a bound on the time one file can take
 MAX_CELL_CHARS = 32_767  # Excel's own limit for the text of one cell
 MAX_ROW_CHARS = 1 << 20  # all cells of one row together
 MAX_PART_BYTES = 2 << 30  # the decompressed XML of the sheet, or of the shared strings
@@ -257,28 +260,32 @@ class SharedStrings:
 
     def load(self, archive: zipfile.ZipFile, part: str) -> SharedStrings:
         text: _Text | None = None
-        depth_rph = 0
+        depth_rph, in_t = 0, False
 
         def start(name: str, _attrs: dict[str, str]) -> None:
-            nonlocal text, depth_rph
+            nonlocal text, depth_rph, in_t
             tag = name.rpartition(":")[2]
             if tag == "si":
                 text, depth_rph = _Text(), 0
             elif tag == "rPh":
                 depth_rph += 1
+            elif tag == "t":
+                in_t = True
 
         def end(name: str) -> None:
-            nonlocal text, depth_rph
+            nonlocal text, depth_rph, in_t
             tag = name.rpartition(":")[2]
             if tag == "rPh":
                 depth_rph -= 1
+            elif tag == "t":
+                in_t = False
             elif tag == "si" and text is not None:
                 self._add(text)
                 text = None
 
         def chars(data: str) -> None:
-            if text is not None and not depth_rph:
-                text.add(data)  # the <t> runs; whitespace between them is not in any string
+            if text is not None and in_t and not depth_rph:
+                text.add(data)  # the <t> runs, not the phonetic ones nor the space between
 
         parser = _parser(start, end, chars)
         try:
@@ -344,7 +351,7 @@ class _Sheet:
         self.book, self.strings = book, strings
         self.epoch = CALENDAR_MAC_1904 if book.date1904 else CALENDAR_WINDOWS_1900
         self.ready: list[Row] = []
-        self.rows = 0
+        self.rows = self.total = 0
         self.number = 0
         self.row_name: str | None = None  # the open <row>'s name as written ("row", "x:row")
         self.values: dict[int, Any] = {}
@@ -366,6 +373,9 @@ class _Sheet:
         tag = name.rpartition(":")[2]
         if tag == "c" and self.row_name is not None:
             self.cells += 1
+            self.total += 1
+            if self.total > MAX_CELLS:
+                raise BadWorkbook(f"more than {MAX_CELLS:,} cells in the sheet")
             ref = attrs.get("r")
             column = column_of(ref) if ref else self.column + 1
             if self.cells > MAX_COLUMNS:
