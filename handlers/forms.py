@@ -36,7 +36,6 @@ CASE_FIELDS = ("phone", "respondent", "order_number", "purchase_date", "amount",
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _NOT_ONE_ADDRESS = re.compile(r"[\s,;]")  # spaces, or a list of addresses
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_ATOM = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _SPACES = re.compile(r"\s+")
 
 # Staff read these in the case's timeline (not mail to the consumer: that is in templates/).
@@ -145,18 +144,6 @@ def row_problems(fields: Mapping[str, Any], mapped: Collection[str]) -> list[str
     return problems
 
 
-def form_message_id(source: str, key: str) -> str:
-    """<form.web.1024@caseloop.invalid>: a row's stable Message-ID, so a repeat is a duplicate."""
-    if key.startswith("sha256:"):
-        token = key[7:47]
-    elif _ATOM.fullmatch(key) and len(key) <= 80:
-        token = key
-    else:
-        token = hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
-    name = source if _ATOM.fullmatch(source) else hashlib.sha256(source.encode()).hexdigest()[:12]
-    return f"<form.{name}.{token}@caseloop.invalid>"
-
-
 def _one_line(text: str, limit: int) -> str:
     line = _SPACES.sub(" ", text).strip()
     return line if len(line) <= limit else line[:limit].rstrip() + "…"
@@ -262,7 +249,9 @@ class ParseFormRow:
             prep.notes.append(f"{item.label}: unreadable submission time, taken as now")
         prep.message = ParsedMessage(
             raw=b"",
-            message_id=form_message_id(item.source, item.key),
+            # No Message-ID: a row is known by its source and row key (source_items), never
+            # by an id a mail could carry first and so make the real submission a "duplicate".
+            message_id=None,
             in_reply_to=(),
             references=(),
             from_name=_one_line(fields.get("name", ""), 200),

@@ -352,16 +352,18 @@ def bar_chart(title: str, rows: list[tuple[str, int]]) -> str | None:
 
     labels = [_ascii_label(k) for k, _ in rows][::-1]
     values = [c for _, c in rows][::-1]
-    figure = Figure(figsize=(6, 0.4 * len(rows) + 1.0), dpi=80)
-    axes = figure.subplots()
-    axes.barh(labels, values, color="#4472c4")
-    axes.set_title(title)
-    for y, v in enumerate(values):
-        axes.text(v, y, f" {v}", va="center")
-    axes.set_xlim(0, max(values) * 1.15 + 1)
-    figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    # Labels are data (a respondent named "$x^{$"): text as given, never mathtext or TeX.
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        figure = Figure(figsize=(6, 0.4 * len(rows) + 1.0), dpi=80)
+        axes = figure.subplots()
+        axes.barh(labels, values, color="#4472c4")
+        axes.set_title(title)
+        for y, v in enumerate(values):
+            axes.text(v, y, f" {v}", va="center")
+        axes.set_xlim(0, max(values) * 1.15 + 1)
+        figure.tight_layout()
+        figure.savefig(buffer, format="png")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

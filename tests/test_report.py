@@ -376,3 +376,25 @@ def test_working_time_counts_only_the_configured_business_hours(
     assert "accepted within 4 working hours" in text
     counted = "counted 09:00-18:00" if hours else "counted all day"
     assert f"time limits ([sla]): working days on the CN holiday calendar, {counted}" in text
+
+
+MATH_NAMES = ("$x^{$", "{{{" + "a" * 40 + "}}}", r"$\frac{1}{0}$ shop")
+
+
+def test_respondents_named_like_markup_are_drawn_as_text(tmp_path: Path) -> None:
+    """Chart labels are never mathtext: `$x^{$` made matplotlib raise and the report exit 1."""
+    conf = tmp_path / "caseloop.toml"
+    conf.write_text('data_dir = "caseloop-data"\n', encoding="utf-8")
+    app = App(configmod.load(conf), clock=MovableClock(AS_OF))
+    try:
+        with app.sessions.begin() as s:
+            for n, name in enumerate(MATH_NAMES, start=1):
+                add(s, n, T0, respondent=name)
+    finally:
+        app.close()
+    since = ("--since", SINCE.isoformat(), "--until", UNTIL.isoformat())
+    done = run_caseloop("--config", str(conf), "report", *since, "--format", "html", cwd=tmp_path)
+    parser = Cells()
+    parser.feed(done.stdout)
+    assert parser.breakdown("respondent") == dict.fromkeys(MATH_NAMES, 1)
+    assert parser.images  # the charts were drawn

@@ -2,9 +2,15 @@
 
 Each file is first checked whole (encoding, structure, truncation) without holding it in memory,
 then read by a generator of records. Text encodings are sniffed (utf-8-sig, utf-16, utf-8,
-gb18030), CSV delimiters guessed, JSON arrays decoded item by item, workbooks read with openpyxl
-in read-only mode. A row's key comes from here too (row_key). Nothing here knows the folder,
-the database or the pipeline: daemon/sources/forms.py runs the folder.
+gb18030), CSV delimiters guessed, JSON arrays decoded item by item, workbooks streamed by
+daemon/sources/xlsxstream.py. A row's key comes from here too (row_key). Nothing here knows the
+folder, the database or the pipeline: daemon/sources/forms.py runs the folder.
+
+Limits hold while streaming, whatever a file claims: a CSV line or row past MAX_LINE characters,
+a value past the csv module's field limit or more than MAX_COLUMNS values make that row bad
+(a record with cells None and the reason), not the file; a file of more than MAX_ROWS rows is
+refused whole. NUL bytes in a text export are values' characters (dropped by cell_text), not a
+sign of a binary file, unless the file looks like UTF-16 or decodes as no text at all.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from daemon.config import FormConfig
+from daemon.sources.xlsxstream import MAX_COLUMNS, MAX_ROWS
 
 FORMAT_OF_SUFFIX = {
     ".csv": "csv",
@@ -40,6 +47,8 @@ SNIFF_CHARS = 16 * 1024  # the head csv.Sniffer looks at
 CHUNK = 256 * 1024  # bytes read at a time when checking or streaming a file
 MAX_KEY = 200  # longer submission ids are hashed (source_items.key holds 500)
 SHORT_ROW = "short row"
+MAX_LINE = 1 << 20  # characters of one CSV line (a longer line is one bad row)
+MAX_RECORD = 4 << 20  # characters of one CSV row over all its lines
 _CUT_CHARACTER = "ends inside a character"
 _PLAIN_NUMBER = re.compile(r"[+-]?\d{1,30}(?:\.\d{1,30})?")
 
@@ -153,22 +162,26 @@ class Columns:
 
 def _unique_headers(row: list[Any]) -> list[str]:
     headers: list[str] = []
+    taken: set[str] = set()
     for i, value in enumerate(row, start=1):
         name = cell_text(value) or f"column {i}"
         base, n = name, 2
-        while name in headers:
+        while name in taken:
             name, n = f"{base} ({n})", n + 1
         headers.append(name)
+        taken.add(name)
     return headers
 
 
 # --- reading files ----------------------------------------------------------------------------
 #
-# Each reader yields (row number, cells, problems): cells are (header, value) pairs. Row
-# numbers are what a person opening the file sees: the spreadsheet row (the header is row 1),
-# the JSON Lines line, the position in a JSON array.
+# Each reader yields (row number, cells, problems): cells are (header, value) pairs, or None
+# for a row past a limit, left unread (its problems say why). Row numbers are what a person
+# opening the file sees: the spreadsheet row (the header is row 1), the JSON Lines line, the
+# position in a JSON array.
 
-Record = tuple[int, list[tuple[str, Any]], list[str]]
+Record = tuple[int, list[tuple[str, Any]] | None, list[str]]
+RawRow = tuple[int, list[Any] | None, list[str]]  # a row's values as read, before the header
 
 
 def text_encoding(path: Path) -> str:
@@ -183,7 +196,7 @@ def text_encoding(path: Path) -> str:
         candidates = ("utf-16",)
     elif head.startswith(b"PK\x03\x04"):
         raise FileProblem("a ZIP archive (an XLSX workbook?), not a text export")
-    elif b"\x00" in head:
+    elif _looks_utf16(head):
         raise FileProblem("binary data (NUL bytes), not a text export")
     else:
         candidates = ("utf-8", "gb18030")
@@ -196,7 +209,19 @@ def text_encoding(path: Path) -> str:
     for encoding, failure in zip(candidates, failures, strict=True):
         if failure.endswith(_CUT_CHARACTER):
             raise FileProblem(f"truncated: the file ends inside a character ({encoding})")
+    if b"\x00" in head:
+        raise FileProblem("binary data (NUL bytes), not a text export")
     raise FileProblem(f"not text in a known encoding ({'; '.join(failures)})")
+
+
+def _looks_utf16(head: bytes) -> bool:
+    """Text in UTF-16 without a byte-order mark: a NUL beside nearly every other byte, on one
+    side. A NUL typed into a form (or a run of them) sits on both sides and is just a value."""
+    nuls = head.count(0)
+    if nuls * 4 < len(head):
+        return False
+    even = head[0::2].count(0)
+    return max(even, nuls - even) * 10 >= nuls * 9
 
 
 def _decode_failure(path: Path, encoding: str) -> str | None:
@@ -243,13 +268,15 @@ class _CsvLayout:
 class _Table:
     """Header row first (the first non-empty one), then rows as (header, value) pairs."""
 
-    def __init__(self, rows: Iterator[tuple[int, list[Any]]], *, short_rows: bool = True) -> None:
+    def __init__(self, rows: Iterator[RawRow], *, short_rows: bool = True) -> None:
         self.rows = rows
         self.headers: list[str] | None = None
         self.short_rows = short_rows  # CSV: a short row is news; XLSX leaves out empty cells
 
     def read_header(self) -> list[str]:
-        for _n, row in self.rows:
+        for n, row, problems in self.rows:
+            if row is None:
+                raise FileProblem(f"the header (row {n}) is not readable: {'; '.join(problems)}")
             if any(cell_text(v) for v in row):
                 self.headers = _unique_headers(row)
                 return self.headers
@@ -260,10 +287,13 @@ class _Table:
         try:
             headers = self.headers if self.headers is not None else self.read_header()
             width = len(headers)
-            for n, row in self.rows:
+            for n, row, bad in self.rows:
+                if row is None:
+                    yield n, None, bad
+                    continue
                 if not any(cell_text(v) for v in row):
                     continue  # blank lines and Excel's formatted-but-empty rows
-                problems = []
+                problems = list(bad)
                 cells = list(zip(headers, row, strict=False))
                 if len(row) > width and any(cell_text(v) for v in row[width:]):
                     problems.append(f"{len(row)} values for {width} columns")
@@ -277,10 +307,79 @@ class _Table:
                 close()  # the reader's file, now rather than when collected
 
 
-def _csv_rows(path: Path, layout: _CsvLayout) -> Iterator[tuple[int, list[Any]]]:
+class _Overlong(Exception):
+    """A CSV line or row past its limit (str: which)."""
+
+
+class _Lines:
+    """A text file's lines for csv.reader, none held longer than MAX_LINE characters.
+
+    It counts the quotes and characters of the row being read: after a bad row, the rest of
+    it (a quoted value may go on over many lines) is passed over unread."""
+
+    def __init__(self, fh: TextIO) -> None:
+        self.fh = fh
+        self.quotes = self.chars = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.fh.readline(MAX_LINE)
+        if not line:
+            raise StopIteration
+        self.quotes += line.count('"')
+        self.chars += len(line)
+        if len(line) == MAX_LINE and not line.endswith(("\n", "\r")):
+            self._drop_line()
+            raise _Overlong(f"a line longer than {MAX_LINE:,} characters")
+        if self.chars > MAX_RECORD:
+            raise _Overlong(f"a row longer than {MAX_RECORD:,} characters")
+        return line
+
+    def _drop_line(self) -> bool:
+        """Read on to the end of the line; False at the end of the file."""
+        while True:
+            piece = self.fh.readline(CHUNK)
+            self.quotes += piece.count('"')
+            if not piece:
+                return False
+            if piece.endswith(("\n", "\r")):
+                return True
+
+    def drop_row(self) -> None:
+        """Pass over what is left of a bad row: on to the line that closes its open quote."""
+        while self.quotes % 2 and self._drop_line():
+            pass
+        self.next_row()
+
+    def next_row(self) -> None:
+        self.quotes = self.chars = 0
+
+
+def _csv_rows(path: Path, layout: _CsvLayout) -> Iterator[RawRow]:
+    """The rows of a CSV file; a row past a limit comes as (n, None, [why]) and the next goes on."""
     with open(path, encoding=layout.encoding, newline="") as fh:
-        reader = csv.reader(fh, delimiter=layout.delimiter, strict=layout.strict)
-        yield from enumerate(reader, start=1)
+        lines, n = _Lines(fh), 0
+        while True:
+            try:
+                for row in csv.reader(lines, delimiter=layout.delimiter, strict=layout.strict):
+                    n += 1
+                    lines.next_row()
+                    if len(row) > MAX_COLUMNS:
+                        yield n, None, [f"more than {MAX_COLUMNS:,} values in the row"]
+                    else:
+                        yield n, row, []
+                return
+            except (_Overlong, csv.Error) as exc:
+                if isinstance(exc, csv.Error) and "field larger than field limit" not in str(exc):
+                    raise
+                why = str(exc) if isinstance(exc, _Overlong) else (
+                    f"a value longer than {csv.field_size_limit():,} characters"
+                )  # fmt: skip
+                n += 1
+                lines.drop_row()
+            yield n, None, [why]
 
 
 def check_csv(path: Path, columns: Columns) -> tuple[_CsvLayout, int]:
@@ -309,6 +408,8 @@ def _count_csv(path: Path, layout: _CsvLayout, columns: Columns) -> int:
     count, last_short = 0, False
     for _n, _cells, problems in table:
         count += 1
+        if count > MAX_ROWS:
+            raise FileProblem(f"more than {MAX_ROWS:,} rows: split the export")
         last_short = any(p.startswith(SHORT_ROW) for p in problems)
     if last_short and not _ends_with_newline(path):
         raise FileProblem("truncated: the last row is cut off (fewer columns, no final newline)")
@@ -341,6 +442,8 @@ def _json_items(fh: TextIO) -> Iterator[Any]:
         nonlocal buf, pos, eof
         if eof:
             return False
+        if len(buf) - pos > MAX_RECORD:
+            raise FileProblem(f"item {index + 1} is longer than {MAX_RECORD:,} characters")
         chunk = fh.read(CHUNK)
         if not chunk:
             eof = True
@@ -412,7 +515,17 @@ def _object_record(n: int, item: Any) -> Record:
 
 def _jsonl_records(path: Path, encoding: str) -> Iterator[Record]:
     with open(path, encoding=encoding, newline="") as fh:
-        for n, line in enumerate(fh, start=1):
+        lines, n = _Lines(fh), 0
+        while True:
+            n += 1
+            lines.next_row()
+            try:
+                line = next(lines)
+            except StopIteration:
+                return
+            except _Overlong as exc:
+                yield n, None, [str(exc)]
+                continue
             if not line.strip():
                 continue
             try:
@@ -432,8 +545,10 @@ def check_json(path: Path, columns: Columns, lines: bool) -> tuple[str, int]:
     last_bad = False
     for _n, cells, problems in records:
         count += 1
+        if count > MAX_ROWS:
+            raise FileProblem(f"more than {MAX_ROWS:,} items: split the export")
         last_bad = bool(problems)
-        if not problems:
+        if cells is not None and not problems:
             good += 1
             emails = emails or columns.has_email(h for h, _ in cells)
     if lines and last_bad and not _ends_with_newline(path):
@@ -445,29 +560,14 @@ def check_json(path: Path, columns: Columns, lines: bool) -> tuple[str, int]:
     return encoding, count
 
 
-def _open_workbook(path: Path) -> Any:
-    import openpyxl  # only form folders with XLSX files need it
+def _xlsx_rows(path: Path, sheet: str | None) -> Iterator[RawRow]:
+    """Formulas come as their text ("=..."): stored as given, never evaluated."""
+    from daemon.sources.xlsxstream import BadWorkbook, sheet_rows
 
-    return openpyxl.load_workbook(path, read_only=True, data_only=False)
-
-
-def _sheet(workbook: Any, name: str | None) -> Any:
-    if name is None:
-        return workbook.worksheets[0]
-    if name not in workbook.sheetnames:
-        raise FileProblem(f"no sheet named {name!r} (sheets: {', '.join(workbook.sheetnames)})")
-    return workbook[name]
-
-
-def _xlsx_rows(path: Path, sheet: str | None) -> Iterator[tuple[int, list[Any]]]:
-    workbook = _open_workbook(path)
     try:
-        ws = _sheet(workbook, sheet)
-        ws.reset_dimensions()  # some exporters write wrong dimensions; read every row there is
-        # Formulas come as their text ("=..."): stored as given, never evaluated.
-        yield from enumerate(ws.iter_rows(values_only=True), start=1)
-    finally:
-        workbook.close()
+        yield from sheet_rows(path, sheet)
+    except BadWorkbook as exc:
+        raise FileProblem(str(exc)) from exc
 
 
 def check_xlsx(path: Path, columns: Columns, sheet: str | None) -> int:

@@ -10,8 +10,10 @@ kept across fetch() calls and at most `limit` rows are handed out per call.
 A row's key is its id_column value, else a sha256 of its normalised mapped values; never the
 file's name, so a row repeated by a later cumulative export is known to the database already and
 changes nothing. After the last row of a file has been settled, the file moves to
-processed/<UTC time>-<name> beside a .report.csv listing its bad rows. Every CSV written here is
-neutralised against formula injection (spreadsheet_safe).
+processed/<UTC time>-<name> beside a .report.csv listing its bad rows: rows with problems, with
+their outcome, and rows past a reader's limits (too many cells, an overlong value), "skipped"
+unread and never handed out. Every CSV written here is neutralised against formula injection
+(spreadsheet_safe).
 """
 
 from __future__ import annotations
@@ -181,7 +183,16 @@ class FormSource:
                 self._finish_if_done(file)
                 continue
             file.read += 1
-            return self._row(file, *record)
+            n, cells, problems = record
+            if cells is None:  # past a limit, left unread: in the report, never handed out
+                file.bad_rows += 1
+                writer = csv.writer(file.report)
+                for problem in problems:
+                    writer.writerow([n, spreadsheet_safe(problem), "skipped"])
+                logfmt.event(log, "form.row.skipped", logging.WARNING, source=self.name,
+                             file=file.name, row=n, problem="; ".join(problems))  # fmt: skip
+                continue
+            return self._row(file, n, cells, problems)
 
     def _row(self, file: _File, n: int, cells: list[tuple[str, Any]], problems: list[str]) -> _Out:
         fields, extra, submission_id = self.columns.split(cells)
