@@ -7,6 +7,7 @@ gave; rows the API writes also equal the rows the ORM writes from the same value
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -310,17 +311,19 @@ def test_a_conflict_found_with_the_batchs_last_writes_sets_one_mail_aside(
         pytest.skip("SQLite has one writer: nothing commits while a batch is being decided")
     inbox = app.config.mailboxes[0].path
     assert inbox is not None
-    for i in range(3):
-        deliver_to_maildir(inbox, _complaint(i), name=f"m{i}")
+    raws = [_complaint(i) for i in range(3)]
+    for i, raw in enumerate(raws):
+        deliver_to_maildir(inbox, raw, name=f"m{i}")
     real, raced = writes.expect, []
 
     def expect_then_another_instance_commits(session: Any, *args: Any) -> None:
         real(session, *args)
         if raced:
             return
-        with app.sessions.begin() as other:
+        with app.sessions.begin() as other:  # the same mail 2, taken in by another instance
             case = writes.open_case(other, **_case("TS-20991231-0001", "x@example.cn"))
-            writes.add_entry(other, **_entry(case, "<mail-2@example.net>"))
+            entry = _entry(case, "<mail-2@example.net>")
+            writes.add_entry(other, **entry, raw_sha256=hashlib.sha256(raws[2]).hexdigest())
         raced.append(case)
 
     monkeypatch.setattr(writes, "expect", expect_then_another_instance_commits)

@@ -23,6 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column, relationship
 
+from daemon.addresses import address_key
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Stored as UTC; always comes back timezone-aware (SQLite forgets the zone)."""
@@ -155,6 +157,11 @@ class Attachment(Base):
     entry: Mapped[TimelineEntry] = relationship(back_populates="attachments")
 
 
+def _recipient(context: Any) -> str:
+    """The recipient of the outbox row being inserted (for its key columns' defaults)."""
+    return str(context.get_current_parameters().get("recipient") or "")
+
+
 class OutboxMessage(Base):
     """A mail to send, rendered in full when queued; the sender delivers it after commit."""
 
@@ -169,8 +176,12 @@ class OutboxMessage(Base):
     status: Mapped[str] = mapped_column(String(8), default="queued")  # queued|sent|failed
     recipient: Mapped[str] = mapped_column(String(320), index=True)
     # The recipient's mailbox (daemon/addresses.address_key): what rate limits count by
-    recipient_key: Mapped[str | None] = mapped_column(String(320), index=True)
-    recipient_domain: Mapped[str | None] = mapped_column(String(255))  # acks per domain
+    recipient_key: Mapped[str | None] = mapped_column(
+        String(320), index=True, default=lambda ctx: address_key(_recipient(ctx))
+    )
+    recipient_domain: Mapped[str | None] = mapped_column(  # acks per domain
+        String(255), default=lambda ctx: address_key(_recipient(ctx)).rpartition("@")[2] or None
+    )
     message_id: Mapped[str] = mapped_column(String(998))
     subject: Mapped[str] = mapped_column(Text)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
