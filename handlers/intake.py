@@ -15,6 +15,7 @@ from daemon.config import Config
 from daemon.store import writes
 from daemon.store.models import Ticket, TimelineEntry
 from handlers import sla
+from handlers.authresults import domain_results
 from handlers.context import Context
 from handlers.register import merge_reply, normalise_respondent
 from handlers.workflow import consumer_replied
@@ -253,6 +254,13 @@ class OpenOrThread:
         # Only the complainant speaks for the case; robots and third parties are for staff.
         internal = bool(prep.automatic) or sender != ticket.complainant_email
         data: dict[str, Any] = {"automatic": prep.automatic} if prep.automatic else {}
+        if not internal and not ctx.new_ticket:
+            # Our MX says the complainant's From was not theirs (dmarc=fail): a forgery
+            # speaks for nobody. It is kept for staff and moves nothing.
+            results = domain_results(msg.raw, sender, ctx.config.escalation.trusted_authserv_ids)
+            dispute = results.dispute() if results is not None else None
+            if dispute is not None:
+                internal, data["disputed"] = True, dispute
         if not ctx.new_ticket and not internal:
             filled = fill_registration(ctx, ticket)
             if filled:

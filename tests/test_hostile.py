@@ -255,3 +255,40 @@ def test_a_catch_all_domain_gets_the_hours_acknowledgements_and_no_more(make_app
     assert sum(t.endswith("@catch-all.example") for t in to) == 3
     assert sum(t.endswith("@qq.com") for t in to) == 6
     assert any("acks_per_domain_per_hour" in note for note in summary.notes)
+
+
+def test_a_reply_forged_as_the_complainant_that_our_mx_failed_moves_nothing(make_app) -> None:
+    app: App = make_app(
+        CONFIG + '[escalation]\ntrusted_authserv_ids = ["mx.example.com"]\n'
+        '[tickets]\nmail_essentials = ["respondent"]\n'
+    )
+    drop(app, mail(body="我买的电饭煲三天后无法加热，要求退货退款。"))  # names no business
+    app.run_once()
+    (request,) = acks(app)
+    with app.sessions() as session:
+        assert session.scalar(select(Ticket.status)) == "waiting"
+
+    def reply(name: str, results: str) -> None:
+        raw = mail(
+            subject=f"Re: {request['Subject']}",
+            body="商家是京东自营。",
+            In_Reply_To=request["Message-ID"],
+            Authentication_Results=results,
+        )
+        inbox = app.config.mailboxes[0].path
+        assert inbox is not None
+        deliver_to_maildir(inbox, raw, name=name)
+        app.run_once()
+
+    reply("forged", "mx.example.com; dmarc=fail header.from=example.net")
+    with app.sessions() as session:
+        ticket = session.scalars(select(Ticket)).one()
+        assert ticket.status == "waiting"
+        entry = session.scalars(
+            select(TimelineEntry).where(TimelineEntry.text.contains("京东自营"))
+        ).one()
+        assert entry.internal and "dmarc=fail by mx.example.com" in entry.data["disputed"]
+    reply("genuine", "mx.example.com; dmarc=pass header.from=example.net")
+    with app.sessions() as session:
+        ticket = session.scalars(select(Ticket)).one()
+        assert ticket.status == "received"  # the complainant's own reply resumes the case
