@@ -222,7 +222,9 @@ def cases_opened_by(session: Session, address: str, since: datetime) -> tuple[in
     """How many cases the mailbox of `address` (any sub-address) opened after `since`, and
     the latest of them."""
     local, _, domain = address_key(address).partition("@")
-    conn = _connection(session, _pending(session, Ticket))
+    # The batch's own cases went in through this API (only their status changes wait in the
+    # ORM): nothing to flush for who opened them, when.
+    conn = _connection(session, False)
     params: dict[str, Any] = {"exact": f"{local}@{domain}", "low": f"{local}+"}
     params |= {"high": f"{local},", "domain": f"%@{domain}", "since": since}
     found = _read(conn, _OPENED_BY, params)
