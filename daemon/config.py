@@ -344,6 +344,7 @@ def _escalation(file: str, base: Path, table: dict[str, Any]) -> EscalationConfi
         group_window=r.duration("group_window", EscalationConfig.group_window),
         sweep_interval=r.duration("sweep_interval", EscalationConfig.sweep_interval),
         digest_when_empty=r.get("digest_when_empty", bool, EscalationConfig.digest_when_empty),
+        assignment_fold=r.duration("assignment_fold", EscalationConfig.assignment_fold),
     )
     r.done()
     return esc

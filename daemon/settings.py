@@ -165,6 +165,10 @@ class EscalationConfig:
     group_window: Duration = parse_duration("7 days")
     sweep_interval: Duration = parse_duration("60s")  # how often SLA and survey clocks are checked
     digest_when_empty: bool = False  # send a digest even when nothing is overdue or waiting
+    # Cases routed to one staff member within this long of their last assignment mail are
+    # folded into one mail at its end ("0s": a mail per case). Assignments people make are
+    # always mailed at once.
+    assignment_fold: Duration = parse_duration("15 minutes")
 
 
 # Mail providers anyone can sign up with: many complainants share them, so a burst of

@@ -9,11 +9,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from daemon.config import Config, StaffMember
-from daemon.store.models import Ticket, TimelineEntry
+from daemon.store import writes
+from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 from handlers.classify import suggest_rejection
 from handlers.context import Context, Services
 from handlers.intake import attach
-from handlers.notify import queue_mail
+from handlers.notify import build_mime, new_message_id, queue_mail, summary_headers
 from handlers.rejection import staff_hint
 from handlers.threading import staff_reply_address
 from handlers.workflow import OPEN, TransitionRefused
@@ -78,21 +79,10 @@ def assign(
         )
     )
     session.flush()
-    summary = CaseSummary.of(session, config, ticket).context(config.language_of(new))
-    queue_mail(
-        session,
-        config,
-        services.templates,
-        ticket=ticket,
-        kind="assigned",
-        intent=f"assigned:{ticket.number}:{new}:{now.isoformat()}",
-        now=now,
-        automatic="auto-generated",
-        recipient=new,
-        internal=True,
-        reply_to=staff_reply_address(session, config, ticket, new, now),
-        context={"previous": previous, "actor": actor, **summary},
-    )
+    if actor == "caseloop" and _fold(session, config, ticket, new, now):
+        pass  # routed among many: the case goes into one mail at the end of the fold
+    else:
+        _mail_assignment(session, services, ticket, new, previous, actor, now)
     if previous:
         queue_mail(
             session,
@@ -108,6 +98,109 @@ def assign(
             context={"assignee": new, "actor": actor},
         )
     return True
+
+
+def _mail_assignment(
+    session: Session,
+    services: Services,
+    ticket: Ticket,
+    new: str,
+    previous: str | None,
+    actor: str,
+    now: datetime,
+) -> None:
+    config = services.config
+    summary = CaseSummary.of(session, config, ticket).context(config.language_of(new))
+    queue_mail(
+        session,
+        config,
+        services.templates,
+        ticket=ticket,
+        kind="assigned",
+        intent=f"assigned:{ticket.number}:{new}:{now.isoformat()}",
+        now=now,
+        automatic="auto-generated",
+        recipient=new,
+        internal=True,
+        reply_to=staff_reply_address(session, config, ticket, new, now),
+        context={"previous": previous, "actor": actor, **summary},
+    )
+
+
+def _fold(session: Session, config: Config, ticket: Ticket, staff: str, now: datetime) -> bool:
+    """Hold the assignment mail when the staff member had one less than assignment_fold ago:
+    a "folded" outbox row (never sent itself) until the fold ends, when send_folded mails
+    every case held for them in one. A burst of routed cases (a recall, a robot) is one mail."""
+    fold = config.escalation.assignment_fold.as_timedelta()
+    last = writes.last_mail_of(session, staff, ("assigned", "assigned_digest")) if fold else None
+    if last is None or last <= now - fold:
+        return False
+    writes.queue_outbox(
+        session,
+        ticket_id=ticket.id,
+        kind="assigned",
+        intent=f"assigned:{ticket.number}:{staff}:{now.isoformat()}",
+        status="folded",
+        recipient=staff,
+        message_id=new_message_id(config),
+        subject=ticket.subject or "",
+        raw=b"",
+        automatic=False,
+        created_at=now,
+        next_attempt_at=last + fold,
+        attempts=0,
+        sent_at=None,
+        last_error=None,
+    )
+    return True
+
+
+def send_folded(session: Session, services: Services, now: datetime) -> int:
+    """Mail each staff member the cases folded for them whose fold has ended, in one mail."""
+    rows = session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.status == "folded", OutboxMessage.next_attempt_at <= now)
+        .order_by(OutboxMessage.id)
+        .limit(1000)
+        .with_for_update(skip_locked=True)
+    ).all()
+    held: dict[str, list[OutboxMessage]] = {}
+    for row in rows:
+        held.setdefault(row.recipient, []).append(row)
+    for staff, mine in held.items():
+        tickets = [session.get(Ticket, row.ticket_id) for row in mine if row.ticket_id]
+        cases = [t for t in tickets if t is not None and t.assignee == staff and t.status in OPEN]
+        for row in mine:
+            row.status = "merged"  # shown by `outbox list`; its case is in the mail below
+        if cases:
+            _queue_folded(session, services, staff, cases, now)
+    return len(held)
+
+
+def _queue_folded(
+    session: Session, services: Services, staff: str, cases: list[Ticket], now: datetime
+) -> None:
+    config = services.config
+    language = config.language_of(staff)
+    mail = services.templates.render("assigned_digest", language, cases=cases)
+    headers = summary_headers(services.templates, config, language, staff, mail.subject, now)
+    writes.queue_outbox(
+        session,
+        ticket_id=None,
+        kind="assigned_digest",
+        intent=f"assigned_digest:{staff}:{now.isoformat()}"[:200],
+        status="queued",
+        recipient=staff,
+        message_id=headers["Message-ID"],
+        subject=headers["Subject"],
+        raw=build_mime(headers, mail),
+        automatic=True,
+        created_at=now,
+        next_attempt_at=now,
+        attempts=0,
+        sent_at=None,
+        last_error=None,
+    )
 
 
 def alert_urgent(

@@ -7,7 +7,7 @@ import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import format_datetime, make_msgid
+from email.utils import make_msgid
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
@@ -18,7 +18,7 @@ from daemon.config import Config
 from daemon.store import writes
 from daemon.store.models import DigestRun, EscalationStep, Ticket
 from handlers.context import Services
-from handlers.notify import InlinePart, build_mime, header_safe, new_message_id, our_domain
+from handlers.notify import InlinePart, build_mime, our_domain, summary_headers
 from handlers.sla import CLOCKS, overdue, past_deadline
 from handlers.workflow import OPEN
 
@@ -367,16 +367,8 @@ def build_digest_mail(
     language = config.language_of(recipient)
     cid = make_msgid(domain=our_domain(config))[1:-1]  # without the angle brackets
     mail = services.templates.render("digest", language, **_context(data, config, cid))
-    subject = header_safe(mail.subject, 300)
-    message_id = new_message_id(config)
-    headers: dict[str, str | None] = {
-        "From": services.templates.sender(language),
-        "To": header_safe(recipient, 320),
-        "Subject": subject,
-        "Date": format_datetime(data.now.astimezone(config.timezone)),
-        "Message-ID": message_id,
-        "Auto-Submitted": "auto-generated",
-        "X-Auto-Response-Suppress": "All",
-    }
+    headers = summary_headers(
+        services.templates, config, language, recipient, mail.subject, data.now
+    )
     chart = InlinePart(png, "image/png", cid, "chart.png")
-    return build_mime(headers, mail, [chart]), subject, message_id
+    return build_mime(headers, mail, [chart]), str(headers["Subject"]), str(headers["Message-ID"])

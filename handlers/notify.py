@@ -139,6 +139,21 @@ def new_message_id(config: Config) -> str:
     return make_msgid(domain=our_domain(config))
 
 
+def summary_headers(
+    templates: Renderer, config: Config, language: str, recipient: str, subject: str, now: datetime
+) -> dict[str, str | None]:
+    """Headers of a mail about many cases (a digest, folded assignments): no thread, no tag."""
+    return {
+        "From": templates.sender(language),
+        "To": header_safe(recipient, 320),
+        "Subject": header_safe(subject, 300),
+        "Date": format_datetime(now.astimezone(config.timezone)),
+        "Message-ID": new_message_id(config),
+        "Auto-Submitted": "auto-generated",
+        "X-Auto-Response-Suppress": "All",
+    }
+
+
 def thread_ids(session: Session, ticket: Ticket) -> list[str]:
     """The consumer's conversation's Message-IDs, oldest first, for References (bounded like
     MUAs do); staff and third-party mail is not part of it."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import email
+from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -292,3 +293,49 @@ def test_a_reply_forged_as_the_complainant_that_our_mx_failed_moves_nothing(make
     with app.sessions() as session:
         ticket = session.scalars(select(Ticket)).one()
         assert ticket.status == "received"  # the complainant's own reply resumes the case
+
+
+STAFF = """
+[[staff]]
+address = "wang@example.com"
+groups = ["quality"]
+language = "en"
+
+[[routing]]
+category = "product_quality"
+group = "quality"
+"""
+
+
+def test_cases_routed_in_a_burst_reach_their_assignee_in_one_mail(make_app) -> None:
+    app: App = make_app(CONFIG + STAFF)
+    complaint = "The kettle I bought leaks from the bottom, it is defective. I want a refund."
+    drop(
+        app, *(mail(sender=f"c{i}@example.net", subject="Kettle", body=complaint) for i in range(6))
+    )
+    app.run_once()
+    with app.sessions() as session:
+        rows = session.execute(
+            select(OutboxMessage.kind, OutboxMessage.status).where(
+                OutboxMessage.recipient == "wang@example.com"
+            )
+        ).all()
+        assert (
+            session.scalar(select(func.count()).where(Ticket.assignee == "wang@example.com")) == 6
+        )
+    # the first case is mailed at once, the other five wait for the fold (15 minutes)
+    assert sorted(rows) == [("assigned", "folded")] * 5 + [("assigned", "sent")]
+    app.clock.move(timedelta(minutes=16))  # type: ignore[attr-defined]
+    app.run_once()
+    to_wang = [m for m in acks(app) if str(m["To"]) == "wang@example.com"]
+    assert len(to_wang) == 2
+    (folded,) = [m for m in to_wang if "5 cases" in str(m["Subject"])]
+    text = folded.get_body(("plain",)).get_content()
+    with app.sessions() as session:
+        numbers = session.scalars(select(Ticket.number).order_by(Ticket.id)).all()
+        merged = session.scalar(select(func.count()).where(OutboxMessage.status == "merged"))
+    assert all(n in text for n in numbers[1:]) and numbers[0] not in text
+    assert merged == 5
+    app.clock.move(timedelta(minutes=16))  # type: ignore[attr-defined]
+    app.run_once()
+    assert len([m for m in acks(app) if str(m["To"]) == "wang@example.com"]) == 2  # nothing more

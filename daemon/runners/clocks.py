@@ -16,7 +16,7 @@ from daemon.runners.summary import Summary
 from daemon.sender import Forgotten
 from daemon.store import coordination
 from daemon.store.blobs import BlobStore
-from handlers import digest, privacy, sla, survey
+from handlers import assign, digest, privacy, sla, survey
 from handlers.context import Services
 
 log = logging.getLogger("caseloop")
@@ -62,6 +62,7 @@ class ClocksRunner:
             ("sla", sla.sweep),
             ("survey", survey.sweep),
             ("digest", digest.scheduled),
+            ("assignments", assign.send_folded),
         ]
         for name, job in jobs:
             if self.stop.is_set():

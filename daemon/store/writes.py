@@ -238,6 +238,14 @@ def automatic_mail_to_domain(session: Session, domain: str, since: datetime) -> 
     return int(found[0][0] or 0) if found else 0
 
 
+def last_mail_of(session: Session, recipient: str, kinds: tuple[str, str]) -> datetime | None:
+    """When the latest mail of either kind was queued to `recipient`'s mailbox, or None."""
+    conn = _connection(session, _pending(session, OutboxMessage))
+    params = {"key": address_key(recipient), "kind1": kinds[0], "kind2": kinds[1]}
+    found = _read(conn, _LAST_MAIL_OF, params)
+    return found[0][0] if found else None
+
+
 def complainants(
     session: Session, respondent_key: str, since: datetime, until: datetime, limit: int
 ) -> set[str]:
@@ -573,6 +581,13 @@ _COMPLAINANTS = FastStatement(
     )
     .distinct()
     .limit(bindparam("limit"))
+)
+_LAST_MAIL_OF = FastStatement(
+    select(func.max(OutboxMessage.created_at)).where(
+        OutboxMessage.recipient_key == bindparam("key"),
+        or_(OutboxMessage.kind == bindparam("kind1"), OutboxMessage.kind == bindparam("kind2")),
+        OutboxMessage.status != "folded",
+    )
 )
 _TO_DOMAIN = FastStatement(
     select(func.count())
