@@ -219,10 +219,11 @@ class IntakeConfig:
     # New cases one sender (plus-address and case folded) may open in a day; their mail beyond
     # it goes onto their latest case, unacknowledged (a robot answering every ack).
     new_cases_per_sender_per_day: int = 20
-    # Acknowledgements to one domain an hour (0: off, the default: a recall can bring thousands
-    # of complaints from one company's domain): on, a catch-all domain cycling addresses gets no
-    # more; mail providers the public shares are exempt (their users are not one).
-    acks_per_domain_per_hour: int = 0
+    # Acknowledgements to one private domain an hour (0: off): a catch-all domain cycling
+    # addresses gets no more. Mail providers the public shares are exempt (their users are not
+    # one), and so are the names reserved for examples and tests (RFC 2606), which no real
+    # mail comes from.
+    acks_per_domain_per_hour: int = 60
     public_mail_domains: tuple[str, ...] = PUBLIC_MAIL_DOMAINS
 
 

@@ -11,6 +11,18 @@ from handlers.intake import attach, change_new_case
 from handlers.notify import queue_mail
 from handlers.workflow import apply_transition
 
+# RFC 2606 / RFC 6761 names: examples and tests, never a real sender's domain
+_RESERVED = (
+    ".example",
+    ".test",
+    ".invalid",
+    ".localhost",
+    ".example.com",
+    ".example.net",
+    ".example.org",
+)
+_RESERVED_NAMES = frozenset({"example.com", "example.net", "example.org", "localhost"})
+
 
 class Acknowledge:
     name = "acknowledge"
@@ -22,6 +34,8 @@ class Acknowledge:
         limit = ctx.config.intake.acks_per_domain_per_hour
         domain = address_key(address).rpartition("@")[2]
         if not limit or not domain or domain in ctx.config.intake.public_mail_domains:
+            return False
+        if domain.endswith(_RESERVED) or domain in _RESERVED_NAMES:
             return False
         sent = writes.automatic_mail_to_domain(ctx.session, domain, ctx.now - timedelta(hours=1))
         if sent < limit:

@@ -247,13 +247,13 @@ def test_a_catch_all_domain_gets_the_hours_acknowledgements_and_no_more(make_app
     app: App = make_app(CONFIG + "acks_per_domain_per_hour = 3\n")
     drop(
         app,
-        *(mail(sender=f"user{i}@catch-all.example") for i in range(6)),
+        *(mail(sender=f"user{i}@catch-all.cn") for i in range(6)),
         *(mail(sender=f"user{i}@qq.com") for i in range(6)),  # a provider the public shares
     )
     summary = app.run_once()
     assert len(summary.opened) == 12  # every complaint is a case
     to = [str(a["To"]) for a in acks(app)]
-    assert sum(t.endswith("@catch-all.example") for t in to) == 3
+    assert sum(t.endswith("@catch-all.cn") for t in to) == 3
     assert sum(t.endswith("@qq.com") for t in to) == 6
     assert any("acks_per_domain_per_hour" in note for note in summary.notes)
 
