@@ -20,6 +20,8 @@ from daemon.items import Incoming
 from daemon.store.models import Ticket
 from handlers.message import ParsedMessage
 
+MAX_REASON = 2000  # characters of the reason an item is set aside for, as kept and shown
+
 
 @dataclass(frozen=True)
 class StoredAttachment:
@@ -76,6 +78,8 @@ class Prepared:
     notes: list[str] = field(default_factory=list)  # what the operator's summary reports
 
     def stop(self, outcome: str, reason: str) -> None:
+        if len(reason) > MAX_REASON:  # an exception may quote megabytes of what it choked on
+            reason = reason[: MAX_REASON - 1] + "…"
         self.outcome, self.reason = outcome, reason
 
     @property

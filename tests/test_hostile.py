@@ -339,3 +339,23 @@ def test_cases_routed_in_a_burst_reach_their_assignee_in_one_mail(make_app) -> N
     app.clock.move(timedelta(minutes=16))  # type: ignore[attr-defined]
     app.run_once()
     assert len([m for m in acks(app) if str(m["To"]) == "wang@example.com"]) == 2  # nothing more
+
+
+def test_an_error_quoting_megabytes_is_kept_with_a_bounded_reason(
+    make_app, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app: App = make_app(CONFIG)
+    real = pipeline.Register.process
+
+    def choke(self, prep, config, blobs):  # type: ignore[no-untyped-def]
+        if "BOOM" in prep.message.subject:
+            raise RuntimeError("too many SQL variables: " + "?, " * 1_000_000)
+        return real(self, prep, config, blobs)
+
+    monkeypatch.setattr(pipeline.Register, "process", choke)
+    drop(app, mail(subject="BOOM"), mail(sender="next@example.net"))
+    app.run_once()
+    assert outcomes(app) == {"m0": "quarantined", "m1": "ticket"}
+    with app.sessions() as session:
+        reason = session.scalar(select(SourceItem.reason).where(SourceItem.key == "m0"))
+    assert reason is not None and "RuntimeError" in reason and len(reason) <= 2000
