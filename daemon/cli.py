@@ -106,6 +106,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"smtp: {config.smtp.host}:{config.smtp.port}: {report}")
     else:
         print(f"outgoing mail: {make_transport(config).describe()}")
+    regulator = config.regulator
+    if regulator.to:
+        print(
+            f"regulator: {', '.join(regulator.to)} (safety, or a loss of "
+            f"{regulator.major_loss_amount:g} CNY or more; contact: {regulator.contact})"
+        )
+    if not (config.escalation.supervisors or config.escalation.urgent_notify):
+        print(
+            "warning: urgent cases alert nobody: set [escalation] supervisors or urgent_notify"
+        )
     return EXIT_RUNTIME if failed else EXIT_OK
 
 

@@ -30,6 +30,7 @@ from daemon.settings import (
     FORM_FIELDS,
     LANGUAGES,
     PRIORITIES,
+    REGULATOR_CONTACT,
     ClassifyRule,
     Config,
     ConfigError,
@@ -39,6 +40,7 @@ from daemon.settings import (
     IntakeConfig,
     MailboxConfig,
     PrivacyConfig,
+    RegulatorConfig,
     RoutingRule,
     Secret,
     SlaConfig,
@@ -65,6 +67,7 @@ __all__ = [  # the schema, re-exported for `from daemon.config import ...`
     "IntakeConfig",
     "MailboxConfig",
     "PrivacyConfig",
+    "RegulatorConfig",
     "RoutingRule",
     "Secret",
     "SlaConfig",
@@ -392,6 +395,24 @@ def _intake(file: str, base: Path, table: dict[str, Any]) -> IntakeConfig:
     return intake
 
 
+def _regulator(file: str, base: Path, table: dict[str, Any]) -> RegulatorConfig:
+    r = _Reader(file, base, table, "regulator.")
+    to = r.strings("to")
+    for address in to:
+        if "@" not in address.strip(" @"):
+            raise r.fail("to", f"not an email address: {address!r}")
+    amount = r.get("major_loss_amount", (int, float), RegulatorConfig.major_loss_amount)
+    if amount <= 0:
+        raise r.fail("major_loss_amount", f"must be a positive amount in CNY, got {amount}")
+    regulator = RegulatorConfig(
+        to=tuple(a.strip() for a in to),
+        major_loss_amount=float(amount),
+        contact=r.choice("contact", REGULATOR_CONTACT, RegulatorConfig.contact),
+    )
+    r.done()
+    return regulator
+
+
 def _hours(text: str) -> tuple[time, time]:
     match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", text)
     if not match:
@@ -522,6 +543,7 @@ def build(table: dict[str, Any], *, file: str, base: Path) -> Config:
     pr = _Reader(file, base, r.table_of("privacy"), "privacy.")
     privacy = PrivacyConfig(retain_closed=pr.duration("retain_closed", PrivacyConfig.retain_closed))
     pr.done()
+    regulator = _regulator(file, base, r.table_of("regulator"))
 
     staff = []
     for i, t in enumerate(_list_of_tables(r, "staff")):
@@ -568,6 +590,7 @@ def build(table: dict[str, Any], *, file: str, base: Path) -> Config:
         intake=_intake(file, base, r.table_of("intake")),
         delivery=_delivery(file, base, r.table_of("delivery")),
         privacy=privacy,
+        regulator=regulator,
         staff=tuple(staff),
         routing=tuple(routing),
         rules=tuple(_rule(file, base, t, i) for i, t in enumerate(_list_of_tables(r, "rules"))),

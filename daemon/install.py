@@ -100,6 +100,11 @@ poll_interval = "30s"             # how often `caseloop run` polls each source
 
 [privacy]                         # PIPL; `caseloop privacy export|erase EMAIL` on request
 retain_closed = "3 years"         # then a closed or rejected case's personal data is erased
+
+[regulator]                       # PROCEDURE §4: safety or a major loss is reported at once
+to = []                           # e.g. ["12315@amr.example.gov.cn"]; empty: off
+major_loss_amount = 50000         # CNY claimed; at or over it, a major property loss
+contact = "none"                  # the complainant in the report: none|name|name_phone|all
 """
 
 

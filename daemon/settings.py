@@ -233,6 +233,20 @@ class DeliveryConfig:
     interval: Duration = parse_duration("10s")
 
 
+REGULATOR_CONTACT = ("none", "name", "name_phone", "all")
+
+
+@dataclass(frozen=True)
+class RegulatorConfig:
+    """PROCEDURE §4: a complaint of personal safety or major property loss is reported to the
+    regulator at once. Off while `to` is empty."""
+
+    to: tuple[str, ...] = ()
+    major_loss_amount: float = 50_000.0  # CNY claimed; at or over it, a major loss
+    # How much of the complainant the report names: none | name | name_phone | all (+ email)
+    contact: str = "none"
+
+
 @dataclass(frozen=True)
 class PrivacyConfig:
     retain_closed: Duration = parse_duration("3 years")
@@ -276,6 +290,7 @@ class Config:
     intake: IntakeConfig = IntakeConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    regulator: RegulatorConfig = RegulatorConfig()
     staff: tuple[StaffMember, ...] = ()
     routing: tuple[RoutingRule, ...] = ()
     rules: tuple[ClassifyRule, ...] = ()

@@ -199,6 +199,7 @@ def queue_mail(
     internal: bool = False,
     reply_to: str | None = None,
     consumer_hours: bool = False,
+    language: str | None = None,
 ) -> str | None:
     """Render one mail about a case and queue it, once per intent, with its timeline entry.
 
@@ -236,7 +237,8 @@ def queue_mail(
             )
         )
         return None
-    language = config.language_of(to) if internal else ticket.language
+    if language is None:  # else the caller's: a report to the regulator is in Chinese
+        language = config.language_of(to) if internal else ticket.language
     mail = templates.render(kind, language, ticket=ticket, **context)
     subject = header_safe(f"[{ticket.number}] {mail.subject}", 300)
     message_id = new_message_id(config)

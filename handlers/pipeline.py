@@ -34,6 +34,7 @@ from handlers.intake import Deduplicate, OpenOrThread
 from handlers.loopguard import LoopGuard
 from handlers.parse import Parse
 from handlers.register import Register
+from handlers.regulator import ReportToRegulator
 from handlers.staffmail import StaffMail
 from handlers.survey import FindSurveyCase, SurveyAnswer
 from handlers.threading import FindCase
@@ -66,6 +67,7 @@ LIVE_DECIDE: tuple[DecideStep, ...] = (
     SurveyAnswer(),  # the complainant's answer to the survey closes or reopens the case
     Acknowledge(),  # the acknowledgement, or the request for missing registration details
     Assign(),  # routing to the least-loaded staff member; urgent cases alert at once
+    ReportToRegulator(),  # personal safety or a major loss: reported to the regulator, once
 )
 
 # `caseloop import`: old mail is a record, not a command. Old staff mail is not acted on, an

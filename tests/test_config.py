@@ -16,6 +16,7 @@ from daemon.config import (
     EscalationConfig,
     IntakeConfig,
     PrivacyConfig,
+    RegulatorConfig,
     SlaConfig,
     SlaPolicy,
     TicketsConfig,
@@ -174,6 +175,7 @@ def test_the_init_template_says_the_dataclass_defaults(tmp_path: Path) -> None:
         "escalation": EscalationConfig,
         "intake": IntakeConfig,
         "privacy": PrivacyConfig,
+        "regulator": RegulatorConfig,
     }
     policy_keys = {f.name for f in dataclasses.fields(SlaPolicy)}
     path = tmp_path / "caseloop.toml"
