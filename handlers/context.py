@@ -131,6 +131,7 @@ class Context:
     new_ticket: bool = False
     # An imported case its complainant wrote on live: from now on it is handled like a new one.
     woken: bool = False
+    consumer_wrote: bool = False  # the complainant's own message, on a case they had opened
     entry_id: int | None = None  # the timeline entry this message became
     # What steps before OpenOrThread decided for the case it is about to open ("priority",
     # "extra"): a decision about the case, not a rewrite of what the prepare stage found.

@@ -266,6 +266,7 @@ class OpenOrThread:
             if filled:
                 data["registration_filled"] = filled
         record_message(ctx, internal=internal, data=data)
+        ctx.consumer_wrote = not internal and not ctx.new_ticket
         if not ctx.new_ticket:
             ticket.updated_at = max(ticket.updated_at, ctx.now)
             if not internal and not prep.backfill:

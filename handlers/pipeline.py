@@ -36,6 +36,7 @@ from handlers.parse import Parse
 from handlers.register import Register
 from handlers.regulator import ReportToRegulator
 from handlers.staffmail import StaffMail
+from handlers.staffnotice import TellAssignee
 from handlers.survey import FindSurveyCase, SurveyAnswer
 from handlers.threading import FindCase
 
@@ -67,6 +68,7 @@ LIVE_DECIDE: tuple[DecideStep, ...] = (
     SurveyAnswer(),  # the complainant's answer to the survey closes or reopens the case
     Acknowledge(),  # the acknowledgement, or the request for missing registration details
     Assign(),  # routing to the least-loaded staff member; urgent cases alert at once
+    TellAssignee(),  # the consumer wrote again: the assignee hears of it (an hour's burst: once)
     ReportToRegulator(),  # personal safety or a major loss: reported to the regulator, once
 )
 
