@@ -109,6 +109,26 @@ def in_window(when: datetime, hours: tuple[time, time], zone: ZoneInfo) -> datet
     return datetime.combine(day, start, zone).astimezone(when.tzinfo)
 
 
+def window_before(
+    when: datetime, hours: tuple[time, time], zone: ZoneInfo
+) -> tuple[datetime, datetime]:
+    """(opened, closed) of the daily window `hours` that last opened at or before `when`
+    (local time in `zone`); when `when` is in a window, that window."""
+    start, end = hours
+    local = when.astimezone(zone)
+    day = local.date()
+    if start <= end:
+        if local.time() < start:
+            day -= timedelta(days=1)
+        opened, closed = datetime.combine(day, start, zone), datetime.combine(day, end, zone)
+    else:
+        if local.time() < start:
+            day -= timedelta(days=1)
+        opened = datetime.combine(day, start, zone)
+        closed = datetime.combine(day + timedelta(days=1), end, zone)
+    return opened.astimezone(when.tzinfo), closed.astimezone(when.tzinfo)
+
+
 def parse_duration(text: str) -> Duration:
     """Parse "24h", "3 working days", "15 days"; raise ValueError saying what is wrong."""
     match = _DURATION.match(text)

@@ -62,7 +62,7 @@ calendar = "CN"                   # public holidays and make-up workdays
 first_response = "24h"
 acceptance = "3 working days"
 resolution = "15 days"
-survey_after = "72h"
+survey_after = "24h"              # the follow-up comes within 72h of the resolution
 survey_close_after = "7 days"
 
 [escalation]

@@ -142,7 +142,7 @@ class SlaPolicy:
 class SlaConfig:
     calendar: str = "CN"
     default: SlaPolicy = SlaPolicy()
-    survey_after: Duration = parse_duration("72h")
+    survey_after: Duration = parse_duration("24h")  # PROCEDURE §7: within 72h
     survey_close_after: Duration = parse_duration("7 days")
     by_priority: dict[str, SlaPolicy] = field(default_factory=dict)
     # Working hours of a working day (local time) for "working hours" durations; None: all day.

@@ -23,6 +23,7 @@ from daemon.resources import shipped_dir
 from daemon.spreadsheet import spreadsheet_safe
 from daemon.store.models import Ticket
 from handlers.notify import describe_duration
+from handlers.survey import FOLLOW_UP_WITHIN
 from handlers.workflow import OPEN
 
 TOP_RESPONDENTS = 10
@@ -99,6 +100,8 @@ class Report:
     decision_pending: int = 0  # no decision yet, still within the acceptance limit
     surveys_sent: int = 0
     surveys_answered: Share = field(default_factory=lambda: Share(0, 0))
+    # of the surveys of a case still resolved or closed: sent within 72 h (PROCEDURE §7)
+    surveys_in_time: Share = field(default_factory=lambda: Share(0, 0))
     scores: Counter[str] = field(default_factory=Counter)
     appeals: Share = field(default_factory=lambda: Share(0, 0))
     top_respondents: list[tuple[str, int]] = field(default_factory=list)
@@ -153,6 +156,7 @@ def compute(
     report.breakdowns = {name: Counter() for name in BREAKDOWNS}
     respondents: Counter[str] = Counter()
     accept_due = accepted = resolve_due = resolved = surveyed = answered = appealed = 0
+    followed_up = in_time = 0
     for ticket in session.execute(query.execution_options(yield_per=1000)).scalars():
         report.total += 1
         b = report.breakdowns
@@ -190,6 +194,10 @@ def compute(
                     resolved += 1
         if ticket.survey_sent_at is not None:
             surveyed += 1
+            if ticket.resolved_at is not None:  # the resolution the survey followed
+                followed_up += 1
+                if ticket.survey_sent_at - ticket.resolved_at <= FOLLOW_UP_WITHIN:
+                    in_time += 1
             if ticket.satisfaction_outcome in ANSWERED:
                 answered += 1
         if ticket.satisfaction_score is not None:
@@ -202,6 +210,7 @@ def compute(
     report.resolved_in_time = Share(resolved, resolve_due)
     report.surveys_sent = surveyed
     report.surveys_answered = Share(answered, surveyed)
+    report.surveys_in_time = Share(in_time, followed_up)
     report.appeals = Share(appealed, report.total)
     report.top_respondents = sorted(respondents.items(), key=lambda kv: (-kv[1], kv[0]))[
         :TOP_RESPONDENTS
@@ -264,6 +273,11 @@ def summary_rows(report: Report) -> list[tuple[str, str, str]]:
         ("accepted, still open", str(report.accepted_still_open), ""),
         ("surveys sent", str(report.surveys_sent), ""),
         ("surveys answered", str(report.surveys_answered), pct(report.surveys_answered)),
+        (
+            "surveys sent within 72 h of the resolution",
+            str(report.surveys_in_time),
+            pct(report.surveys_in_time),
+        ),
         ("appeals (reopened at least once)", str(report.appeals), pct(report.appeals)),
     ]
 

@@ -17,6 +17,7 @@ from handlers.workflow import (
     TransitionRefused,
     apply_transition,
     check_transition,
+    mails_consumer,
     refuse_if_erased,
 )
 
@@ -31,29 +32,51 @@ def reply(
     now: datetime,
     status: str | None = None,
 ) -> None:
-    """Send the consumer a staff reply, threaded; optionally move the case in the same step."""
+    """Send the consumer a staff reply, threaded; optionally move the case in the same step.
+
+    One mail either way: a move the consumer is told about (resolved, waiting, accepted...)
+    sends that move's notice carrying the reply's text (the resolution notice says the case is
+    resolved and that a follow-up comes, as `tickets set` and `#status` by mail do); any other
+    reply goes as a plain reply. For a rejection the text is the reason.
+    """
     refuse_if_erased(ticket)
     if not message.strip():
         raise TransitionRefused("an empty reply is not sent")
-    if status is not None and status != ticket.status:
+    moving = status is not None and status != ticket.status
+    if status is not None and moving:
         check_transition(ticket, status)
-    queue_mail(
-        session,
-        services.config,
-        services.templates,
-        ticket=ticket,
-        kind="reply",
-        intent=f"reply:{ticket.number}:{secrets.token_hex(8)}",  # each staff reply is its own
-        now=now,
-        automatic=None,  # a person's decision, not an automatic answer
-        context={"message": message},
+    notice = (
+        status is not None and moving and mails_consumer(services.config, ticket.status, status)
     )
+    if not notice:
+        queue_mail(
+            session,
+            services.config,
+            services.templates,
+            ticket=ticket,
+            kind="reply",
+            intent=f"reply:{ticket.number}:{secrets.token_hex(8)}",  # each staff reply is its own
+            now=now,
+            automatic=None,  # a person's decision, not an automatic answer
+            context={"message": message},
+        )
     if ticket.first_response_at is None:
         ticket.first_response_at = now
         ticket.due_first_response = None
         ticket.sla_next_check_at = now  # the sweep redoes the case's schedule
-    if status is not None and status != ticket.status:
-        apply_transition(session, services, ticket, status, actor=actor, now=now, notify=False)
+    if status is not None and moving:
+        rejecting = status == "rejected"
+        apply_transition(
+            session,
+            services,
+            ticket,
+            status,
+            actor=actor,
+            now=now,
+            reason=message if rejecting else None,
+            message=message if notice and not rejecting else None,
+            notify=notice,
+        )
 
 
 def set_fields(

@@ -12,7 +12,7 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from daemon.clock import in_window
+from daemon.clock import in_window, window_before
 from daemon.config import Config
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 from handlers.authresults import domain_results
@@ -33,6 +33,9 @@ TOKEN_PROVED = "survey_token_ok"
 
 ACTOR = "caseloop"
 RATE_LIMIT_RETRY = timedelta(hours=1)  # a survey held back by the hourly cap is tried again
+FOLLOW_UP_WITHIN = timedelta(hours=72)  # PROCEDURE §7: 72小时内回访确认满意度
+# Planned this long before the 72 hours run out: time for the sweep, the sender and a retry.
+FOLLOW_UP_MARGIN = timedelta(hours=1)
 
 
 # --- scheduling -------------------------------------------------------------------------------
@@ -42,8 +45,7 @@ def on_transition(ticket: Ticket, old: str, new: str, services: Services, now: d
     """Schedule the survey when a case is resolved; forget it when the case moves on."""
     if new == "resolved" and old != "rejected":
         due = services.calendar.add(now, services.config.sla.survey_after)
-        config = services.config
-        ticket.survey_due_at = in_window(due, config.delivery.consumer_hours, config.timezone)
+        ticket.survey_due_at = follow_up_at(services.config, now, due)
         ticket.survey_token = secrets.token_hex(8)  # a new resolution, a new survey
         ticket.survey_sent_at = None
         ticket.survey_expires_at = None
@@ -54,6 +56,26 @@ def on_transition(ticket: Ticket, old: str, new: str, services: Services, now: d
     elif old == "resolved":
         ticket.survey_due_at = None
         ticket.survey_expires_at = None
+
+
+def follow_up_at(config: Config, resolved: datetime, due: datetime) -> datetime:
+    """When the survey goes out: `survey_after` (`due`) moved into [delivery] consumer_hours,
+    but never past 72 hours after the resolution (PROCEDURE §7).
+
+    When the window's next opening comes after the deadline, the survey goes in the window
+    before it (an hour before that window closes, or at its opening when it is that short);
+    when no window lies between the resolution and the deadline, at once (the sweep then
+    sends it outside the window and notes why).
+    """
+    hours, zone = config.delivery.consumer_hours, config.timezone
+    deadline = resolved + FOLLOW_UP_WITHIN - FOLLOW_UP_MARGIN
+    target = min(due, deadline)
+    at = in_window(target, hours, zone)
+    if at <= deadline:
+        return at
+    opened, closed = window_before(target, hours, zone)
+    latest = max(opened, min(closed - FOLLOW_UP_MARGIN, deadline))
+    return latest if latest >= resolved else resolved
 
 
 # --- the sweep ----------------------------------------------------------------------------
@@ -122,6 +144,7 @@ def _send_survey(session: Session, services: Services, ticket: Ticket, now: date
         ticket.survey_expires_at = close_after  # closes as unanswered, like a silent survey
         return 1
     intent = f"survey:{ticket.number}:{ticket.survey_token}"
+    hold = not _window_misses_deadline(config, ticket, now)
     queued = queue_mail(
         session,
         config,
@@ -132,14 +155,33 @@ def _send_survey(session: Session, services: Services, ticket: Ticket, now: date
         now=now,
         automatic="auto-generated",
         context=survey_context(session, config, ticket),
-        consumer_hours=True,  # held to [delivery] consumer_hours when it is sent, too
+        consumer_hours=hold,  # held to [delivery] consumer_hours when sent, too (bar the 72 h)
     )
     if queued is None and not _intent_taken(session, intent):
         ticket.survey_due_at = now + RATE_LIMIT_RETRY  # held back by the hourly cap
         return 1
+    if queued is not None and not hold:
+        _note(
+            session,
+            ticket,
+            now,
+            "survey sent outside [delivery] consumer_hours: the window opens again only after"
+            " the 72-hour follow-up deadline (PROCEDURE §7)",
+            event="survey_outside_hours",
+        )
     ticket.survey_sent_at = now
     ticket.survey_expires_at = close_after
     return 1
+
+
+def _window_misses_deadline(config: Config, ticket: Ticket, now: datetime) -> bool:
+    """Whether holding the survey for consumer hours would send it after the 72-hour
+    follow-up deadline that is still ahead (past it, the survey waits for the morning)."""
+    if ticket.resolved_at is None:
+        return False
+    deadline = ticket.resolved_at + FOLLOW_UP_WITHIN
+    hours = config.delivery.consumer_hours
+    return now < deadline < in_window(now, hours, config.timezone)
 
 
 def _intent_taken(session: Session, intent: str) -> bool:

@@ -146,9 +146,22 @@ def test_figures_of_a_known_set_of_cases(app: App) -> None:
     assert r.accepted_still_open == 1  # C
     assert r.surveys_sent == 3
     assert (r.surveys_answered.part, r.surveys_answered.whole) == (2, 3)
+    assert (r.surveys_in_time.part, r.surveys_in_time.whole) == (2, 2)  # A, B at 72 h; C reopened
     assert r.scores == {"5": 1, "1": 1}
     assert (r.appeals.part, r.appeals.whole) == (1, 6)
     assert r.top_respondents == [("甲电器公司", 2), (INJECTION, 1)]
+
+
+def test_the_report_shows_the_share_of_follow_ups_within_72_hours(make_app) -> None:
+    app: App = make_app()
+    h = timedelta(hours=1)
+    with app.sessions.begin() as s:
+        for n, after in ((1, 24 * h), (2, 72 * h), (3, 73 * h)):
+            add(s, n, T0, status="resolved", resolved_at=T0 + h, survey_sent_at=T0 + h + after)
+        add(s, 4, T0, status="resolved", resolved_at=T0 + h)  # not yet followed up
+    with app.sessions() as session:
+        text = report.render(session, app.config, SINCE, UNTIL, "text", AS_OF)
+    assert re.search(r"surveys sent within 72 h of the resolution\s+2 of 3 \(66\.7%\)", text)
 
 
 def test_open_ended_period_counts_everything(app: App) -> None:

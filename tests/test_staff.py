@@ -191,7 +191,11 @@ def test_a_reply_with_a_status_moves_the_case_without_a_second_mail(step_ctx, ca
         staff.reply(session, app.services, case, "Please send the receipt.",
                     actor="wang@example.com", now=now, status="waiting")  # fmt: skip
         assert case.status == "waiting"
-        assert [m[0] for m in mails(session)] == ["reply"]  # not also info_requested
+        # one mail: the request for details, carrying the reply (not also a plain reply)
+        assert [m[0] for m in mails(session)] == ["info_requested"]
+        [sent] = entries(session, case, "message_out")
+        assert sent.text is not None and "Please send the receipt." in sent.text
+        assert case.first_response_at == now
         with pytest.raises(TransitionRefused):
             staff.reply(session, app.services, case, "  ", actor="wang@example.com", now=now)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -218,14 +218,14 @@ def test_unclear_text_is_no_answer(text: str) -> None:
 # --- timing ---------------------------------------------------------------------------------
 
 
-def test_survey_goes_out_once_72_hours_after_resolution(make_app) -> None:
+def test_survey_goes_out_once_a_day_after_resolution(make_app) -> None:
     app: App = make_app()
     number = open_case(app)
     resolve(app, number, reason="已为您办理退货退款，款项已退回原支付账户。")
     ticket = case(app, number)
     assert ticket.survey_token and ticket.survey_sent_at is None
 
-    app.clock.move(timedelta(hours=71))
+    app.clock.move(timedelta(hours=23))
     assert survey_sweep(app) == 0
     assert mails(app, "survey") == []
 
@@ -262,8 +262,69 @@ def test_survey_due_at_night_waits_for_consumer_hours(make_app) -> None:
     resolve(app, number)
     due = case(app, number).survey_due_at
     assert due is not None
-    assert due.astimezone(app.config.timezone).hour == 9  # 72 h later is 22:00: next morning
-    assert due > app.clock.now() + timedelta(hours=72)
+    assert due.astimezone(app.config.timezone).hour == 9  # 24 h later is 22:00: next morning
+    assert due == app.clock.now() + timedelta(hours=35)
+
+
+def sent_survey_within(app: App, limit: timedelta) -> timedelta:
+    """Move the clock an hour at a time, running the daemon, until the survey is sent; how
+    long after the resolution that was (failing once `limit` has passed)."""
+    resolved = app.clock.now()
+    while app.clock.now() - resolved < limit:
+        app.clock.move(timedelta(hours=1))
+        app.run_once()
+        rows = [r for r in mails(app, "survey") if r.status == "sent"]
+        if rows:
+            assert rows[0].sent_at is not None
+            return rows[0].sent_at - resolved
+    raise AssertionError(f"no survey sent within {limit} of the resolution")
+
+
+def test_with_the_shipped_settings_the_survey_goes_out_well_within_72_hours(make_app) -> None:
+    app: App = make_app()
+    number = open_case(app)  # Tuesday 10:00
+    resolve(app, number)
+    assert sent_survey_within(app, timedelta(hours=71)) == timedelta(hours=24)
+
+
+@pytest.mark.parametrize("survey_after", [None, "72h", "1 working day"])
+def test_a_case_resolved_the_night_before_a_holiday_week_is_followed_up_within_72_hours(
+    make_app, survey_after: str | None
+) -> None:
+    """Resolved at 23:30 on 30 September, the eve of the National Day week (1-7 October):
+    the shipped 24 h lands the morning after (23:30 is outside consumer hours); a longer
+    `survey_after` (the old 72 h, or one working day, which is 8 October) is pulled in to the
+    last evening inside the 72 hours."""
+    app: App = make_app(f'[sla]\nsurvey_after = "{survey_after}"\n' if survey_after else "")
+    app.clock.set(datetime(2026, 9, 30, 10, 0, tzinfo=app.config.timezone))
+    number = open_case(app)
+    app.clock.set(datetime(2026, 9, 30, 23, 30, tzinfo=app.config.timezone))
+    resolve(app, number)
+    took = sent_survey_within(app, timedelta(hours=72))
+    sent = (app.clock.now()).astimezone(app.config.timezone)
+    assert 9 <= sent.hour < 21  # in consumer hours
+    expected = timedelta(hours=34) if survey_after is None else timedelta(hours=69)
+    assert took == expected  # 09:30 on 2 October, or 20:30 on 3 October (hourly steps)
+
+
+def test_a_late_sweep_that_the_window_would_push_past_72_hours_sends_at_once(make_app) -> None:
+    """Resolved Tuesday 22:00; the daemon was down until Friday 21:30, half an hour before
+    the 72 hours are up. Consumer hours open again only on Saturday 09:00, after the deadline:
+    the survey goes at once, outside the window, with a note on the case."""
+    app: App = make_app()
+    number = open_case(app)
+    app.clock.move(timedelta(hours=12))  # Tuesday 22:00 in Shanghai
+    resolve(app, number)
+    app.clock.move(timedelta(hours=71, minutes=30))  # Friday 21:30
+    app.run_once()
+    app.run_once()
+    [row] = mails(app, "survey")
+    assert row.status == "sent" and not row.consumer_hours
+    with app.sessions() as session:
+        notes = session.scalars(
+            select(TimelineEntry.text).where(TimelineEntry.kind == "survey")
+        ).all()
+    assert any("outside [delivery] consumer_hours" in (n or "") for n in notes)
 
 
 def test_a_survey_swept_at_night_goes_out_when_the_window_opens_once(make_app) -> None:

@@ -102,7 +102,7 @@ def test_appeal_then_satisfied_over_imap_and_smtp(
     assert [m["To"] for m in sent(sink)].count(CONSUMER) == 1  # the acknowledgement
     number = resolve(app, "accepted", "in_progress", "resolved").number
 
-    app.clock.move(timedelta(hours=71))
+    app.clock.move(timedelta(hours=23))
     app.run_once()
     assert sent(sink, "回访") == []
     app.clock.move(timedelta(hours=1))
