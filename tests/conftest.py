@@ -93,6 +93,19 @@ def clock() -> MovableClock:
     return MovableClock(datetime(2026, 11, 24, 2, 0, tzinfo=UTC))
 
 
+# One staff member, Wang (English mail), who gets every product-quality case.
+QUALITY_DESK = """
+[[staff]]
+address = "wang@example.com"
+groups = ["quality"]
+language = "en"
+
+[[routing]]
+category = "product_quality"
+group = "quality"
+"""
+
+
 def write_config(root: Path, body: str = "", db_url: str | None = None) -> Path:
     """A caseloop.toml in `root` with the embedded layout plus `body`."""
     root.mkdir(parents=True, exist_ok=True)

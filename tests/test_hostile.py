@@ -14,6 +14,7 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 import pytest
+from conftest import QUALITY_DESK
 from sqlalchemy import func, select
 
 from daemon.app import App
@@ -295,20 +296,8 @@ def test_a_reply_forged_as_the_complainant_that_our_mx_failed_moves_nothing(make
         assert ticket.status == "received"  # the complainant's own reply resumes the case
 
 
-STAFF = """
-[[staff]]
-address = "wang@example.com"
-groups = ["quality"]
-language = "en"
-
-[[routing]]
-category = "product_quality"
-group = "quality"
-"""
-
-
 def test_cases_routed_in_a_burst_reach_their_assignee_in_one_mail(make_app) -> None:
-    app: App = make_app(CONFIG + STAFF)
+    app: App = make_app(CONFIG + QUALITY_DESK)
     complaint = "The kettle I bought leaks from the bottom, it is defective. I want a refund."
     drop(
         app, *(mail(sender=f"c{i}@example.net", subject="Kettle", body=complaint) for i in range(6))

@@ -8,6 +8,7 @@ from email import policy
 from email.message import EmailMessage
 from email.utils import make_msgid
 
+from conftest import QUALITY_DESK
 from sqlalchemy import select
 
 from daemon.app import App
@@ -20,15 +21,6 @@ ack_max_age = "3650 days"
 
 [escalation]
 supervisors = ["lead@example.com"]
-
-[[staff]]
-address = "wang@example.com"
-groups = ["quality"]
-language = "en"
-
-[[routing]]
-category = "product_quality"
-group = "quality"
 """
 
 KETTLE = "The kettle I bought leaks from the bottom, it is defective. I want a refund."
@@ -68,7 +60,7 @@ def ack_of(app: App) -> tuple[str, str]:
 
 
 def test_the_assignee_is_told_once_an_hour_when_the_consumer_writes_again(make_app) -> None:
-    app: App = make_app(DESK)
+    app: App = make_app(DESK + QUALITY_DESK)
     send(app, "complaint", KETTLE)
     assert told(app) == []  # a new case is the assignment mail's, not this one's
     ack_id, ack_subject = ack_of(app)
@@ -89,7 +81,7 @@ def test_the_assignee_is_told_once_an_hour_when_the_consumer_writes_again(make_a
 def test_without_an_assignee_the_supervisors_hear_and_third_parties_tell_nobody(
     make_app,
 ) -> None:
-    app: App = make_app(DESK.split("[[staff]]")[0])
+    app: App = make_app(DESK)
     send(app, "complaint", KETTLE)
     ack_id, ack_subject = ack_of(app)
     send(app, "stranger", "I am his neighbour.", sender="x@example.org",
