@@ -228,6 +228,8 @@ def alert_urgent(
             automatic="auto-generated",
             recipient=address,
             internal=True,
+            # their own proof-carrying address: a #note or #priority in reply is acted on
+            reply_to=staff_reply_address(session, config, ticket, address, now),
             context={"why": why, **summary},
         )
         sent += queued is not None

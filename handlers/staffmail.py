@@ -173,6 +173,15 @@ def dkim_proof(raw: bytes, sender: str, trusted: tuple[str, ...]) -> str | None:
     return None if results is None else results.proof()
 
 
+UNPROVEN = {
+    "en": "nothing in the mail proved it was yours (it did not go to the Reply-To address of "
+    "our mail to you, and no trusted DKIM signature vouched for it): reply to one of our "
+    "mails about the case, keeping its Reply-To",
+    "zh-CN": "无法确认此邮件出自您本人（未回复到我们邮件的回复地址，也没有可信的 DKIM 签名）："
+    "请直接回复我们关于该投诉的邮件，保留其回复地址",
+}
+
+
 class StaffMail:
     name = "staff-mail"
     description = "a staff member's reply: proven, its commands applied and its text relayed"
@@ -184,7 +193,10 @@ class StaffMail:
         if ctx.ticket is None and holder is not None:
             ctx.ticket = holder[0]  # the token names the case even without threading headers
         ticket = ctx.ticket
-        supervisor = sender in {a.lower() for a in config.escalation.supervisors}
+        escalation = config.escalation
+        supervisor = sender in {
+            a.lower() for a in (*escalation.supervisors, *escalation.urgent_notify)
+        }
         if ticket is None or prep.automatic:
             return
         if config.staff_member(sender) is None and not supervisor:
@@ -202,6 +214,7 @@ class StaffMail:
                 f"{ticket.number}: mail from staff address {sender} without proof "
                 "(no staff reply token, no trusted DKIM): recorded, nothing acted or relayed"
             )
+            self._unproven(ctx, ticket, sender)
             ctx.stop("entry", "unproven staff mail: recorded as a third party's")
             return
         commands, text = parse_commands(prep.new_text or msg.text)
@@ -232,6 +245,25 @@ class StaffMail:
             return
         self._apply(ctx, services, ticket, sender, commands, text)
         ctx.stop("entry", f"staff mail from {sender} ({proof})")
+
+    @staticmethod
+    def _unproven(ctx: Context, ticket: Ticket, sender: str) -> None:
+        """Tell the configured address why nothing was done (once an hour per case: a forger
+        cannot use it to flood our staff); the mail itself stays with staff on the case."""
+        hour = ctx.now.strftime("%Y%m%d%H")
+        queue_mail(
+            ctx.session,
+            ctx.config,
+            ctx.templates,
+            ticket=ticket,
+            kind="staff_error",
+            intent=f"staff-unproven:{ticket.number}:{sender}:{hour}",
+            now=ctx.now,
+            recipient=sender,
+            internal=True,
+            reply_to=staff_reply_address(ctx.session, ctx.config, ticket, sender, ctx.now),
+            context={"problems": [UNPROVEN.get(ctx.config.language_of(sender), UNPROVEN["en"])]},
+        )
 
     def _apply(
         self,

@@ -159,7 +159,11 @@ def assert_unproven(app: App, ticket: Ticket) -> None:
     with app.sessions() as session:
         case = session.get(Ticket, ticket.id)
         assert case is not None and case.status == "received"
-        last = session.scalars(select(TimelineEntry).order_by(TimelineEntry.id.desc())).first()
+        last = session.scalars(
+            select(TimelineEntry)
+            .where(TimelineEntry.kind == "message_in")
+            .order_by(TimelineEntry.id.desc())
+        ).first()
         assert last is not None and last.internal and last.data.get("unproven")
 
 
@@ -176,10 +180,21 @@ def test_forged_staff_from_without_proof_changes_nothing(make_app) -> None:
         case = session.get(Ticket, ticket.id)
         assert case is not None and case.status == "received"
         last = session.scalars(
-            select(TimelineEntry).order_by(TimelineEntry.id.desc()).limit(1)
+            select(TimelineEntry)
+            .where(TimelineEntry.kind == "message_in")
+            .order_by(TimelineEntry.id.desc())
+            .limit(1)
         ).one()
         assert last.internal and last.data.get("unproven")
-    assert len(outbox(app)) == before  # nothing relayed, nothing answered
+    assert_only_told_why(app, before)
+
+
+def assert_only_told_why(app: App, before: int) -> None:
+    """Nothing relayed to the consumer; the configured staff address is told, once, why."""
+    (error,) = [(r.kind, r.recipient) for r, _ in outbox(app)[before:]]
+    assert error == ("staff_error", "agent@example.com")
+    (_, mail_) = outbox(app)[-1]
+    assert "Reply-To" in body(mail_) or "回复地址" in body(mail_)
 
 
 def test_a_trusted_dkim_pass_proves_the_staff_member(make_app) -> None:
@@ -228,7 +243,7 @@ def test_a_pass_hidden_in_a_comment_or_quoted_string_proves_nobody(make_app, for
     drop(app, raw)
     app.run_once()
     assert_unproven(app, ticket)
-    assert len(outbox(app)) == before
+    assert_only_told_why(app, before)
 
 
 def test_a_staff_address_in_reply_to_is_not_vouched_for_by_dkim(make_app) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from daemon.app import App
 from daemon.maildirs import deliver_to_maildir
-from daemon.store.models import OutboxMessage
+from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 
 DESK = """
 [intake]
@@ -28,7 +28,7 @@ KETTLE = "The kettle I bought leaks from the bottom, it is defective. I want a r
 
 def send(app: App, name: str, body: str, sender: str = "li@example.net", **headers: str) -> None:
     msg = EmailMessage()
-    msg["From"], msg["To"] = sender, "support@example.com"
+    msg["From"], msg["To"] = sender, headers.pop("To", "support@example.com")
     msg["Subject"], msg["Message-ID"] = headers.pop("subject", "Kettle"), make_msgid()
     for key, value in headers.items():
         msg[key.replace("_", "-")] = value
@@ -90,3 +90,35 @@ def test_without_an_assignee_the_supervisors_hear_and_third_parties_tell_nobody(
     send(app, "news", "Any news?", subject=f"Re: {ack_subject}", In_Reply_To=ack_id)
     (mail,) = told(app)
     assert str(mail["To"]) == "lead@example.com"
+
+
+def test_a_supervisor_answering_an_urgent_alert_is_acted_on(make_app) -> None:
+    app: App = make_app(DESK + 'urgent_notify = ["compliance@example.com"]\n')
+    send(app, "fire", "The kettle caught fire while boiling and burned my hand. I want a refund.")
+    with app.sessions() as session:
+        alerts = session.execute(
+            select(OutboxMessage.recipient, OutboxMessage.raw).where(OutboxMessage.kind == "urgent")
+        ).all()
+        number = session.scalar(select(Ticket.number))
+    assert {r for r, _ in alerts} == {"lead@example.com", "compliance@example.com"}
+    for recipient, raw in alerts:
+        alert = email.message_from_bytes(raw, policy=policy.default)  # type: ignore[misc]
+        reply_to = str(alert["Reply-To"])
+        assert reply_to.startswith(f"support+{number}.s")  # their own token, not the consumer's
+        command = "#note Called the shop." if recipient == "lead@example.com" else "#priority high"
+        send(app, recipient, command, sender=recipient, subject=f"Re: {alert['Subject']}",
+             To=reply_to, In_Reply_To=alert["Message-ID"])  # fmt: skip
+    with app.sessions() as session:
+        ticket = session.scalars(select(Ticket)).one()
+        note = session.scalars(
+            select(TimelineEntry).where(TimelineEntry.text == "Called the shop.")
+        ).one()
+        assert (note.kind, note.actor, note.internal) == ("note", "lead@example.com", True)
+        assert ticket.priority == "high"
+    # to the plain support address, it proves nothing: the supervisor is told why
+    send(app, "plain", "#note again", sender="lead@example.com", subject=f"Re: [{number}]")
+    with app.sessions() as session:
+        errors = session.scalars(
+            select(OutboxMessage.recipient).where(OutboxMessage.kind == "staff_error")
+        ).all()
+    assert errors == ["lead@example.com"]
