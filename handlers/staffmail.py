@@ -182,6 +182,31 @@ UNPROVEN = {
 }
 
 
+def _tell_why(
+    ctx: Context,
+    ticket: Ticket,
+    sender: str,
+    problems: list[str],
+    intent: str,
+    in_reply_to: str | None = None,
+) -> None:
+    """The staff error mail: what was not done and why, to the sender's own reply address."""
+    queue_mail(
+        ctx.session,
+        ctx.config,
+        ctx.templates,
+        ticket=ticket,
+        kind="staff_error",
+        intent=intent,
+        now=ctx.now,
+        recipient=sender,
+        internal=True,
+        reply_to=staff_reply_address(ctx.session, ctx.config, ticket, sender, ctx.now),
+        in_reply_to=in_reply_to,
+        context={"problems": problems},
+    )
+
+
 class StaffMail:
     name = "staff-mail"
     description = "a staff member's reply: proven, its commands applied and its text relayed"
@@ -227,20 +252,8 @@ class StaffMail:
         services = ctx.services
         problems = check_commands(config, ticket, commands)
         if problems:
-            queue_mail(
-                ctx.session,
-                config,
-                ctx.templates,
-                ticket=ticket,
-                kind="staff_error",
-                intent=f"staff-error:{ticket.number}:{ctx.entry_id}",
-                now=ctx.now,
-                recipient=sender,
-                internal=True,
-                reply_to=staff_reply_address(ctx.session, config, ticket, sender, ctx.now),
-                in_reply_to=msg.message_id,
-                context={"problems": problems},
-            )
+            intent = f"staff-error:{ticket.number}:{ctx.entry_id}"
+            _tell_why(ctx, ticket, sender, problems, intent, in_reply_to=msg.message_id)
             ctx.stop("entry", f"staff mail from {sender}: commands refused, nothing applied")
             return
         self._apply(ctx, services, ticket, sender, commands, text)
@@ -250,20 +263,9 @@ class StaffMail:
     def _unproven(ctx: Context, ticket: Ticket, sender: str) -> None:
         """Tell the configured address why nothing was done (once an hour per case: a forger
         cannot use it to flood our staff); the mail itself stays with staff on the case."""
-        hour = ctx.now.strftime("%Y%m%d%H")
-        queue_mail(
-            ctx.session,
-            ctx.config,
-            ctx.templates,
-            ticket=ticket,
-            kind="staff_error",
-            intent=f"staff-unproven:{ticket.number}:{sender}:{hour}",
-            now=ctx.now,
-            recipient=sender,
-            internal=True,
-            reply_to=staff_reply_address(ctx.session, ctx.config, ticket, sender, ctx.now),
-            context={"problems": [UNPROVEN.get(ctx.config.language_of(sender), UNPROVEN["en"])]},
-        )
+        intent = f"staff-unproven:{ticket.number}:{sender}:{ctx.now:%Y%m%d%H}"
+        why = UNPROVEN.get(ctx.config.language_of(sender), UNPROVEN["en"])
+        _tell_why(ctx, ticket, sender, [why], intent)
 
     def _apply(
         self,
