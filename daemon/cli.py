@@ -113,9 +113,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             f"{regulator.major_loss_amount:g} CNY or more; contact: {regulator.contact})"
         )
     if not (config.escalation.supervisors or config.escalation.urgent_notify):
-        print(
-            "warning: urgent cases alert nobody: set [escalation] supervisors or urgent_notify"
-        )
+        print("warning: urgent cases alert nobody: set [escalation] supervisors or urgent_notify")
     return EXIT_RUNTIME if failed else EXIT_OK
 
 

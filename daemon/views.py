@@ -55,6 +55,13 @@ def ticket_json(ticket: Ticket, zone: ZoneInfo, *, timeline: bool) -> dict[str, 
 
 
 def entry_json(entry: TimelineEntry, zone: ZoneInfo) -> dict[str, Any]:
+    found = _entry_fields(entry, zone)
+    if entry.kind == "escalation":  # SPEC §5: level, clock and who was told
+        found["escalation"] = {k: entry.data.get(k) for k in ("level", "clock", "step", "told")}
+    return found
+
+
+def _entry_fields(entry: TimelineEntry, zone: ZoneInfo) -> dict[str, Any]:
     return {
         "at": iso(entry.at, zone),
         "kind": entry.kind,

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from daemon.clock import Duration, WorkCalendar
 from daemon.config import Config, SlaPolicy
 from daemon.store import writes
-from daemon.store.models import EscalationStep, Ticket
+from daemon.store.models import EscalationStep, Ticket, TimelineEntry
 from handlers.context import Services
 from handlers.notify import queue_mail, rate_limited
 from handlers.threading import staff_reply_address
@@ -243,6 +243,7 @@ def _visit(
         level[step.clock] = max(level.get(step.clock, 0), LEVELS.get(step.name, 0))
         for recipient in recipients:
             _mail(session, services, ticket, step, step_id, recipient, now)
+        _entry(session, ticket, step, recipients, now)
         log.info(
             "event=sla.step ticket=%s clock=%s step=%s mails=%d",
             ticket.number,
@@ -283,6 +284,30 @@ def _record(session: Session, ticket_id: int, step: Step, now: datetime) -> int 
         in_digest_at=None,
     )
     return int(found) if found is not None else None
+
+
+def _entry(session: Session, ticket: Ticket, step: Step, told: list[str], now: datetime) -> None:
+    """The step on the case's timeline (SPEC §5 kind `escalation`): level, clock, who was told."""
+    level = LEVELS.get(step.name, 0)
+    who = ", ".join(told) if told else "nobody now (the supervisors' digest lists it)"
+    what = f"level {level} escalation" if level else step.name.replace("daily:", "daily reminder ")
+    session.add(
+        TimelineEntry(
+            ticket_id=ticket.id,
+            at=now,
+            kind="escalation",
+            actor="caseloop",
+            internal=True,
+            text=f"{what}: {step.clock} clock, due {step.deadline:%Y-%m-%d %H:%M} UTC; told {who}",
+            data={
+                "level": level,
+                "clock": step.clock,
+                "step": step.name,
+                "deadline": step.deadline.isoformat(),
+                "told": told,
+            },
+        )
+    )
 
 
 def _mail(

@@ -14,6 +14,7 @@ from daemon import config as configmod
 from daemon.app import App
 from daemon.clock import WorkCalendar
 from daemon.store.models import EscalationStep, OutboxMessage, Ticket
+from daemon.views import ticket_json
 from handlers import sla
 from handlers.workflow import apply_transition
 
@@ -282,3 +283,30 @@ def test_business_hours_defer_reminders_to_the_next_working_morning(make_app) ->
     app.clock.set(at(2026, 11, 25, 8, 31))
     assert sweep(app) == 1
     assert [m.created_at for m in mails(app, "reminder")] == [at(2026, 11, 25, 8, 31)]
+
+
+def test_each_step_is_on_the_case_timeline_with_its_level_clock_and_who_was_told(
+    make_app,
+) -> None:
+    app: App = make_app(
+        STAFF + ACCEPTANCE_ONLY + '[sla.urgent]\nacceptance = "2h"\nfirst_response = "30 days"\n'
+    )
+    app.clock.set(at(2026, 11, 27, 21, 0))
+    case_id = open_case(app, priority="urgent")
+    for moment in ((22, 40), (23, 5)):
+        app.clock.set(at(2026, 11, 27, *moment))
+        sweep(app)
+    with app.sessions() as session:
+        case = session.get(Ticket, case_id)
+        assert case is not None
+        shown = ticket_json(case, app.config.timezone, timeline=True)["timeline"]
+    steps = [e["escalation"] for e in shown if e["kind"] == "escalation"]
+    assert steps == [
+        {"level": 0, "clock": "acceptance", "step": "remind", "told": ["ann@example.org"]},
+        {
+            "level": 1,
+            "clock": "acceptance",
+            "step": "level1",
+            "told": ["boss@example.org", "safety@example.org"],
+        },
+    ]
