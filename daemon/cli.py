@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import sys
@@ -13,9 +14,9 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from daemon import __version__, queries
 from daemon import config as configmod
 from daemon import log as logsetup
-from daemon import queries
 from daemon.app import App, ImportBusy, InstanceRunning, Summary, build_sources
 from daemon.config import Config, ConfigError
 from daemon.datadir import check_data_dir
@@ -23,12 +24,14 @@ from daemon.install import InitRefused, SystemLayout, initialize
 from daemon.queries import status_report
 from daemon.runners.backfill import ImportJob
 from daemon.sender import check_smtp, make_transport
+from daemon.settings import CATEGORIES, PRIORITIES
 from daemon.sources.imap import ImapSource
 from daemon.sources.maildir import MaildirSource
 from daemon.store.db import check_database, make_engine, migrate
 from daemon.store.models import OutboxMessage, Ticket
 from daemon.views import outbox_json, status_text, ticket_json, ticket_text
 from handlers import digest, privacy, report, staff
+from handlers.rejection import CODES
 from handlers.workflow import STATUSES, TransitionRefused
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -181,16 +184,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_tickets_list(args: argparse.Namespace) -> int:
     with open_app(args) as app, app.sessions() as session:
-        tickets = queries.latest_tickets(session, args.status, args.limit)
+        found = queries.latest_tickets(session, args.status, args.limit + 1)
+        tickets, more = found[: args.limit], len(found) > args.limit
         zone = app.config.timezone
         if args.json:
             print_json([ticket_json(t, zone, timeline=False) for t in tickets])
-        else:
-            for t in tickets:
-                print(
-                    f"{t.number}  {t.status:<11} {t.priority:<6} {t.category:<17} "
-                    f"{t.complainant_email:<30} {t.subject[:60]}"
+            return EXIT_OK
+        row = "{:<20} {:<11} {:<6} {:<17} {:<28} {:<24} {}"
+        print(
+            row.format("NUMBER", "STATUS", "PRIO", "CATEGORY", "COMPLAINANT", "ASSIGNEE", "SUBJECT")
+        )
+        for t in tickets:
+            print(
+                row.format(
+                    t.number, t.status, t.priority, t.category, t.complainant_email[:28],
+                    (t.assignee or "-")[:24], t.subject[:60],
                 )
+            )  # fmt: skip
+        if more:
+            print(f"... more cases than --limit {args.limit}: raise it, or filter by --status")
     return EXIT_OK
 
 
@@ -217,7 +229,7 @@ def _staff_action(args: argparse.Namespace, action: Callable[[App, Session, Tick
 
 
 def _actor(args: argparse.Namespace) -> str:
-    return args.actor or f"cli:{Path.home().name}"
+    return args.actor or f"cli:{getpass.getuser()}"  # the login name, not $HOME's folder
 
 
 def cmd_tickets_reply(args: argparse.Namespace) -> int:
@@ -431,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    parser.add_argument("--version", action="version", version=f"caseloop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("init", help="write a commented caseloop.toml and the data folders")
@@ -459,16 +472,18 @@ def build_parser() -> argparse.ArgumentParser:
     tickets = sub.add_parser("tickets", help="cases").add_subparsers(
         dest="tickets_cmd", required=True
     )
-    p = tickets.add_parser("list")
+    p = tickets.add_parser("list", help="the newest cases", description="The newest cases.")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_tickets_list)
-    p = tickets.add_parser("show")
+    p = tickets.add_parser("show", help="one case and its timeline")
     p.add_argument("number")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_tickets_show)
-    p = tickets.add_parser("reply")
+    p = tickets.add_parser(
+        "reply", help="answer the consumer (with --status: the move's notice carries it)"
+    )
     p.add_argument("number")
     body = p.add_mutually_exclusive_group(required=True)
     body.add_argument("--message")
@@ -476,16 +491,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--actor", help="who acts (default: cli:<user>)")
     p.set_defaults(func=cmd_tickets_reply)
-    p = tickets.add_parser("set")
+    p = tickets.add_parser("set", help="status, assignee, category or priority of a case")
     p.add_argument("number")
     p.add_argument("--status", choices=STATUSES)
-    p.add_argument("--assignee")
-    p.add_argument("--category")
-    p.add_argument("--priority")
-    p.add_argument("--reason")
+    p.add_argument("--assignee", help="a [[staff]] address")
+    p.add_argument("--category", choices=CATEGORIES)
+    p.add_argument("--priority", choices=PRIORITIES)
+    p.add_argument(
+        "--reason", help=f"why (with --status rejected: one of {', '.join(CODES)}, or words)"
+    )
     p.add_argument("--actor")
     p.set_defaults(func=cmd_tickets_set)
-    p = tickets.add_parser("note")
+    p = tickets.add_parser("note", help="an internal note on a case (never sent)")
     p.add_argument("number")
     p.add_argument("--message", required=True)
     p.add_argument("--actor")
@@ -530,7 +547,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=_local_date, help="last local date, inclusive")
     p.add_argument("--format", choices=["text", "csv", "html"], default="text")
     p.set_defaults(func=cmd_report)
+    _global_options_anywhere(parser)
     return parser
+
+
+def _global_options_anywhere(parser: argparse.ArgumentParser) -> None:
+    """`caseloop tickets list --log-level DEBUG` as well as `caseloop --log-level DEBUG tickets
+    list`: every subcommand also takes --config and --log-level (unset there: the top's)."""
+    for action in parser._actions:  # noqa: SLF001 (argparse keeps subparsers only here)
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in set(action.choices.values()):
+                sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                sub.add_argument(
+                    "--log-level",
+                    default=argparse.SUPPRESS,
+                    choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                    help=argparse.SUPPRESS,
+                )
+                _global_options_anywhere(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

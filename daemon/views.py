@@ -10,7 +10,9 @@ from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 
 
 def iso(value: datetime | None, zone: ZoneInfo) -> str | None:
-    return value.astimezone(zone).isoformat() if value is not None else None
+    if value is None:
+        return None
+    return value.astimezone(zone).replace(microsecond=0).isoformat()  # seconds are enough
 
 
 def ticket_json(ticket: Ticket, zone: ZoneInfo, *, timeline: bool) -> dict[str, Any]:

@@ -205,3 +205,22 @@ def test_a_command_in_a_folder_without_caseloop_data_says_so_and_creates_nothing
         assert done.returncode == 2, command
         assert "no caseloop data here" in done.stderr and "does not exist" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_command_line_says_what_it_is_and_lists_with_headers(site: Path) -> None:
+    import getpass
+
+    assert caseloop("--version", cwd=site).stdout.startswith("caseloop ")
+    caseloop("run", "--once", cwd=site)
+    # global options after the subcommand too; a listing with a header and the assignee
+    listing = caseloop("tickets", "list", "--limit", "2", "--log-level", "WARNING", cwd=site)
+    lines = listing.stdout.splitlines()
+    assert lines[0].split()[:2] == ["NUMBER", "STATUS"] and "ASSIGNEE" in lines[0]
+    assert len(lines) == 4 and "more cases than --limit 2" in lines[-1]
+    number = received_case(site)
+    caseloop("tickets", "note", number, "--message", "called the shop", cwd=site)
+    case = json.loads(caseloop("tickets", "show", number, "--json", cwd=site).stdout)
+    (note,) = [e for e in case["timeline"] if e["text"] == "called the shop"]
+    assert note["actor"] == f"cli:{getpass.getuser()}"
+    assert "." not in note["at"]  # no microseconds
+    assert "b2b" in caseloop("tickets", "set", "--help", cwd=site).stdout  # reason codes listed
