@@ -131,6 +131,13 @@ class _Reader:
     def duration(self, name: str, default: Duration) -> Duration:
         return self.convert(name, default, parse_duration)
 
+    def duration_or_off(self, name: str, default: Duration) -> Duration:
+        """A duration, or "0s" (0 of anything): off."""
+        raw = self.get(name, str, None)
+        if raw is not None and re.fullmatch(r"\s*0+\s*[a-z ]*", raw.lower()):
+            return Duration(0, "seconds")
+        return self.duration(name, default)
+
     def path(self, name: str, default: Path | None) -> Path | None:
         raw = self.get(name, str, None)
         if raw is None:
@@ -347,7 +354,7 @@ def _escalation(file: str, base: Path, table: dict[str, Any]) -> EscalationConfi
         group_window=r.duration("group_window", EscalationConfig.group_window),
         sweep_interval=r.duration("sweep_interval", EscalationConfig.sweep_interval),
         digest_when_empty=r.get("digest_when_empty", bool, EscalationConfig.digest_when_empty),
-        assignment_fold=r.duration("assignment_fold", EscalationConfig.assignment_fold),
+        assignment_fold=r.duration_or_off("assignment_fold", EscalationConfig.assignment_fold),
     )
     r.done()
     return esc
