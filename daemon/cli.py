@@ -317,11 +317,11 @@ def cmd_outbox_list(args: argparse.Namespace) -> int:
         if args.json:
             print_json([outbox_json(r, zone) for r in rows])
         else:
+            row = "{:>6} {:<8} {:<16} {:<30} {}"
+            print(row.format("ID", "STATUS", "KIND", "RECIPIENT", "SUBJECT"))
             for r in rows:
-                print(
-                    f"{r.id:>6} {r.status:<7} {r.kind:<7} {r.recipient:<30} {r.subject[:50]}"
-                    + (f"  error: {r.last_error}" if r.last_error else "")
-                )
+                error = f"  error: {r.last_error}" if r.last_error else ""
+                print(row.format(r.id, r.status, r.kind, r.recipient[:30], r.subject[:50]) + error)
     return EXIT_OK
 
 

@@ -113,6 +113,8 @@ class Templates:
         """Render <language>/<kind>.txt (first line "Subject: ...") and <kind>.html."""
         context.setdefault("config", self.config)
         context.setdefault("lang", language)
+        if isinstance(context.get("message"), str):  # our templates greet the consumer already
+            context["message"] = without_greeting(context["message"])
         text = self._template(self._text, f"{language}/{kind}.txt").render(**context)
         first, _, body = text.partition("\n")
         if not first.startswith("Subject:"):
@@ -124,6 +126,20 @@ class Templates:
 
 
 _HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+# A staff member's own salutation on the first line of their text ("Dear Daniel,", "李先生，您好！")
+_GREETING = re.compile(
+    r"\s*(?:(?:dear|hi|hello|hey)\b[^\n]{0,60}|(?:尊敬的|亲爱的)?[^\n]{0,20}(?:您好|你好))"
+    r"[,，:：!！.。]?[ \t]*(?:\n|$)",
+    re.IGNORECASE,
+)
+
+
+def without_greeting(text: str) -> str:
+    """The text without its own first-line greeting (the template's greets by full name)."""
+    found = _GREETING.match(text)
+    return text[found.end() :].lstrip("\n") if found and text[found.end() :].strip() else text
 
 
 def header_safe(text: str, limit: int = 200) -> str:

@@ -82,11 +82,21 @@ _AMOUNT = re.compile(
 )
 
 
+# A sum said to be the whole: "共897元", "合计：¥1,299", "total of 450 yuan"
+_TOTAL_WORD = re.compile(r"(?:合计|总计|共计|总共|一共|总价|总金额|总额|实付款?|共|(?i:\btotal))")
+
+
 def find_amount(text: str) -> str | None:
-    """The first sum of money, normalised: "¥1,299" -> "1299.00"."""
+    """The sum of money, normalised ("¥1,299" -> "1299.00"): the one said to be the total
+    ("单价299元，买了3个，共897元"), else the first."""
     match = _AMOUNT.search(text)
     if not match:
         return None
+    for total in _AMOUNT.finditer(text, match.start()):
+        before = text[max(0, total.start() - 12) : total.start()]
+        if _TOTAL_WORD.search(before):
+            match = total
+            break
     whole, cents = (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
     try:
         value = Decimal(whole.replace(",", "") + "." + (cents or "0"))

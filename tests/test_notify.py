@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 from datetime import timedelta
 from email import policy
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
@@ -182,3 +183,22 @@ def test_rejection_notice_and_staff_commands_follow_the_one_list_of_each(
     assert all(code in lines["#reject"] for code in CODES)
     assert all(priority in lines["#priority"] for priority in PRIORITIES)
     assert all(category in lines["#category"] for category in CATEGORIES)
+
+
+@pytest.mark.parametrize(
+    ("language", "message", "greeting"),
+    [
+        ("en", "Dear Daniel,\n\nWe refunded 299 yuan.", "Dear"),
+        ("zh-CN", "李先生，您好！\n已为您退款299元。", "您好"),
+    ],
+)
+def test_a_staff_members_own_greeting_is_not_doubled(
+    make_app, language: str, message: str, greeting: str
+) -> None:
+    app: App = make_app()
+    ticket = SimpleNamespace(
+        number="TS-20261124-0001", subject="Kettle", complainant_name="Daniel Brooks"
+    )
+    mail = app.templates.render("reply", language, ticket=ticket, message=message)
+    assert mail.text.count(greeting) <= 1 and message.splitlines()[-1] in mail.text
+    assert "Daniel Brooks" in mail.text or language == "zh-CN"

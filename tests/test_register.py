@@ -80,6 +80,10 @@ def test_order_numbers(text: str, number: str | None) -> None:
         ("二十块钱", None),
         ("共 3 件", None),
         ("2026年11月1日", None),
+        # the total, not the first figure
+        ("单价299元，买了3个，共897元", "897.00"),
+        ("The unit price was 30 yuan, a total of 450 yuan.", "450.00"),
+        ("订单金额：¥3999，已付定金500元", "3999.00"),
     ],
 )
 def test_amounts(text: str, amount: str | None) -> None:
