@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import make_msgid
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import and_, func, select, update
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from daemon.config import Config
 from daemon.store import writes
 from daemon.store.models import DigestRun, EscalationStep, Ticket
+from handlers import charts
 from handlers.context import Services
 from handlers.notify import InlinePart, build_mime, our_domain, summary_headers
 from handlers.sla import CLOCKS, overdue, past_deadline
@@ -200,8 +202,8 @@ def _bucket_label(lo: int, hi: int | None) -> str:
     return f">{lo}d" if hi is None else f"{lo}-{hi}d"
 
 
-def chart_png(data: DigestData) -> bytes:
-    """A bar chart of open cases by age, within deadline vs overdue (ASCII labels)."""
+def chart_png(data: DigestData, zone: ZoneInfo) -> bytes:
+    """A bar chart of open cases by age, within deadline vs overdue; its time in `zone`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,19 +212,21 @@ def chart_png(data: DigestData) -> bytes:
     labels = [label for label, _, _ in data.ages]
     on_time = [n for _, n, _ in data.ages]
     late = [n for _, _, n in data.ages]
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
-    try:
-        ax.bar(labels, on_time, color="#4c9f70", label="within deadline")
-        ax.bar(labels, late, bottom=on_time, color="#d1495b", label="overdue")
-        ax.set_xlabel("age since received")
-        ax.set_ylabel("open cases")
-        ax.set_title(f"Open cases by age, {data.now:%Y-%m-%d %H:%M} UTC")
-        ax.legend(loc="upper right")
-        fig.tight_layout()
-        out = io.BytesIO()
-        fig.savefig(out, format="png")
-    finally:
-        plt.close(fig)
+    local = data.now.astimezone(zone)
+    with matplotlib.rc_context(charts.chart_style()):
+        fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+        try:
+            ax.bar(labels, on_time, color="#4c9f70", label="within deadline")
+            ax.bar(labels, late, bottom=on_time, color="#d1495b", label="overdue")
+            ax.set_xlabel("age since received")
+            ax.set_ylabel("open cases")
+            ax.set_title(f"Open cases by age, {local:%Y-%m-%d %H:%M} {local.tzname()}")
+            ax.legend(loc="upper right")
+            fig.tight_layout()
+            out = io.BytesIO()
+            fig.savefig(out, format="png")
+        finally:
+            plt.close(fig)
     return out.getvalue()
 
 
@@ -331,7 +335,7 @@ def _queue_all(session: Session, services: Services, data: DigestData, intent: s
     supervisors = list(dict.fromkeys(a.strip().lower() for a in config.escalation.supervisors))
     if not supervisors:
         return 0
-    png = chart_png(data)
+    png = chart_png(data, config.timezone)
     queued = 0
     for recipient in supervisors:
         key = f"{intent}:{recipient}"[:200]

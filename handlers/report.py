@@ -7,7 +7,6 @@ import csv
 import io
 import math
 import unicodedata
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -22,6 +21,7 @@ from daemon.config import PRIORITIES, Config, SlaConfig
 from daemon.resources import shipped_dir
 from daemon.spreadsheet import spreadsheet_safe
 from daemon.store.models import Ticket
+from handlers import charts
 from handlers.notify import describe_duration
 from handlers.survey import FOLLOW_UP_WITHIN
 from handlers.workflow import OPEN
@@ -350,11 +350,6 @@ def as_csv(report: Report) -> str:
 # --- HTML with charts -------------------------------------------------------------------
 
 
-def _ascii_label(text: str) -> str:
-    """Chart labels stay ASCII: the default font has no CJK glyphs (tables show the real text)."""
-    return text if text.isascii() else f"#{zlib.crc32(text.encode()) % 10000:04d}"
-
-
 def bar_chart(title: str, rows: list[tuple[str, int]]) -> str | None:
     """A horizontal bar chart as a data: URI (PNG), or None with nothing to draw."""
     if not rows or not any(count for _, count in rows):
@@ -364,11 +359,10 @@ def bar_chart(title: str, rows: list[tuple[str, int]]) -> str | None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    labels = [_ascii_label(k) for k, _ in rows][::-1]
+    labels = [charts.label(k) for k, _ in rows][::-1]
     values = [c for _, c in rows][::-1]
     buffer = io.BytesIO()
-    # Labels are data (a respondent named "$x^{$"): text as given, never mathtext or TeX.
-    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+    with matplotlib.rc_context(charts.chart_style()):
         figure = Figure(figsize=(6, 0.4 * len(rows) + 1.0), dpi=80)
         axes = figure.subplots()
         axes.barh(labels, values, color="#4472c4")
