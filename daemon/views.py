@@ -28,6 +28,8 @@ def ticket_json(ticket: Ticket, zone: ZoneInfo, *, timeline: bool) -> dict[str, 
             "phone": ticket.complainant_phone,
         },
         "respondent": ticket.respondent,
+        # A group complaint (handlers/group.py): {"id": its first case, "size": when this joined}
+        "group": (ticket.extra or {}).get("group"),
         "extra": ticket.extra or {},  # registration details beyond SPEC §5 (order number...)
         "assignee": ticket.assignee,
         "escalation_level": ticket.escalation_level,
@@ -101,6 +103,10 @@ def ticket_text(ticket: Ticket, zone: ZoneInfo) -> str:
         f"  category: {ticket.category}  priority: {ticket.priority}  "
         f"assignee: {ticket.assignee or '-'}  channel: {ticket.channel}"
     )
+    if isinstance(group := data["group"], dict):
+        lines.append(
+            f"  group complaint: {group.get('id')} ({group.get('size')} cases when joined)"
+        )
     lines.append(
         f"  created: {data['created_at']}  due: "
         + ", ".join(f"{k} {v}" for k, v in data["due"].items() if v)
