@@ -30,7 +30,9 @@ def ticket_json(ticket: Ticket, zone: ZoneInfo, *, timeline: bool) -> dict[str, 
         "respondent": ticket.respondent,
         # A group complaint (handlers/group.py): {"id": its first case, "size": when this joined}
         "group": (ticket.extra or {}).get("group"),
-        "extra": ticket.extra or {},  # registration details beyond SPEC §5 (order number...)
+        # Registration details beyond SPEC §5 (order number...); not the gist handlers/group.py
+        # compares cases by.
+        "extra": {k: v for k, v in (ticket.extra or {}).items() if k != "gist"},
         "assignee": ticket.assignee,
         "escalation_level": ticket.escalation_level,
         "created_at": iso(ticket.created_at, zone),
