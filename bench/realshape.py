@@ -63,7 +63,7 @@ def counts(root: Path) -> tuple[int, int, int]:
     with sqlite3.connect(root / "caseloop-data" / "caseloop.db") as db:
         tickets = db.execute("select count(*) from tickets").fetchone()[0]
         group = db.execute(
-            "select count(*) from tickets where json_extract(extra, '$.group_complaint')"
+            "select count(*) from tickets where json_extract(extra, '$.group.id') is not null"
         ).fetchone()[0]
     return tickets, group, acks
 

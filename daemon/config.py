@@ -343,6 +343,9 @@ def _escalation(file: str, base: Path, table: dict[str, Any]) -> EscalationConfi
     remind_at = float(r.get("remind_at", (int, float), EscalationConfig.remind_at))
     if not 0 < remind_at < 1:
         raise r.fail("remind_at", f"must be between 0 and 1, got {remind_at}")
+    similarity = float(r.get("group_similarity", (int, float), EscalationConfig.group_similarity))
+    if not 0 < similarity <= 1:
+        raise r.fail("group_similarity", f"must be above 0 and at most 1, got {similarity}")
     esc = EscalationConfig(
         supervisors=r.addresses("supervisors"),
         urgent_notify=r.addresses("urgent_notify"),
@@ -352,6 +355,7 @@ def _escalation(file: str, base: Path, table: dict[str, Any]) -> EscalationConfi
         trusted_authserv_ids=r.strings("trusted_authserv_ids"),
         group_threshold=_count(r, "group_threshold", EscalationConfig.group_threshold),
         group_window=r.duration("group_window", EscalationConfig.group_window),
+        group_similarity=similarity,
         sweep_interval=r.duration("sweep_interval", EscalationConfig.sweep_interval),
         digest_when_empty=r.get("digest_when_empty", bool, EscalationConfig.digest_when_empty),
         assignment_fold=r.duration_or_off("assignment_fold", EscalationConfig.assignment_fold),

@@ -73,7 +73,8 @@ remind_at = 0.8                   # remind the assignee at this share of a deadl
 level2_after = "2 working days"   # escalate again this long after a breach
 trusted_authserv_ids = []         # e.g. ["mx.example.com"]: its DKIM passes prove staff mail
 group_threshold = 5               # this many complainants against one respondent (0: off) ...
-group_window = "7 days"           # ... within this window make a group complaint (urgent)
+group_window = "7 days"           # ... within this window make a group complaint (urgent) ...
+group_similarity = 0.08           # ... when their complaints' words are this alike (one incident)
 
 # [[staff]]                       # who handles cases; they act by replying to our mail
 # address = "agent@example.com"

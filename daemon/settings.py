@@ -160,9 +160,11 @@ class EscalationConfig:
     remind_at: float = 0.8
     level2_after: Duration = parse_duration("2 working days")
     trusted_authserv_ids: tuple[str, ...] = ()
-    # A group complaint (群体性投诉): this many complainants against one respondent in the window.
+    # A group complaint (群体性投诉): this many complainants against one respondent in the window,
+    # telling of one incident: the words of their complaints this alike (Jaccard, handlers/group).
     group_threshold: int = 5
     group_window: Duration = parse_duration("7 days")
+    group_similarity: float = 0.08
     sweep_interval: Duration = parse_duration("60s")  # how often SLA and survey clocks are checked
     digest_when_empty: bool = False  # send a digest even when nothing is overdue or waiting
     # Cases routed to one staff member within this long of their last assignment mail are

@@ -30,7 +30,11 @@ def ticket_json(ticket: Ticket, zone: ZoneInfo, *, timeline: bool) -> dict[str, 
             "phone": ticket.complainant_phone,
         },
         "respondent": ticket.respondent,
-        "extra": ticket.extra or {},  # registration details beyond SPEC §5 (order number...)
+        # A group complaint (handlers/group.py): {"id": its first case, "size": when this joined}
+        "group": (ticket.extra or {}).get("group"),
+        # Registration details beyond SPEC §5 (order number...); not the gist handlers/group.py
+        # compares cases by.
+        "extra": {k: v for k, v in (ticket.extra or {}).items() if k != "gist"},
         "assignee": ticket.assignee,
         "escalation_level": ticket.escalation_level,
         "created_at": iso(ticket.created_at, zone),
@@ -110,6 +114,10 @@ def ticket_text(ticket: Ticket, zone: ZoneInfo) -> str:
         f"  category: {ticket.category}  priority: {ticket.priority}  "
         f"assignee: {ticket.assignee or '-'}  channel: {ticket.channel}"
     )
+    if isinstance(group := data["group"], dict):
+        lines.append(
+            f"  group complaint: {group.get('id')} ({group.get('size')} cases when joined)"
+        )
     lines.append(
         f"  created: {data['created_at']}  due: "
         + ", ".join(f"{k} {v}" for k, v in data["due"].items() if v)

@@ -274,8 +274,12 @@ class Assign:
         if not (ctx.new_ticket or ctx.woken) or ctx.ticket is None or ctx.prep.automatic:
             return
         escalation = ctx.config.escalation
-        urgent = ctx.ticket.priority == "urgent" and bool(
-            escalation.urgent_notify or escalation.supervisors
+        # A case urgent only as one of a group: the group's daily mail tells (handlers/group.py).
+        alone = ctx.prep.priority == "urgent" or "group" not in ctx.ticket.extra
+        urgent = (
+            ctx.ticket.priority == "urgent"
+            and alone
+            and bool(escalation.urgent_notify or escalation.supervisors)
         )
         group = route(ctx.config, ctx.ticket.category)
         if group is None and not urgent:
@@ -295,6 +299,5 @@ class Assign:
                     reason=f"routing: {ticket.category} -> {group}",
                 )
         if urgent:
-            why = "group complaint" if ticket.extra.get("group_complaint") else None
-            alert_urgent(ctx.session, services, ticket, ctx.now, why)
+            alert_urgent(ctx.session, services, ticket, ctx.now, None)
         ctx.ticket = ticket

@@ -1,55 +1,178 @@
-"""Group complaints (群体性投诉): many consumers against one respondent make a new case urgent.
+"""Group complaints (群体性投诉): many consumers hit by ONE incident of one respondent.
 
-Cases keep the respondent's name normalised (register.normalise_respondent) in respondent_key,
-indexed with created_at, so counting the complainants of one respondent within a window is one
-look-up.
+Complaints form a group when they name the same respondent (register.normalise_respondent,
+kept in respondent_key) and tell of the same product or model, batch, event or practice: their
+gists (the salient words of subject and description: Chinese character bigrams, English word
+stems and model numbers, without the respondent, order numbers, amounts, dates, phone numbers
+and complaint boilerplate) are alike, Jaccard >= `[escalation] group_similarity`. When
+`group_threshold` distinct complainants' cases within `group_window` are alike, they are one
+group: every case of it becomes urgent and carries `extra["group"]` (the id is the number of
+its first case; the size when the case joined). Later alike cases join it. Unrelated complaints
+against a big retailer share little but the retailer's name, so they never are a group.
+
+The supervisors hear of a group once a day at most (intent `group:<id>:<local date>:<who>`):
+when it forms, then when it grows on a later day; never once per case.
+
+Fast enough for intake: each case's gist is stored (extra["gist"]) when it opens, and the
+latest `_POOL` cases of a respondent within the window are read once per transaction (one
+batch) and kept current as the batch opens cases.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from daemon.config import Config
 from daemon.store import writes
+from daemon.store.models import Ticket, TimelineEntry
+from handlers import sla
+from handlers.assign import CaseSummary
 from handlers.context import Context
+from handlers.intake import attach
+from handlers.notify import queue_mail
 from handlers.register import normalise_respondent
 
+_POOL = 200  # recent cases of one respondent a new case is compared with
 
-def is_group_complaint(
-    session: Session,
-    config: Config,
-    respondent: str,
-    complainant_email: str,
-    now: datetime,
-) -> bool:
-    """At least group_threshold distinct complainants (this one included) about one respondent
-    on cases opened within group_window before `now`."""
-    threshold = config.escalation.group_threshold
-    key = normalise_respondent(respondent)
-    if not key or threshold == 0:  # 0: counting is off (a desk whose cases share a respondent)
-        return False
-    # Within one transaction at one `now` (an intake batch), the window stays put and cases
-    # are only added: a respondent found to be a group complaint stays one, unasked. A
-    # rollback forgets it (writes.memo): the case that made the group may be gone.
-    known = writes.memo(session, "group-respondents")
-    if known.get(key) == now:
-        return True
+# -- the gist of a complaint -------------------------------------------------------------------
+
+# Addresses, links, and any run of digits with its separators and units: order numbers, phone
+# numbers, amounts, dates and times. Model numbers mixing letters and digits are kept (below).
+_NOISE = re.compile(
+    r"\S+@\S+|https?://\S+|www\.\S+"
+    r"|(?<![a-z0-9])[¥￥$]?\d[\d\s.,:/\-年月日号時时点分]*(元|块|円|usd|rmb|yuan|kg|km|公里|个月|天)?"
+)
+_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_WORD = re.compile(r"[a-z0-9]*(?:[a-z]\d|\d[a-z])[a-z0-9-]*|[a-z][a-z']+")
+# Characters that glue sentences, not name things: a bigram with one says little ("池就").
+_GLUE = frozenset(
+    "的了就我你他她它们在是也都和与及说还又才被把给让从到对很太吗呢吧啊这那个着过而且或但却么"
+)
+# What every complaint says, whatever it is about: greetings, the complaint itself, the
+# business and its service desk, refunds and orders, the consumer's demands.
+_BOILER_ZH = frozenset(
+    """您好 你好 投诉 诉求 消费 费者 商家 店家 客服 售后 退款 退货 换货 订单
+    单号 购买 买了 买的 我在 在贵 贵店 希望 要求 请求 处理 解决 尽快 谢谢
+    感谢 联系 电话 姓名 地址 问题 时间 日期 金额 一个 没有 已经 但是 他们
+    我们 这个 那个 什么 自己 现在 可以 不是 就是 还是 因为 所以 结果 然后
+    之后 以后 时候 的时 一直 还没 至今 多次 几次 说是 表示 回复 答复 不给
+    给我 我的 了一 一下 赔偿 维权 合法 权益 请你 你们 帮忙 麻烦 相关 部门
+    情况 说明 反映 举报 官方 店铺 平台 网店 商城 旗舰 舰店 自营 专卖 卖店
+    门店 商品 产品 东西 质量 使用 用了 下单 收到 到货 发货 快递 物流""".split()  # noqa: SIM905 (a word list reads best as text)
+)
+_BOILER_EN = frozenset(
+    """the and for with that this was were have has had not but you your our they them their are
+    from when what which would could should will been being into after before about just than
+    then there here also very some any all out its it's i'm i've don't didn't can't won't dear
+    hello thank thanks regards sincerely please complain complaint compla custom consum order
+    purch bought buy store shop seller refund return contact phone email address name want asked
+    asking still days weeks month week since again service suppo help issue probl amount date
+    number""".split()  # noqa: SIM905 (a word list reads best as text)
+)
+
+
+def gist(subject: str, text: str, respondent: str | None) -> frozenset[str]:
+    """The salient words of a complaint, to compare with others against the same respondent."""
+    lowered = f"{subject}\n{text}".lower()
+    name = (respondent or "").strip().lower()
+    if name:
+        lowered = lowered.replace(name, " ")
+    lowered = _NOISE.sub(" ", lowered)
+    words: set[str] = set()
+    for run in _CJK_RUN.findall(lowered):
+        words.update(
+            pair
+            for pair in (run[i : i + 2] for i in range(len(run) - 1))
+            if pair[0] not in _GLUE and pair[1] not in _GLUE
+        )
+    for word in _WORD.findall(lowered):
+        digits = sum(c.isdigit() for c in word)
+        if digits >= 5:  # an order or tracking number ("jd20260301001"), not a model
+            continue
+        stem = word if digits else word[:5]
+        if len(stem) >= 3 or digits:
+            words.add(stem)
+    # The respondent's own name, however it is written in the text ("京东" for "京东自营").
+    own = {name[i : i + 2] for i in range(len(name) - 1)} | {w[:5] for w in _WORD.findall(name)}
+    return frozenset(words - _BOILER_ZH - _BOILER_EN - own)
+
+
+def similarity(a: frozenset[str], b: frozenset[str]) -> float:
+    """Weighted Jaccard: the weight of the shared words over that of all words of the two. A
+    model number (letters and digits: "de8", "x9-pro") weighs as much as _MODEL_WEIGHT words."""
+    if not a or not b:
+        return 0.0
+    shared = _weight(a & b)
+    return shared / (_weight(a) + _weight(b) - shared)
+
+
+_MODEL_WEIGHT = 4
+
+
+def _weight(words: frozenset[str]) -> int:
+    return len(words) + (_MODEL_WEIGHT - 1) * sum(1 for w in words if _DIGIT.search(w))
+
+
+_DIGIT = re.compile(r"\d")
+
+
+# -- the recent cases of a respondent ---------------------------------------------------------
+
+
+@dataclass
+class Member:
+    """A recent case of the respondent, as grouping sees it."""
+
+    id: int
+    number: str
+    complainant: str
+    words: frozenset[str]
+    group: str | None
+
+
+@dataclass
+class _Pool:
+    now: datetime
+    members: list[Member] = field(default_factory=list)  # newest first
+
+
+def _pool(session: Session, config: Config, key: str, now: datetime) -> _Pool:
+    """The latest _POOL cases against `key` within the window, read once per transaction."""
+    pools = writes.memo(session, "group-pools")
+    pool: _Pool | None = pools.get(key)
+    if pool is not None and pool.now == now:
+        return pool
     since = now - config.escalation.group_window.as_timedelta()
-    # Enough distinct complainants is all that is asked: the scan stops at the threshold.
-    emails = writes.complainants(session, key, since, now, threshold)
-    emails.add(complainant_email.strip().lower())
-    if len(emails) >= threshold:
-        known[key] = now
-        return True
-    return False
+    pool = _Pool(now)
+    for case_id, number, email, extra in writes.recent_cases(session, key, since, now, _POOL):
+        extra = extra or {}
+        group = extra.get("group")
+        pool.members.append(
+            Member(
+                id=int(case_id),
+                number=str(number),
+                complainant=(email or "").strip().lower(),
+                words=frozenset(str(extra.get("gist") or "").split()),
+                group=str(group["id"]) if isinstance(group, dict) and "id" in group else None,
+            )
+        )
+    pools[key] = pool
+    return pool
+
+
+# -- the steps ---------------------------------------------------------------------------------
 
 
 class GroupComplaint:
     name = "group-complaint"
     description = (
-        "the case a mail is about to open, against a respondent many consumers named, is urgent"
+        "the case a mail is about to open, alike with cases of other consumers against the "
+        "same respondent, joins or forms their group and is urgent"
     )
 
     def process(self, ctx: Context) -> None:
@@ -57,13 +180,114 @@ class GroupComplaint:
         respondent = prep.fields.get("respondent")
         if ctx.ticket is not None or prep.automatic or not respondent or prep.message is None:
             return
-        if not is_group_complaint(
-            ctx.session, ctx.config, str(respondent), prep.message.from_address, ctx.now
-        ):
+        key = normalise_respondent(str(respondent))
+        if not key:
             return
+        words = gist(prep.message.subject, prep.words or prep.new_text, str(respondent))
+        extra = {**ctx.opening.get("extra", {}), "gist": " ".join(sorted(words)[:_MAX_WORDS])}
+        ctx.opening["extra"] = extra
+        escalation = ctx.config.escalation
+        if escalation.group_threshold == 0 or not words:  # 0: grouping is off
+            return
+        pool = _pool(ctx.session, ctx.config, key, ctx.now)
+        alike = [
+            m for m in pool.members if similarity(words, m.words) >= escalation.group_similarity
+        ]
+        grouped = [m for m in alike if m.group is not None]
+        me = prep.message.from_address.strip().lower()
+        if grouped:
+            group_id = grouped[-1].group  # the oldest alike case's group
+            joining = [m for m in alike if m.group is None]
+        elif len({m.complainant for m in alike} | {me}) >= max(escalation.group_threshold, 2):
+            group_id, joining = alike[-1].number, alike
+        else:
+            return
+        assert group_id is not None
+        size = sum(m.group == group_id for m in pool.members) + len(joining) + 1
+        for member in joining:
+            _join(ctx, member, group_id, size)
         ctx.opening["priority"] = "urgent"
-        ctx.opening["extra"] = {**ctx.opening.get("extra", {}), "group_complaint": True}
-        prep.notes.append(
-            f"group complaint: {ctx.config.escalation.group_threshold} or more complainants "
-            f"about this respondent within {ctx.config.escalation.group_window}"
+        ctx.opening["extra"] = {**extra, "group": {"id": group_id, "size": size}}
+        prep.notes.append(f"group complaint: joins group {group_id} ({size} cases)")
+
+
+_MAX_WORDS = 120  # of a gist kept on the case
+
+
+def _join(ctx: Context, member: Member, group_id: str, size: int) -> None:
+    """An earlier case found to be of the group as it forms: urgent, marked, noted."""
+    member.group = group_id
+    ticket = ctx.session.get(Ticket, member.id)
+    if ticket is None:
+        return
+    if ticket.priority != "urgent":
+        ticket.priority = "urgent"
+        sla.on_priority_change(ticket, ctx.services, ctx.now)
+    ticket.extra = {**ticket.extra, "group": {"id": group_id, "size": size}}
+    ticket.updated_at = ctx.now
+    ctx.session.add(
+        TimelineEntry(
+            ticket_id=ticket.id,
+            at=ctx.now,
+            kind="note",
+            actor="caseloop",
+            internal=True,
+            text=f"group complaint {group_id}: alike complaints of {size} cases; urgent",
+            data={"group": group_id},
         )
+    )
+
+
+class GroupAlert:
+    name = "group-alert"
+    description = "a new case joins its respondent's recent cases; a group's supervisors hear of it"
+
+    def process(self, ctx: Context) -> None:
+        ticket = ctx.ticket
+        if not ctx.new_ticket or ticket is None or not ticket.respondent_key:
+            return
+        extra = ticket.extra or {}
+        group = extra.get("group")
+        pools = writes.memo(ctx.session, "group-pools")
+        pool: _Pool | None = pools.get(ticket.respondent_key)
+        if pool is not None and pool.now == ctx.now:
+            pool.members.insert(
+                0,
+                Member(
+                    id=ticket.id,
+                    number=ticket.number,
+                    complainant=ticket.complainant_email.strip().lower(),
+                    words=frozenset(str(extra.get("gist") or "").split()),
+                    group=str(group["id"]) if isinstance(group, dict) else None,
+                ),
+            )
+        if isinstance(group, dict) and not ctx.prep.backfill:
+            alert_group(ctx, attach(ctx.session, ticket), str(group["id"]), int(group["size"]))
+
+
+def alert_group(ctx: Context, ticket: Ticket, group_id: str, size: int) -> int:
+    """Mail urgent_notify and the supervisors about the group, once a day each."""
+    config = ctx.config
+    recipients = dict.fromkeys(
+        a.lower() for a in (*config.escalation.urgent_notify, *config.escalation.supervisors)
+    )
+    if not recipients:
+        return 0
+    day = ctx.now.astimezone(config.timezone).date().isoformat()
+    case = CaseSummary.of(ctx.session, config, ticket)
+    mail: dict[str, Any] = {
+        "kind": "group",
+        "now": ctx.now,
+        "automatic": "auto-generated",
+        "internal": True,
+    }
+    sent = 0
+    for address in recipients:
+        about = {"group": group_id, "size": size, **case.context(config.language_of(address))}
+        intent = f"group:{group_id}:{day}:{address}"
+        queued = queue_mail(
+            ctx.session, config, ctx.templates, ticket=ticket, intent=intent, recipient=address,
+            context=about, **mail,
+        )  # fmt: skip
+        sent += queued is not None
+    return sent

@@ -29,7 +29,7 @@ from handlers.context import (
     Services,
 )
 from handlers.forms import ParseFormRow
-from handlers.group import GroupComplaint
+from handlers.group import GroupAlert, GroupComplaint
 from handlers.intake import Deduplicate, OpenOrThread
 from handlers.loopguard import LoopGuard
 from handlers.parse import Parse
@@ -63,8 +63,9 @@ LIVE_DECIDE: tuple[DecideStep, ...] = (
     FindCase(),  # In-Reply-To/References, the [NUMBER] subject tag, the Reply-To token
     FindSurveyCase(),  # a one-click survey answer names its case by the survey token
     StaffMail(),  # staff with proof: commands applied, text relayed; without: third party
-    GroupComplaint(),  # the case about to open, against a much-named respondent: urgent
+    GroupComplaint(),  # the case about to open, alike with others' against its respondent
     OpenOrThread(),  # a new case, or an entry on the case found
+    GroupAlert(),  # a group formed or grown: the supervisors hear of it once a day
     SurveyAnswer(),  # the complainant's answer to the survey closes or reopens the case
     Acknowledge(),  # the acknowledgement, or the request for missing registration details
     Assign(),  # routing to the least-loaded staff member; urgent cases alert at once
@@ -81,6 +82,7 @@ BACKFILL_DECIDE: tuple[DecideStep, ...] = (
     FindSurveyCase(),
     GroupComplaint(),
     OpenOrThread(),
+    GroupAlert(),  # remembers the case for the batch; sends nothing for imported mail
 )
 
 PREPARE = {"mail": MAIL_PREPARE, "form": FORM_PREPARE}

@@ -95,9 +95,12 @@ def _script(engine: Engine) -> dict[str, Any]:
             writes.automatic_mail_count(session, "a@example.cn", AT),
             writes.automatic_mail_count(session, "a@example.cn", LATER),
         ]
-        answers["complainants"] = sorted(
-            writes.complainants(session, "恒盛", AT - timedelta(days=7), AT, 10)
-        )
+        answers["recent_cases"] = [
+            (number, email)
+            for _id, number, email, _extra in writes.recent_cases(
+                session, "恒盛", AT - timedelta(days=7), AT, 10
+            )
+        ]
         answers["outbox"] = writes.outbox_of_message(session, "<out-1@support.example>")
         answers["ids"] = [first, second, entry]
     return answers
@@ -139,7 +142,10 @@ def test_the_write_api_gives_the_same_rows_and_answers_on_sqlite_and_postgresql(
     assert answers["sqlite"]["case_of_message"][1] is None
     assert answers["sqlite"]["intent_taken"] == [True, False]
     assert answers["sqlite"]["automatic"] == [1, 0]
-    assert answers["sqlite"]["complainants"] == ["a@example.cn", "b@example.cn"]
+    assert answers["sqlite"]["recent_cases"] == [  # newest first
+        ("TS-20261124-0002", "B@example.cn"),
+        ("TS-20261124-0001", "a@example.cn"),
+    ]
     for table, lite_rows in rows["sqlite"].items():
         assert lite_rows, f"{table}: the script wrote no row"
         assert lite_rows == rows["pg"][table], f"{table} differs between the databases"

@@ -246,20 +246,20 @@ def last_mail_of(session: Session, recipient: str, kinds: tuple[str, str]) -> da
     return found[0][0] if found else None
 
 
-def complainants(
+def recent_cases(
     session: Session, respondent_key: str, since: datetime, until: datetime, limit: int
-) -> set[str]:
-    """Up to `limit` distinct complainant addresses (lower-case) of cases against one
-    respondent opened from `since` to `until`."""
+) -> list[tuple[int, str, str, dict[str, Any] | None]]:
+    """(id, number, complainant address, extra) of the latest `limit` cases against one
+    respondent opened from `since` to `until`, newest first."""
     pending = any(
         vars(t).get("respondent_key") == respondent_key for t in _new(session, Ticket)
     ) or any(_WHO_WHEN & state.committed_state.keys() for state in _changed_of(session, Ticket))
     conn = _connection(session, pending)
     params = {"key": respondent_key, "since": since, "now": until, "limit": limit}
-    return {row[0] for row in _read(conn, _COMPLAINANTS, params)}
+    return [(row[0], row[1], row[2], row[3]) for row in _read(conn, _RECENT_CASES, params)]
 
 
-_WHO_WHEN = {"respondent_key", "complainant_email", "created_at"}
+_WHO_WHEN = {"respondent_key", "complainant_email", "created_at", "extra"}
 
 
 def outbox_of_message(session: Session, message_id: str) -> tuple[int, int | None, str] | None:
@@ -572,14 +572,14 @@ _RECENT_AUTOMATIC = FastStatement(
         OutboxMessage.created_at > bindparam("since", type_=OutboxMessage.created_at.type),
     )
 )
-_COMPLAINANTS = FastStatement(
-    select(func.lower(func.trim(Ticket.complainant_email)))
+_RECENT_CASES = FastStatement(
+    select(Ticket.id, Ticket.number, Ticket.complainant_email, Ticket.extra)
     .where(
         Ticket.respondent_key == bindparam("key"),
         Ticket.created_at >= bindparam("since", type_=Ticket.created_at.type),
         Ticket.created_at <= bindparam("now", type_=Ticket.created_at.type),
     )
-    .distinct()
+    .order_by(Ticket.created_at.desc(), Ticket.id.desc())
     .limit(bindparam("limit"))
 )
 _LAST_MAIL_OF = FastStatement(
