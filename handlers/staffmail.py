@@ -27,7 +27,7 @@ from handlers.context import Context, Services
 from handlers.intake import record_message
 from handlers.notify import queue_mail
 from handlers.threading import recipients, staff_reply_address, staff_token_holder
-from handlers.workflow import apply_transition, mails_consumer, refusal
+from handlers.workflow import STATUSES, allowed_moves, apply_transition, mails_consumer
 
 COMMANDS = ("accept", "reject", "status", "assign", "priority", "category", "note")
 FREE_TEXT = ("reject", "note")  # commands whose argument is words, not a keyword
@@ -122,38 +122,93 @@ def move_of(command: Command) -> tuple[str, str] | None:
     return None
 
 
-def check_commands(config: Config, ticket: Ticket, commands: list[Command]) -> list[str]:
-    """Every problem with these commands, in order; empty when all can be applied."""
+# What the staff error mail says of each problem, in the staff member's language
+PROBLEMS: dict[str, dict[str, str]] = {
+    "lookalike": {
+        "en": "{line}: not a command as written, it has look-alike or invisible characters "
+        "({odd}); type {retype} again in plain Latin letters",
+        "zh-CN": "{line}：含有形近或不可见字符（{odd}），不是有效命令；"
+        "请用半角英文字母重新输入 {retype}",
+    },
+    "unknown": {
+        "en": "{line}: unknown command (commands: {commands})",
+        "zh-CN": "{line}：未知命令（可用命令：{commands}）",
+    },
+    "argument": {
+        "en": "{line}: #{name} needs an argument",
+        "zh-CN": "{line}：#{name} 需要参数",
+    },
+    "already": {"en": "{line}: {number} is already {new}", "zh-CN": "{line}：{number} 已是 {new}"},
+    "status": {
+        "en": "{line}: unknown status {new!r} (statuses: {choices})",
+        "zh-CN": "{line}：未知状态 {new!r}（可用状态：{choices}）",
+    },
+    "move": {
+        "en": "{line}: {number}: cannot go from {status} to {new} (allowed: {choices})",
+        "zh-CN": "{line}：{number} 不能从 {status} 转为 {new}（可转为：{choices}）",
+    },
+    "reason": {
+        "en": "{line}: a rejection needs a reason (#reject <reason>)",
+        "zh-CN": "{line}：不予受理须写明原因（#reject <原因>）",
+    },
+    "staff": {"en": "{line}: not a staff address", "zh-CN": "{line}：不是工作人员地址"},
+    "priority": {
+        "en": "{line}: priorities are {choices}",
+        "zh-CN": "{line}：优先级只能是 {choices}",
+    },
+    "category": {
+        "en": "{line}: categories are {choices}",
+        "zh-CN": "{line}：类别只能是 {choices}",
+    },
+}
+
+
+def check_commands(
+    config: Config, ticket: Ticket, commands: list[Command], language: str = "en"
+) -> list[str]:
+    """Every problem with these commands, in order, in `language`; empty when all can be
+    applied."""
     problems: list[str] = []
+
+    def problem(code: str, c: Command, **values: object) -> None:
+        words = PROBLEMS[code]
+        problems.append(words.get(language, words["en"]).format(line=c.line, **values))
+
     status, resume_to = ticket.status, (ticket.extra or {}).get("resume_to")
     for c in commands:
         move = move_of(c)
         if c.lookalike:
-            retype = f"#{c.name}" if c.name in COMMANDS else "the command"
-            problems.append(
-                f"{c.line}: not a command as written, it has look-alike or invisible characters"
-                f" ({c.lookalike}); type {retype} again in plain Latin letters"
+            retype = (
+                f"#{c.name}"
+                if c.name in COMMANDS
+                else ("该命令" if language == "zh-CN" else "the command")
             )
+            problem("lookalike", c, odd=c.lookalike, retype=retype)
         elif c.name not in COMMANDS:
-            problems.append(f"{c.line}: unknown command (commands: #{', #'.join(COMMANDS)})")
+            problem("unknown", c, commands="#" + ", #".join(COMMANDS))
         elif c.name != "accept" and not c.argument:
-            problems.append(f"{c.line}: #{c.name} needs an argument")
+            problem("argument", c, name=c.name)
         elif move is not None:
             target, reason = move
-            refused = refusal(ticket.number, status, resume_to, target)
-            if refused is not None:
-                problems.append(f"{c.line}: {refused}")
+            allowed = allowed_moves(status, resume_to)
+            if target == status:
+                problem("already", c, number=ticket.number, new=target)
+            elif target not in STATUSES:
+                problem("status", c, new=target, choices=", ".join(STATUSES))
+            elif target not in allowed:
+                choices = ", ".join(allowed) or "-"
+                problem("move", c, number=ticket.number, status=status, new=target, choices=choices)
             elif target == "rejected" and not reason:
-                problems.append(f"{c.line}: a rejection needs a reason (#reject <reason>)")
+                problem("reason", c)
             else:
                 resume_to = status if target == "waiting" else resume_to
                 status = target
         elif c.name == "assign" and config.staff_member(c.argument) is None:
-            problems.append(f"{c.line}: not a staff address")
+            problem("staff", c)
         elif c.name == "priority" and c.argument not in PRIORITIES:
-            problems.append(f"{c.line}: priorities are {', '.join(PRIORITIES)}")
+            problem("priority", c, choices=", ".join(PRIORITIES))
         elif c.name == "category" and c.argument not in CATEGORIES:
-            problems.append(f"{c.line}: categories are {', '.join(CATEGORIES)}")
+            problem("category", c, choices=", ".join(CATEGORIES))
     return problems
 
 
@@ -250,7 +305,7 @@ class StaffMail:
             data={"staff": sender, "proof": proof, "commands": [c.line for c in commands]},
         )
         services = ctx.services
-        problems = check_commands(config, ticket, commands)
+        problems = check_commands(config, ticket, commands, config.language_of(sender))
         if problems:
             intent = f"staff-error:{ticket.number}:{ctx.entry_id}"
             _tell_why(ctx, ticket, sender, problems, intent, in_reply_to=msg.message_id)

@@ -58,14 +58,20 @@ def refusal(number: str, status: str, resume_to: str | None, new: str) -> str | 
         return f"{number} is already {new}"
     if new not in STATUSES:
         return f"unknown status {new!r} (statuses: {', '.join(STATUSES)})"
+    allowed = allowed_moves(status, resume_to)
+    if new not in allowed:
+        names = ", ".join(allowed) or "none"
+        return f"{number}: cannot go from {status} to {new} (allowed: {names})"
+    return None
+
+
+def allowed_moves(status: str, resume_to: str | None) -> list[str]:
+    """Where a case in `status` may go now, sorted."""
     allowed = TRANSITIONS[status]
     if status == "waiting":
         before_decision = (resume_to or "in_progress") == "received"
         allowed = frozenset({"received"}) if before_decision else allowed - {"received"}
-    if new not in allowed:
-        names = ", ".join(sorted(allowed)) or "none"
-        return f"{number}: cannot go from {status} to {new} (allowed: {names})"
-    return None
+    return sorted(allowed)
 
 
 def mails_consumer(config: Config, old: str, new: str) -> bool:

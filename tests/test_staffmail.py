@@ -458,3 +458,22 @@ def test_many_complainants_against_one_respondent_make_a_group_complaint(make_ap
     assert rows[2][1]["group"]["size"] == 3
     alerts = sorted((r.kind, r.recipient) for r, _ in outbox(app) if r.kind in ("urgent", "group"))
     assert alerts == [("group", "compliance@example.com"), ("group", "lead@example.com")]
+
+
+@pytest.mark.parametrize(
+    ("lines", "problem"),
+    [
+        ("#status closed", "不能从 received 转为 closed"),
+        ("#priority asap", "优先级只能是"),
+        ("#frobnicate", "未知命令"),
+        ("#\u0430ccept", "含有形近或不可见字符"),
+    ],
+)
+def test_a_chinese_reading_staff_member_is_told_in_chinese(
+    make_app, lines: str, problem: str
+) -> None:
+    app: App = make_app(STAFF)
+    ticket = Ticket(number="TS-20261124-0001", status="received")
+    commands, _ = parse_commands(lines)
+    (found,) = check_commands(app.config, ticket, commands, "zh-CN")
+    assert problem in found and not found.isascii()
