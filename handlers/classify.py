@@ -6,6 +6,8 @@ import re
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from zhconv import zhconv
+
 from daemon.config import ClassifyRule, Config
 from handlers.context import BlobWriter, Prepared
 
@@ -22,6 +24,19 @@ from handlers.context import BlobWriter, Prepared
 # 爆炸)" for "(?<!信息)爆炸", and "还(没|未|不)...|一直(没|未|不)..." spelled out.
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[a-z]")
+# Traditional Chinese (Hong Kong, Taiwan, Big5 mail) is read as simplified: each traditional-only
+# character becomes its simplified form (zhconv's table, MediaWiki's), so 手機無法開機 matches
+# 无法开机. Characters also written in simplified text (著, 乾 in 乾隆) are left alone, and
+# one str.translate costs a few microseconds where a phrase-by-phrase conversion costs tens.
+_HANS = zhconv.getdict("zh-hans")  # loads zhcdicts too
+_TO_SIMPLIFIED = str.maketrans(
+    {
+        trad: simp
+        for trad, simp in _HANS.items()
+        if len(trad) == 1 and len(simp) == 1 and trad in zhconv.zhcdicts["TRADONLY"]
+    }
+)
+_TRADITIONAL = frozenset(map(chr, _TO_SIMPLIFIED))  # a set test is cheaper than translating
 
 
 class Scanned(NamedTuple):
@@ -36,7 +51,10 @@ def scanned(text: str) -> Scanned:
     # "İ".lower() is "i" plus a combining dot, which is no word character: "İNJURED" would
     # not start a word.
     lowered = text.replace("İ", "I").lower()
-    return Scanned(lowered, bool(_CJK.search(lowered)), bool(_LATIN.search(lowered)))
+    cjk = bool(_CJK.search(lowered))
+    if cjk and not _TRADITIONAL.isdisjoint(lowered):
+        lowered = lowered.translate(_TO_SIMPLIFIED)
+    return Scanned(lowered, cjk, bool(_LATIN.search(lowered)))
 
 
 class Keywords:
@@ -87,10 +105,12 @@ _CATEGORIES: dict[str, Keywords] = {
     "privacy": Keywords(
         r"个人信息|隐私|泄露|泄漏|骚扰电话|推销电话|营销电话|骚扰短信|短信轰炸|信息被(卖|泄)"
         r"|未经(我的?)?(同意|允许|授权)",
-        r"身份证(号|信息)|通讯录|人脸|注销账号|注销账户",
+        r"身份证(号|信息)|通讯录|人脸|注销账号|注销账户|个人资料|资料被(泄|卖|外泄)"
+        r"|没(有)?经过?(我的?)?(同意|允许|授权)|不经(过)?我的?(同意|允许)",
         r"\bprivacy\b|\bpersonal (data|information|details)\b|\bdata (leak|breach)\b|\bleaked\b",
         r"\bspam (calls|texts|messages|emails?)\b|\bmarketing (calls|texts|emails?)\b",
-        r"\bwithout my (consent|permission)\b|\bgdpr\b|\bpipl\b|\bsold my (data|details|number)\b",
+        r"\bwithout (my )?(consent|permission)\b|\bgdpr\b|\bpipl\b",
+        r"\bsold my (data|details|number)\b",
         r"\bdelete my (data|account)\b|\bunsubscribe\b",
     ),
     "false_advertising": Keywords(
@@ -101,6 +121,9 @@ _CATEGORIES: dict[str, Keywords] = {
         r"\bmisleading\b|\bfalse advertis[a-z]*|\bnot as (described|advertised|pictured)\b",
         r"\badvertised (as|that)\b|\bclaimed (to|that)\b|\bfake\b|\bcounterfeit\b"
         r"|\bbait[- ]and[- ]switch\b",
+        r"宣传说|广告说|说是.{0,10}(实际|其实|结果|拆开|收到)|实际(上)?是|其实是|翻新|仿冒|仿品|骗人"
+        r"|描述不符|(和|跟|与)(描述|图片|宣传)不(符|一样)",
+        r"\bclaimed it\b|\b(box|label|packaging|website|page) (says|said|claims)\b",
         r"\bfalse (claim|claims|promise)\b|\bthe (ad|advert|advertisement|listing) (said|says"
         r"|claimed)\b",
     ),
@@ -110,12 +133,28 @@ _CATEGORIES: dict[str, Keywords] = {
         r"掉色|褪色|起球|甲醛|爆炸(?<!信息爆炸)(?!性)|炸(?<!气炸)(?<!油炸)(了|开|裂)(?!锅)|起火"
         r"|着火|自燃|冒烟|鼓包|发烫|过热|不制冷|不开机|无法开机|开不了机|不能开机",
         r"零件|脱落|掉漆|刹车|失灵|触电|警示",
+        # Everyday faults: screens, power, things coming apart, noise (no safety word: not urgent).
+        r"竖线|横线|花屏|黑屏|闪屏|白屏|蓝屏|坏点|漏光|屏幕.{0,4}闪|萤幕.{0,4}闪|死屏",
+        r"开不了机|开不开机|充不进电|充不上电|充不了电|无法充电|不能充电|不充电|自动重启|反复重启"
+        r"|一直重启|老是重启|自动关机",
+        r"开胶|脱胶|鞋底.{0,2}(掉|脱|开|断)|开线|线头|缝线|跑绒|钻绒|拉链.{0,2}(坏|断|拉不)|裂痕"
+        r"|裂缝|裂纹|坏掉|掉了一块|生锈|变形|起皮|掉皮",
+        r"漏油|漏气|漏液|渗水|噪音|噪声|异音|没(有)?声音|没反应|不冷(?!不热)|不制热|不加热",
         r"\bquality\b|\bdefect[a-z]*|\bbroken\b|\bbroke\b|\bfaulty\b|\bstopped working\b",
         r"\b(does|did)n'?t work\b|\bnot working\b|\bcrack(ed|s)?\b|\bleak(s|ed|ing)?\b",
         r"\bexplod[a-z]*|\bexplosion\b|\bmalfunction[a-z]*|\boverheat[a-z]*",
         r"\b(caught|catch) fire\b",
         r"\bfault(y|s)?\b|\bwiring\b|\belectric(al)? shock\b",
         r"\bfell apart\b|\bswollen\b|\bswelling\b|\bpeeling\b|\bshoddy\b|\bdead on arrival\b",
+        # Everyday faults: screens, power, things coming apart, noise (no safety word: not urgent).
+        r"\b(vertical|horizontal) lines\b|\blines on the screen\b|\bdead pixels?\b"
+        r"|\bflicker[a-z]*|\b(black|blank) screen\b",
+        r"\bwon'?t (turn on|switch on|power on|boot|start|charge|hold a charge)\b"
+        r"|\b(does|did)n'?t (turn on|switch on|power on|charge)\b|\bnot charging\b"
+        r"|\bkeeps (restarting|rebooting|turning off|shutting down|crashing)\b",
+        r"\bcame (off|apart|unstuck|loose|unglued)\b|\bfalling apart\b|\bstitching\b|\bseams?\b"
+        r"|\bzip(per)? (broke|is broken|split|stuck)\b|\bsnapped\b|\bripped\b",
+        r"\bloud noise\b|\bnoisy\b|\brattl(e|es|ing)\b|\bbuzzing\b|\bno sound\b|\bin one ear\b",
     ),
     "logistics": Keywords(
         r"快递|物流|配送|发货|送货|包裹|运单|签收|丢件|丢了件|延误|迟迟未到|没收到|未收到|派送"
@@ -139,6 +178,7 @@ _CATEGORIES: dict[str, Keywords] = {
     "service_attitude": Keywords(
         r"态度|辱骂|骂人|骂我|不理|推诿|推脱|敷衍|挂电话|挂断|爱答不理|冷漠|不耐烦|服务差|服务恶劣"
         r"|嘲讽|威胁我",
+        r"推托|说话(很|太)?冲|爱买不买|翻白眼|白眼",
         r"\brude(ly|ness)?\b|\bimpolite\b|\battitude\b|\bignored\b|\bhung up\b|\bshouted\b",
         r"\byelled\b|\binsult[a-z]*|\bunprofessional\b|\bdisrespect[a-z]*|\bcondescending\b",
     ),
@@ -147,7 +187,10 @@ _CATEGORIES: dict[str, Keywords] = {
         r"|寄回|退回.{0,10}(未|没)",
         r"售后|保修|三包|维修|返修|退换|拒绝退|不给退|不予退|不退|不换|不给换|拒绝换"
         r"|不给修",
-        r"\bafter[- ]sales\b|\bwarranty\b|\bguarantee\b|\brepair[a-z]*",
+        r"保固|还没退|驳回",  # a demand (要求退款, "I want a refund") does not decide the category
+        r"\bafter[- ]sales\b|\bwarranty\b|\bguarantee\b|\brepair[a-z]*"
+        r"|\b(still no|no|without a) refund\b|\brefund (never|has not|hasn'?t|still)\b"
+        r"|\breturned (it|the [a-z]+|my [a-z]+)\b|\bsent (it|the [a-z]+|them) back\b",
         r"\brefus[a-z]* (to )?(a |my |the )?(refund|return|exchange|repair)\b",
         r"\breturn policy\b|\bwon'?t (refund|replace|exchange|repair)\b|\bexchange\b",
     ),
