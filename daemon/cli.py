@@ -556,6 +556,11 @@ def _global_options_anywhere(parser: argparse.ArgumentParser) -> None:
     list`: every subcommand also takes --config and --log-level (unset there: the top's)."""
     for action in parser._actions:  # noqa: SLF001 (argparse keeps subparsers only here)
         if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            helps = {a.dest: a.help for a in action._choices_actions}  # noqa: SLF001
+            for name, sub in action.choices.items():
+                said = helps.get(name) or ""
+                if sub.description is None and said:
+                    sub.description = f"{said[0].upper()}{said[1:]}."
             for sub in set(action.choices.values()):
                 sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
                 sub.add_argument(

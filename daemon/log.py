@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
+
+
+class _KeyValue(logging.Filter):
+    """Other libraries' lines (alembic's "Running upgrade 0001 -> 0002, ...") in our form."""
+
+    _UPGRADE = re.compile(r"Running (upgrade|downgrade) (\S*) -> (\S+), (.*)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("alembic"):
+            text = record.getMessage()
+            step = self._UPGRADE.fullmatch(text)
+            if step:
+                how, old, new, what = step.groups()
+                fields = f"from={old or '-'} to={new} what={_quote(what)}"
+                record.msg, record.args = f"event=migrate.{how} {fields}", ()
+            else:
+                record.msg, record.args = f"event=migrate.note message={_quote(text)}", ()
+        return True
 
 
 def setup(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(_KeyValue())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -201,6 +201,9 @@ _MONTH_NAME = re.compile(r"jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec")
 # matches never overlap, so the two scans find what one alternation of both would).
 _PURCHASE_WORDS_ZH = re.compile(r"购买|购于|买的|买了|下单|下的单|订购|付款|支付|消费")
 _PURCHASE_WORDS_EN = _English.of(r"bought|purchased|ordered|order(ed)? on|paid")
+# What happened later: a date right by one of these is when it broke, not when it was bought
+_INCIDENT_WORDS_ZH = re.compile(r"坏了|坏掉|出现|发现|故障|损坏|漏水|起火|爆炸|停止工作|不能用|无法使用")
+_INCIDENT_WORDS_EN = _English.of(r"broke|broken|stopped|failed|leak(ed|ing)?|caught fire|happened")
 
 
 def _date_of(kind: str, groups: tuple[str | Any, ...], today: date | None) -> date | None:
@@ -225,9 +228,16 @@ def _date_of(kind: str, groups: tuple[str | Any, ...], today: date | None) -> da
         return None
 
 
+def _nearest(match: re.Match[str], words: list[tuple[int, int]]) -> int:
+    """Characters between the match and the nearest of `words` within 25, else 1000."""
+    gaps = [max(start - match.end(), match.start() - end, 0) for start, end in words]
+    return min((g for g in gaps if g <= 25), default=1000)
+
+
 def find_purchase_date(text: str, today: date | None) -> str | None:
     """ISO date: the one said closest to a purchase word, else the first; never a future date."""
     words = [(m.start(), m.end()) for m in _PURCHASE_WORDS_ZH.finditer(text)]
+    later = [(m.start(), m.end()) for m in _INCIDENT_WORDS_ZH.finditer(text)]
     matches: list[tuple[str, re.Match[str]]] = []
     for kind, pattern in _DATES_ZH:
         if kind == "ymd" or "月" in text:
@@ -235,6 +245,7 @@ def find_purchase_date(text: str, today: date | None) -> str | None:
     if _LATIN.search(text):
         view = english(text)
         words += [(m.start(), m.end()) for m in _PURCHASE_WORDS_EN.finditer(view)]
+        later += [(m.start(), m.end()) for m in _INCIDENT_WORDS_EN.finditer(view)]
         if not view.lowered or _MONTH_NAME.search(view.text):
             for kind, english_pattern in _DATES_EN:
                 matches += [(kind, m) for m in english_pattern.finditer(view)]
@@ -243,8 +254,9 @@ def find_purchase_date(text: str, today: date | None) -> str | None:
         value = _date_of(kind, match.groups(), today)
         if value is None or (today is not None and value > today):
             continue
-        gaps = [max(start - match.end(), match.start() - end, 0) for start, end in words]
-        near = min((g for g in gaps if g <= 25), default=1000)
+        near = _nearest(match, words)
+        if _nearest(match, later) < min(near, 1000):
+            continue  # the day it broke (or leaked, or was found), not the purchase
         found.append((near, match.start(), value))
     if not found:
         return None

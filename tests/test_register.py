@@ -105,6 +105,11 @@ def test_amounts(text: str, amount: str | None) -> None:
         ("2027-01-01", None),  # in the future
         ("2026-13-01", None),
         ("no date here", None),
+        # the day it broke is not the day it was bought
+        ("The kettle I bought broke on 20 November.", None),
+        ("我买的电饭煲11月20日坏了", None),
+        ("电饭煲11月20日出现故障，是10月3日购买的", "2026-10-03"),
+        ("I bought it on 1 Nov and it broke on 20 Nov.", "2026-11-01"),
     ],
 )
 def test_purchase_dates(text: str, day: str | None) -> None:

@@ -224,3 +224,14 @@ def test_the_command_line_says_what_it_is_and_lists_with_headers(site: Path) -> 
     assert note["actor"] == f"cli:{getpass.getuser()}"
     assert "." not in note["at"]  # no microseconds
     assert "b2b" in caseloop("tickets", "set", "--help", cwd=site).stdout  # reason codes listed
+
+
+def test_migrations_log_in_the_key_value_form_and_help_pages_say_what(tmp_path: Path) -> None:
+    config = tmp_path / "caseloop.toml"
+    config.write_text('data_dir = "data"\n')
+    done = caseloop("migrate", "--config", str(config), cwd=tmp_path)
+    alembic = [line for line in done.stderr.splitlines() if "alembic" in line]
+    assert alembic and all(" event=migrate." in line for line in alembic)
+    assert any("event=migrate.upgrade from=- to=0001" in line for line in alembic)
+    page = caseloop("tickets", "note", "--help", cwd=tmp_path).stdout
+    assert "An internal note on a case (never sent)." in page
