@@ -202,7 +202,9 @@ _MONTH_NAME = re.compile(r"jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec")
 _PURCHASE_WORDS_ZH = re.compile(r"购买|购于|买的|买了|下单|下的单|订购|付款|支付|消费")
 _PURCHASE_WORDS_EN = _English.of(r"bought|purchased|ordered|order(ed)? on|paid")
 # What happened later: a date right by one of these is when it broke, not when it was bought
-_INCIDENT_WORDS_ZH = re.compile(r"坏了|坏掉|出现|发现|故障|损坏|漏水|起火|爆炸|停止工作|不能用|无法使用")
+_INCIDENT_WORDS_ZH = re.compile(
+    r"坏了|坏掉|出现|发现|故障|损坏|漏水|起火|爆炸|停止工作|不能用|无法使用"
+)
 _INCIDENT_WORDS_EN = _English.of(r"broke|broken|stopped|failed|leak(ed|ing)?|caught fire|happened")
 
 
