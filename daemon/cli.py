@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from daemon import __version__, queries
+from daemon import __version__, classifycmd, queries
 from daemon import config as configmod
 from daemon import log as logsetup
 from daemon.app import App, ImportBusy, InstanceRunning, Summary, build_sources
@@ -24,13 +24,13 @@ from daemon.install import InitRefused, SystemLayout, initialize
 from daemon.queries import status_report
 from daemon.runners.backfill import ImportJob
 from daemon.sender import check_smtp, make_transport
-from daemon.settings import CATEGORIES, PRIORITIES
+from daemon.settings import PRIORITIES
 from daemon.sources.imap import ImapSource
 from daemon.sources.maildir import MaildirSource
 from daemon.store.db import check_database, make_engine, migrate
 from daemon.store.models import OutboxMessage, Ticket
 from daemon.views import outbox_json, status_text, ticket_json, ticket_text
-from handlers import digest, privacy, report, staff
+from handlers import digest, privacy, report, staff, textmodel
 from handlers.rejection import CODES
 from handlers.workflow import STATUSES, TransitionRefused
 
@@ -433,6 +433,29 @@ def cmd_status(args: argparse.Namespace) -> int:
 # -- parser -------------------------------------------------------------------------------
 
 
+def cmd_classify(args: argparse.Namespace) -> int:
+    try:
+        if args.classify_cmd == "train":
+            with open_app(args) as app, app.sessions() as session:
+                now = app.clock.now().isoformat(timespec="seconds")
+                result = classifycmd.train(
+                    app.config, session, corrected_only=args.corrected_only, now=now
+                )
+            classifycmd.print_training(result)
+            return EXIT_OK
+        config = load_config(args)
+        rows = classifycmd.read_eval_file(args.file)
+        path = args.model or config.data_dir / textmodel.MODEL_FILE
+        model = textmodel.load(path) if args.model or path.exists() else None
+        classifycmd.print_evaluation(classifycmd.evaluate(rows, config, model), config, args.json)
+    except classifycmd.ClassifyUsageError as exc:
+        raise UsageError(str(exc)) from None
+    except textmodel.ModelError as exc:
+        print(f"caseloop: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caseloop", description="Consumer complaints handled end to end by email."
@@ -495,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("number")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--assignee", help="a [[staff]] address")
-    p.add_argument("--category", choices=CATEGORIES)
+    p.add_argument("--category", help="one of the desk's categories (caseloop check-config)")
     p.add_argument("--priority", choices=PRIORITIES)
     p.add_argument(
         "--reason", help=f"why (with --status rejected: one of {', '.join(CODES)}, or words)"
@@ -547,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=_local_date, help="last local date, inclusive")
     p.add_argument("--format", choices=["text", "csv", "html"], default="text")
     p.set_defaults(func=cmd_report)
+    classifycmd.add_parser(sub, cmd_classify)
     _global_options_anywhere(parser)
     return parser
 

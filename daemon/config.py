@@ -12,17 +12,16 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable
 from datetime import time, timedelta
-from email.utils import parseaddr
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 from apscheduler.triggers.cron import CronTrigger
 
-from daemon.clock import Duration, parse_duration, parse_size
+from daemon.clock import parse_size
+from daemon.configreader import Reader as _Reader
 from daemon.settings import (
     CATEGORIES,
     DEFAULT_DATA_DIR,
@@ -31,6 +30,7 @@ from daemon.settings import (
     LANGUAGES,
     PRIORITIES,
     REGULATOR_CONTACT,
+    ClassifyConfig,
     ClassifyRule,
     Config,
     ConfigError,
@@ -58,6 +58,7 @@ __all__ = [  # the schema, re-exported for `from daemon.config import ...`
     "FORM_FIELDS",
     "LANGUAGES",
     "PRIORITIES",
+    "ClassifyConfig",
     "ClassifyRule",
     "Config",
     "ConfigError",
@@ -81,118 +82,6 @@ __all__ = [  # the schema, re-exported for `from daemon.config import ...`
 ]
 
 EMBEDDED = "<embedded defaults>"
-
-
-T = TypeVar("T")
-
-
-class _Reader:
-    """Walks one TOML table, converting keys and refusing unknown ones."""
-
-    def __init__(self, file: str, base: Path, table: dict[str, Any], prefix: str) -> None:
-        self.file, self.base, self.table, self.prefix = file, base, table, prefix
-        self.seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}{name}" if self.prefix else name
-
-    def fail(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(self.file, self.key(name), problem)
-
-    def get(self, name: str, kind: type[T] | tuple[type, ...], default: T) -> T:
-        self.seen.add(name)
-        if name not in self.table:
-            return default
-        value = self.table[name]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            raise self.fail(name, f"expected {_kind_name(kinds)}, got a boolean")
-        if not isinstance(value, kinds):
-            raise self.fail(name, f"expected {_kind_name(kinds)}, got {type(value).__name__}")
-        return value  # type: ignore[return-value]
-
-    def require(self, name: str, kind: type[T]) -> T:
-        if name not in self.table:
-            self.seen.add(name)
-            raise self.fail(name, "missing (required)")
-        value: T | None = self.get(name, kind, None)
-        assert value is not None
-        return value
-
-    def convert(self, name: str, default: T, parse: Callable[[str], T]) -> T:
-        raw = self.get(name, str, None)
-        if raw is None:
-            return default
-        try:
-            return parse(raw)
-        except ValueError as exc:
-            raise self.fail(name, str(exc)) from None
-
-    def duration(self, name: str, default: Duration) -> Duration:
-        return self.convert(name, default, parse_duration)
-
-    def duration_or_off(self, name: str, default: Duration) -> Duration:
-        """A duration, or "0s" (0 of anything): off."""
-        raw = self.get(name, str, None)
-        if raw is not None and re.fullmatch(r"\s*0+\s*[a-z ]*", raw.lower()):
-            return Duration(0, "seconds")
-        return self.duration(name, default)
-
-    def path(self, name: str, default: Path | None) -> Path | None:
-        raw = self.get(name, str, None)
-        if raw is None:
-            return default
-        return (self.base / raw).resolve()
-
-    def strings(self, name: str) -> tuple[str, ...]:
-        values = self.get(name, list, [])
-        if not all(isinstance(v, str) for v in values):
-            raise self.fail(name, "expected a list of strings")
-        return tuple(values)
-
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.get(name, str, default)
-        if value not in choices:
-            raise self.fail(name, f"must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def address(self, name: str, default: str | None = None) -> str:
-        value = self.get(name, str, default) if default is not None else self.require(name, str)
-        if not _is_address(value):
-            raise self.fail(name, f"not an email address: {value!r}")
-        return value
-
-    def addresses(self, name: str) -> tuple[str, ...]:
-        values = self.strings(name)
-        for value in values:
-            if not _is_address(value):
-                raise self.fail(name, f"not an email address: {value!r}")
-        return values
-
-    def table_of(self, name: str) -> dict[str, Any]:
-        return self.get(name, dict, {})
-
-    def done(self) -> None:
-        for name in self.table:
-            if name not in self.seen:
-                raise self.fail(name, "unknown key")
-
-
-def _kind_name(kinds: tuple[type, ...]) -> str:
-    names = {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "true or false",
-        list: "a list",
-        dict: "a table",
-    }
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def _is_address(value: str) -> bool:
-    _, addr = parseaddr(value)
-    return bool(addr) and addr == value.strip() and "@" in addr and " " not in addr
 
 
 def _secret(reader: _Reader) -> Secret:
@@ -453,7 +342,39 @@ def _regex(text: str) -> re.Pattern[str]:
         raise ValueError(f"bad regular expression {text!r}: {exc}") from None
 
 
-def _rule(file: str, base: Path, table: dict[str, Any], i: int) -> ClassifyRule:
+_CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def _classify(file: str, base: Path, table: dict[str, Any]) -> ClassifyConfig:
+    r = _Reader(file, base, table, "classify.")
+    renames = r.table_of("rename")
+    for old, new in renames.items():
+        if old not in CATEGORIES:
+            raise r.fail(f"rename.{old}", f"not a built-in category ({', '.join(CATEGORIES)})")
+        if not isinstance(new, str) or not _CATEGORY_NAME.fullmatch(new):
+            raise r.fail(f"rename.{old}", f"must be a name of a-z, 0-9 and _, got {new!r}")
+    classify = ClassifyConfig(
+        rename=tuple(renames.items()),
+        add=r.strings("add"),
+        model=r.choice("model", ("auto", "off"), ClassifyConfig.model),
+        confidence=float(r.get("confidence", (float, int), ClassifyConfig.confidence)),
+    )
+    for name in classify.add:
+        if not _CATEGORY_NAME.fullmatch(name):
+            raise r.fail("add", f"a category is a name of a-z, 0-9 and _, got {name!r}")
+    names = classify.categories
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise r.fail("add" if name in classify.add else "rename", f"{name!r} is named twice")
+    if not 0.0 < classify.confidence <= 1.0:
+        raise r.fail("confidence", f"must be above 0 and at most 1, got {classify.confidence}")
+    r.done()
+    return classify
+
+
+def _rule(
+    file: str, base: Path, table: dict[str, Any], i: int, categories: tuple[str, ...]
+) -> ClassifyRule:
     r = _Reader(file, base, table, f"rules[{i}].")
     if "match" not in table:
         raise r.fail("match", "missing (required)")
@@ -462,8 +383,8 @@ def _rule(file: str, base: Path, table: dict[str, Any], i: int) -> ClassifyRule:
     if priority is not None and priority not in PRIORITIES:
         raise r.fail("priority", f"must be one of {', '.join(PRIORITIES)}, got {priority!r}")
     category = r.get("category", str, ClassifyRule.category)
-    if category is not None and category not in CATEGORIES:
-        raise r.fail("category", f"must be one of {', '.join(CATEGORIES)}, got {category!r}")
+    if category is not None and category not in categories:
+        raise r.fail("category", f"must be one of {', '.join(categories)}, got {category!r}")
     reject_reason = r.get("reject_reason", str, ClassifyRule.reject_reason)
     r.done()
     return ClassifyRule(
@@ -568,11 +489,13 @@ def build(table: dict[str, Any], *, file: str, base: Path) -> Config:
             )
         )
         sr.done()
+    classify = _classify(file, base, r.table_of("classify"))
+    categories = classify.categories
     groups = {g for s in staff for g in s.groups}
     routing = []
     for i, t in enumerate(_list_of_tables(r, "routing")):
         rr = _Reader(file, base, t, f"routing[{i}].")
-        category = rr.choice("category", CATEGORIES, "other")
+        category = rr.choice("category", categories, classify.desk_name("other"))
         group = rr.require("group", str)
         if group not in groups:
             raise rr.fail("group", f"no [[staff]] entry is in group {group!r}")
@@ -604,7 +527,10 @@ def build(table: dict[str, Any], *, file: str, base: Path) -> Config:
         regulator=regulator,
         staff=tuple(staff),
         routing=tuple(routing),
-        rules=tuple(_rule(file, base, t, i) for i, t in enumerate(_list_of_tables(r, "rules"))),
+        rules=tuple(
+            _rule(file, base, t, i, categories) for i, t in enumerate(_list_of_tables(r, "rules"))
+        ),
+        classify=classify,
         templates_override_dir=override_dir,
     )
     r.done()

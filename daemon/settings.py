@@ -277,6 +277,33 @@ class ClassifyRule:
 
 
 @dataclass(frozen=True)
+class ClassifyConfig:
+    """[classify]: the desk's categories and its learned model (handlers/textmodel.py)."""
+
+    # The nine built-in categories, renamed ((built-in, the desk's name) pairs: the built-in
+    # rules then give the desk's name) and added to (assigned by [[rules]], staff or the model).
+    rename: tuple[tuple[str, str], ...] = ()
+    add: tuple[str, ...] = ()
+    # "auto": the model `caseloop classify train` wrote to the data folder, when there is one;
+    # "off": rules only. The model decides a category or a priority only when its probability
+    # reaches `confidence`; the safety and group rules make a case urgent whatever it says.
+    model: str = "auto"
+    confidence: float = 0.6
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        renamed = dict(self.rename)
+        return tuple(renamed.get(c, c) for c in CATEGORIES) + self.add
+
+    def desk_name(self, builtin: str) -> str:
+        """The desk's name for a built-in category."""
+        for old, new in self.rename:
+            if old == builtin:
+                return new
+        return builtin
+
+
+@dataclass(frozen=True)
 class Config:
     source: str  # the file it came from, or EMBEDDED
     base_dir: Path
@@ -296,11 +323,17 @@ class Config:
     staff: tuple[StaffMember, ...] = ()
     routing: tuple[RoutingRule, ...] = ()
     rules: tuple[ClassifyRule, ...] = ()
+    classify: ClassifyConfig = ClassifyConfig()
     templates_override_dir: Path | None = None
     # [database] lease: how long an instance's hold on a mailbox, form folder or job outlives
     # its last heartbeat (daemon/store/coordination.py): a dead instance's mailboxes are taken
     # over within about this long.
     lease: Duration = parse_duration("20s")
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The desk's categories: the built-in ones as [classify] renames and adds to them."""
+        return self.classify.categories
 
     @property
     def support_address(self) -> str:

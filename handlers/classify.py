@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Protocol
 
-from zhconv import zhconv
-
-from daemon.config import ClassifyRule, Config
+from daemon.config import ClassifyConfig, ClassifyRule, Config
+from handlers import textmodel
 from handlers.context import BlobWriter, Prepared
+from handlers.scan import CJK, Scanned, scanned
+
 
 # -- keyword sets ----------------------------------------------------------------------------
 # A keyword set is lines of alternatives, each line in one script. The Chinese lines (any line
@@ -22,45 +23,10 @@ from handlers.context import BlobWriter, Prepared
 # character to the next; one alternative starting with a group or a lookbehind makes the whole
 # scan try every alternative at every character, about four times slower. Hence "爆炸(?<!信息
 # 爆炸)" for "(?<!信息)爆炸", and "还(没|未|不)...|一直(没|未|不)..." spelled out.
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN = re.compile(r"[a-z]")
-# Traditional Chinese (Hong Kong, Taiwan, Big5 mail) is read as simplified: each traditional-only
-# character becomes its simplified form (zhconv's table, MediaWiki's), so 手機無法開機 matches
-# 无法开机. Characters also written in simplified text (著, 乾 in 乾隆) are left alone, and
-# one str.translate costs a few microseconds where a phrase-by-phrase conversion costs tens.
-_HANS = zhconv.getdict("zh-hans")  # loads zhcdicts too
-_TO_SIMPLIFIED = str.maketrans(
-    {
-        trad: simp
-        for trad, simp in _HANS.items()
-        if len(trad) == 1 and len(simp) == 1 and trad in zhconv.zhcdicts["TRADONLY"]
-    }
-)
-_TRADITIONAL = frozenset(map(chr, _TO_SIMPLIFIED))  # a set test is cheaper than translating
-
-
-class Scanned(NamedTuple):
-    """A text as the keyword sets read it: lowercased, with the scripts it holds."""
-
-    text: str
-    cjk: bool
-    latin: bool
-
-
-def scanned(text: str) -> Scanned:
-    # "İ".lower() is "i" plus a combining dot, which is no word character: "İNJURED" would
-    # not start a word.
-    lowered = text.replace("İ", "I").lower()
-    cjk = bool(_CJK.search(lowered))
-    if cjk and not _TRADITIONAL.isdisjoint(lowered):
-        lowered = lowered.translate(_TO_SIMPLIFIED)
-    return Scanned(lowered, cjk, bool(_LATIN.search(lowered)))
-
-
 class Keywords:
     def __init__(self, *lines: str) -> None:
-        zh = [line for line in lines if _CJK.search(line)]
-        en = [line for line in lines if not _CJK.search(line)]
+        zh = [line for line in lines if CJK.search(line)]
+        en = [line for line in lines if not CJK.search(line)]
         for line in en:
             if line != line.lower():
                 raise ValueError(f"English keywords are matched lowercase: {line!r}")
@@ -200,7 +166,10 @@ _CATEGORIES: dict[str, Keywords] = {
 # Safety risks: the words people use, with the look-alikes that are not (信息爆炸, 气炸了,
 # 电脑中毒, 心灵受伤; Burnaby, firewall, "fired the courier", "shocked by the service").
 _CHILD = ("儿童", "孩子", "小孩", "宝宝", "婴儿", "幼儿", "女儿", "儿子", "小朋友")
-_HARM = "(危险|卡住|夹住|勒住|吞下|烫到|划破)"
+# A child with a harm, or worried for (健康), or a spoiled or bug-ridden thing a child used.
+_HARM = "(危险|卡住|夹住|勒住|吞下|烫到|划破|健康|误食|虫|过敏|生病|发烧|红肿|呕吐|拉肚子|腹泻)"
+_SPOILED = ("虫", "发霉", "霉变", "变质", "过期", "异物")
+_WHO = "(" + "|".join(_CHILD) + ")"
 _SAFETY = Keywords(
     r"爆炸(?<!信息爆炸)(?!性)|炸(?<!气炸)(?<!油炸)(了|开|裂|伤)(?!锅)|爆裂|起火|着火|失火|火灾"
     r"|自燃|冒烟|冒火|火花",
@@ -208,14 +177,41 @@ _SAFETY = Keywords(
     r"|过敏|窒息|噎住|卡喉|误食|误吞",
     r"烫伤|烧伤|灼伤|划伤|割伤|砸伤|摔伤|扎伤|夹伤"
     r"|受伤(?<!心灵受伤)(?<!感情受伤)(?<!自尊心受伤)(?<!心里受伤)|伤口|流血|骨折",
-    r"送医|住院|急诊|抢救|上吐下泻|安全隐患",
-    "|".join(f"{who}.{{0,15}}{_HARM}" for who in _CHILD),
+    r"送医|住院|急诊|抢救|上吐下泻|安全隐患|就医|救护车|昏迷|晕倒|休克|死亡|身亡|丧生|致死",
+    r"烧焦|烧毁|烧坏|明火|爆燃|烧起来|车祸|撞车|追尾|相撞|撞上|侧翻|翻车|交通事故|安全事故",
+    "|".join(f"{who}.{{0,20}}{_HARM}" for who in _CHILD),
+    "|".join(f"{what}.{{0,20}}{_WHO}" for what in _SPOILED),
     r"\bexplo(de|ded|des|ding|sion|sions)\b|\b(caught|catch|catches|catching|on) fire\b"
     r"|\bfire (broke out|hazard)\b|\bburst into flames?\b|\bin flames\b|\bsparks\b",
     r"\belectric(al|ity)? shocks?\b|\belectrocut[a-z]*|\bgot a shock\b",
     r"\b(burn|burns|burned|burnt|scald|scalds|scalded)\b",
-    r"\binjur(y|ies|ed|ing)\b|\b(was|were|got|been|is|are|get) (badly |seriously )?hurt\b",
-    r"\bhospital(i[sz]ed|i[sz]ation)?\b|\bemergency room\b|\ba&e\b|\bstitches\b|\bbleeding\b",
+    # Inflected and misspelt ("injuried"); "hurt" only of people ("it hurt my credit" is not).
+    r"\binjur[a-z]*|\b(was|were|got|been|is|are|get) (badly |seriously |severely )?hurt\b"
+    r"|\bhurt (my|his|her|their|our) (hand|arm|leg|back|neck|head|finger|foot|eye|face)s?\b",
+    r"\bhospital(i[sz]ed|i[sz]ation)?\b|\bemergency (room|department)\b|\ba&e\b|\bstitches\b"
+    r"|\bbleeding\b|\b(to|the|in|at) (the )?er\b|\bambulance\b|\bparamedics?\b"
+    r"|\bintensive care\b|\bmedical (attention|treatment)\b",
+    r"\bbruis(e|es|ed|ing)\b|\bconcussion\b|\bwhiplash\b|\bfractur[a-z]*|\bsevered\b"
+    r"|\bbroken (hand|arm|leg|wrist|ankle|nose|ribs?|bones?|finger|toe|neck|back|collarbone)\b"
+    r"|\b(lost|losing) conscious[a-z]*|\bunconscious\b|\bkilled\b|\bfatal(ity|ities)?\b",
+    # Fire and smoke as people report them: firefighters, flames, smoke pouring out.
+    r"\bflames?\b|\bfire ?(department|dept|fighters?|truck|men)\b|\bon fire\b|\bengulfed\b"
+    r"|\bfire\b(?! ?(tv|tablet|stick|hd|sale|drill|wall|works))(?<!kindle fire)"
+    r"|\bsmoke (came|coming|was coming|poured|pouring|billow[a-z]*|from|out|filled)\b"
+    r"|\bsmoking (from|under|out)\b|\bsmou?lder[a-z]*",
+    # Vehicles: crashes, collisions, rollovers, airbags; "the app crashed" is not one.
+    r"\baccidents?\b(?<!by accident)|\bcollis[a-z]*|\bcollided\b|\brear[- ]ended\b"
+    r"|\bhead[- ]on\b|\bt-?boned\b|\btotal(l)?ed\b|\b(during|upon|on|of) impact\b",
+    r"\bcrash(ed|es|ing)? into\b|\b(car|vehicle|truck|head-on|rear-end|frontal|side) crash"
+    r"|\bin (a|the) crash\b|\bcrash(ed)? (the|my|our|his|her) (car|vehicle|truck|van|suv|bike)\b"
+    r"|\b(ran|slammed|smashed|rolled|veered|careened|plowed|sending [a-z]+|sent [a-z]+) into "
+    r"(a|an|the|another|oncoming) (tree|pole|ditch|parked|car|vehicle|truck|guard ?rail|median|wall"
+    r"|building|garage)",
+    r"\b(vehicle|car|truck|suv|van|jeep|it) (rolled|flipped) over\b|\brollover\b"
+    r"|\brolled over (multiple|several|two|three|four|\d+) times\b|\brolling the (truck|car|"
+    r"vehicle|suv)\b|\boverturned\b|\blanding on its (top|roof|side)\b",
+    r"\bair ?bags?\b[^.!?\n]{0,30}\b(deploy[a-z]*|inflat[a-z]*|went off|came out|exploded)\b"
+    r"|\b(deploy[a-z]*|inflat[a-z]*)\b[^.!?\n]{0,20}\bair ?bags?\b",
     r"\bpoison(ed|ing|ous)?\b|\ballerg(y|ies|ic)\b|\banaphyla[a-z]*",
     r"\bchok(e|ed|es|ing)\b|\bsuffocat[a-z]*|\bswallowed\b",
     r"\bsafety (hazard|risk)s?\b",
@@ -224,10 +220,13 @@ _SAFETY = Keywords(
 )
 # Many complainants, same cause (PROCEDURE §3: 群体性投诉).
 _MANY = ("上百", "几十", "数十", "数百", "上千")
+# "多人" alone is not many complainants: "拉了30多人都不动" (I invited 30-odd people to a
+# promotion) is one consumer. Many people must be hit by, or complain of, the same thing.
+_HIT = "(都)?(遇到|被骗|被坑|上当|受害|受骗|中毒|受伤|出现|有同样|有类似|反映|投诉|维权|集体)"
 _GROUP = Keywords(
-    r"多人(?!套餐|份|餐|间|座|游戏|运动)|多名(消费者|用户|顾客|业主|家长|学生|乘客)"
+    f"多人{_HIT}|多名(消费者|用户|顾客|业主|家长|学生|乘客)"
     r"|集体(投诉|维权|中毒)|群体|大批(消费者|用户|顾客)|众多(消费者|用户|顾客)"
-    r"|很多(人|消费者|用户|顾客|业主|家长)都",
+    f"|很多(人|消费者|用户|顾客|业主|家长){_HIT}",
     "|".join(f"{n}(个|名|位)?(人|消费者|用户|顾客|家长|业主)" for n in _MANY),
     r"联名|维权群",
     r"\bmany of us\b|\bmany (other )?(customers|consumers|people|buyers|parents|residents)\b"
@@ -270,10 +269,20 @@ def _negated(text: str, start: int, zh: re.Pattern[str] = _NEGATION_ZH) -> bool:
     return bool(_NEGATION_EN.search(before))
 
 
+# What was avoided or only feared is not a report of harm: "to keep from having an accident",
+# "could cause a fire" (a hazard without an event; "caught fire" stays urgent).
+_AVOIDED_EN = re.compile(
+    r"\b(avoid(ed|ing)?|prevent(ed|ing)?|keep( [a-z]+)? from|kept( [a-z]+)? from|almost|nearly"
+    r"|could|would|might|may|risk of|in case of|potential(ly)?)\b[^.!?,;\n]{0,30}$"
+)
+
+
 def _safety_risk(text: Scanned) -> str | None:
     for match in sorted(_SAFETY.finditer(text), key=lambda m: m.start()):
-        if not _negated(text.text, match.start()):
-            return match.group(0)
+        start = match.start()
+        if _negated(text.text, start) or _AVOIDED_EN.search(text.text[max(0, start - 50) : start]):
+            continue
+        return match.group(0)
     return None
 
 
@@ -302,8 +311,25 @@ def builtin_category(text: str) -> str:
     return _builtin_category(scanned(text))
 
 
-def classify(text: str, rules: tuple[ClassifyRule, ...]) -> tuple[str, str]:
-    """(category, priority): the config's rules first (first match naming it), then built-ins."""
+_BUILT_IN = ClassifyConfig()  # the nine categories, no renames
+
+
+class Model(Protocol):
+    """What classify asks of a learned model (handlers/textmodel.py): its best guesses."""
+
+    def guess(self, text: str) -> tuple[tuple[str, float], tuple[str, float] | None]: ...
+
+
+def classify(
+    text: str,
+    rules: tuple[ClassifyRule, ...],
+    *,
+    desk: ClassifyConfig = _BUILT_IN,
+    model: Model | None = None,
+) -> tuple[str, str]:
+    """(category, priority): the config's rules first (first match naming it), then the desk's
+    model where it is confident, then the built-in rules. Safety and group words make a case
+    urgent whatever the model says."""
     category: str | None = None
     priority: str | None = None
     for rule in rules:
@@ -313,11 +339,19 @@ def classify(text: str, rules: tuple[ClassifyRule, ...]) -> tuple[str, str]:
             priority = priority or rule.priority
     if category is None or priority is None:
         words = scanned(text)
+        guess, priority_guess = model.guess(text) if model is not None else (None, None)
         if category is None:
-            category = _builtin_category(words)
+            if guess and guess[1] >= desk.confidence and guess[0] in desk.categories:
+                category = guess[0]
+            else:
+                category = desk.desk_name(_builtin_category(words))
         if priority is None:
-            urgent = _safety_risk(words) or _GROUP.search(words)
-            priority = "urgent" if urgent else "normal"
+            if _safety_risk(words) or _GROUP.search(words):
+                priority = "urgent"
+            elif priority_guess and priority_guess[1] >= desk.confidence:
+                priority = priority_guess[0]
+            else:
+                priority = "normal"
     return category, priority
 
 
@@ -411,7 +445,7 @@ def suggest_rejection(text: str, rules: tuple[ClassifyRule, ...]) -> str | None:
 
 
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
-_CJK_RUN = re.compile(f"{_CJK.pattern}+")
+_CJK_RUN = re.compile(f"{CJK.pattern}+")
 
 
 def detect_language(text: str, default: str) -> str:
@@ -438,4 +472,9 @@ class Classify:
         else:
             text = f"{prep.message.subject}\n{prep.new_text or prep.message.text}"
             prep.language = detect_language(text, config.tickets.default_language)
-        prep.category, prep.priority = classify(text, config.rules)
+        model = None
+        if config.classify.model == "auto":
+            model = textmodel.current(config.data_dir / textmodel.MODEL_FILE)
+        prep.category, prep.priority = classify(
+            text, config.rules, desk=config.classify, model=model
+        )

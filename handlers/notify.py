@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from daemon.clock import Duration, in_window
-from daemon.config import CATEGORIES, PRIORITIES, Config
+from daemon.config import PRIORITIES, Config
 from daemon.resources import shipped_dir
 from daemon.store import writes
 from daemon.store.models import Ticket, TimelineEntry
@@ -87,7 +87,7 @@ class Templates:
             # what staff may write after #reject, #priority and #category (_how_to_act.txt)
             env.globals["rejection_codes"] = CODES
             env.globals["priorities"] = PRIORITIES
-            env.globals["categories"] = CATEGORIES
+            env.globals["categories"] = config.categories
 
     def sender(self, language: str) -> str:
         """Our From: the display name from <language>/sender.txt (an operator may override it)

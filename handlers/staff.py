@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from daemon.config import CATEGORIES, PRIORITIES
+from daemon.config import PRIORITIES
 from daemon.store.models import Ticket, TimelineEntry
 from handlers import sla
 from handlers.assign import alert_urgent, assign
@@ -99,8 +99,9 @@ def set_fields(
     the previous one); a case raised to urgent alerts compliance and the supervisors.
     """
     refuse_if_erased(ticket)
-    if category is not None and category not in CATEGORIES:
-        raise TransitionRefused(f"unknown category {category!r} ({', '.join(CATEGORIES)})")
+    categories = services.config.categories
+    if category is not None and category not in categories:
+        raise TransitionRefused(f"unknown category {category!r} ({', '.join(categories)})")
     if priority is not None and priority not in PRIORITIES:
         raise TransitionRefused(f"unknown priority {priority!r} ({', '.join(PRIORITIES)})")
     if assignee is not None and services.config.staff_member(assignee) is None:

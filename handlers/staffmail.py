@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from bidi import get_display
 
-from daemon.config import CATEGORIES, PRIORITIES, Config
+from daemon.config import PRIORITIES, Config
 from daemon.store.models import Ticket
 from handlers import staff
 from handlers.authresults import domain_results
@@ -207,8 +207,8 @@ def check_commands(
             problem("staff", c)
         elif c.name == "priority" and c.argument not in PRIORITIES:
             problem("priority", c, choices=", ".join(PRIORITIES))
-        elif c.name == "category" and c.argument not in CATEGORIES:
-            problem("category", c, choices=", ".join(CATEGORIES))
+        elif c.name == "category" and c.argument not in config.categories:
+            problem("category", c, choices=", ".join(config.categories))
     return problems
 
 

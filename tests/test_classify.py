@@ -199,8 +199,8 @@ def test_keywords_in_both_scripts_are_found_in_one_text() -> None:
     assert safety_risk("The heater 冒烟 then caught fire") == "冒烟"  # the first one in the text
     assert safety_risk("It caught fire, 冒烟了") == "caught fire"
     assert safety_risk("没有人受伤, but the Kettle EXPLODED") == "exploded"
-    assert group_words("We are 30 families; 很多人都 bought it") == "we are 30 families"
-    assert group_words("很多人都 bought it: we are 30 families") == "很多人都"
+    assert group_words("We are 30 families; 很多人都上当 buying it") == "we are 30 families"
+    assert group_words("很多人都上当 buying it: we are 30 families") == "很多人都上当"
 
 
 def test_english_keywords_must_be_written_lowercase() -> None:

@@ -213,10 +213,10 @@ def test_an_internal_error_quarantines_one_message_and_the_queue_goes_on(
 
     real = classify.classify
 
-    def explode_on_big5(text: str, rules):  # type: ignore[no-untyped-def]
+    def explode_on_big5(text: str, rules, **kwargs):  # type: ignore[no-untyped-def]
         if "臺" in text or "台" in text or "貨" in text:
             raise RuntimeError("boom")
-        return real(text, rules)
+        return real(text, rules, **kwargs)
 
     monkeypatch.setattr(classify, "classify", explode_on_big5)
     summary = app.run_once()
