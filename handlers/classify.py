@@ -177,7 +177,11 @@ _SAFETY = Keywords(
     r"|过敏|窒息|噎住|卡喉|误食|误吞",
     r"烫伤|烧伤|灼伤|划伤|割伤|砸伤|摔伤|扎伤|夹伤"
     r"|受伤(?<!心灵受伤)(?<!感情受伤)(?<!自尊心受伤)(?<!心里受伤)|伤口|流血|骨折",
-    r"送医|住院|急诊|抢救|上吐下泻|安全隐患|就医|救护车|昏迷|晕倒|休克|死亡|身亡|丧生|致死",
+    r"送医|住院|急诊|抢救|上吐下泻|安全隐患|就医|救护车|昏迷|晕倒|休克|死亡(?<!非自然死亡)|身亡"
+    r"|丧生|致死|坍塌|倒塌",
+    # Things falling from a building (外墙瓷砖脱落) endanger people below.
+    r"外墙.{0,6}(掉落|脱落|坠落)|瓷砖.{0,6}(掉落|脱落|坠落)|磁砖.{0,6}(掉落|脱落|坠落)"
+    r"|玻璃.{0,6}(掉落|坠落|爆)|天花板.{0,6}(掉落|脱落|塌)|吊顶.{0,6}(掉落|脱落|塌)",
     r"烧焦|烧毁|烧坏|明火|爆燃|烧起来|车祸|撞车|追尾|相撞|撞上|侧翻|翻车|交通事故|安全事故",
     "|".join(f"{who}.{{0,20}}{_HARM}" for who in _CHILD),
     "|".join(f"{what}.{{0,20}}{_WHO}" for what in _SPOILED),
@@ -206,7 +210,8 @@ _SAFETY = Keywords(
     r"|\bin (a|the) crash\b|\bcrash(ed)? (the|my|our|his|her) (car|vehicle|truck|van|suv|bike)\b"
     r"|\b(ran|slammed|smashed|rolled|veered|careened|plowed|sending [a-z]+|sent [a-z]+) into "
     r"(a|an|the|another|oncoming) (tree|pole|ditch|parked|car|vehicle|truck|guard ?rail|median|wall"
-    r"|building|garage)",
+    r"|building|garage)|\binto (a|the) (tree|pole|ditch|guard ?rail|parked car)\b"
+    r"|\bimpact (to|on) (the|his|her|my|our) (foot|head|leg|arm|hand|face|body|chest)\b",
     r"\b(vehicle|car|truck|suv|van|jeep|it) (rolled|flipped) over\b|\brollover\b"
     r"|\brolled over (multiple|several|two|three|four|\d+) times\b|\brolling the (truck|car|"
     r"vehicle|suv)\b|\boverturned\b|\blanding on its (top|roof|side)\b",

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -151,7 +153,7 @@ def load(path: Path) -> TextModel:
             arrays = {name: data[name] for name in data.files}
     except FileNotFoundError:
         raise ModelError(f"{path}: no model file (caseloop classify train writes one)") from None
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ModelError(f"{path}: not a caseloop model file ({exc})") from None
     try:
         meta = json.loads(str(arrays["meta"]))
