@@ -78,6 +78,12 @@ _CATEGORIES: dict[str, Keywords] = {
         r"\bwithout (my )?(consent|permission)\b|\bgdpr\b|\bpipl\b",
         r"\bsold my (data|details|number)\b",
         r"\bdelete my (data|account)\b|\bunsubscribe\b",
+        # Credit reports pulled or used without permission, identity theft (consumer finance).
+        r"征信|信用报告|信用记录|被查询|盗用(我的?)?(身份|信息)|冒用(我的?)?(身份|名义|信息)|冒名|身份被盗",
+        r"\binquir(y|ies)\b|\bidentity theft\b|\bstole my identity\b|\bnot mine\b"
+        r"|\bopened in my name\b|\bnot my account\b|\bfraudulent(ly)? (account|accounts|opened)\b"
+        r"|\bsecurity freeze\b|\bpermissible purpose\b|\bfcra\b|\bcredit (report|reports|file"
+        r"|bureaus?)\b|\bconsumer report\b|\bpulled my credit\b|\bhard (pull|inquiry)\b",
     ),
     "false_advertising": Keywords(
         r"虚假宣传|虚假广告|夸大|与(商品)?(描述|宣传|图片|页面|详情页|介绍)不符|货不对板|假货|假冒"
@@ -92,6 +98,11 @@ _CATEGORIES: dict[str, Keywords] = {
         r"\bclaimed it\b|\b(box|label|packaging|website|page) (says|said|claims)\b",
         r"\bfalse (claim|claims|promise)\b|\bthe (ad|advert|advertisement|listing) (said|says"
         r"|claimed)\b",
+        # Not told, hidden, not as the contract or the plan said (contracts, real estate).
+        r"未.{0,6}告知|没有?告知|隐瞒|欺瞒|不实|未如实|没有如实|与.{0,12}不符|不相符|误导|承诺",
+        r"\bpromis(e|ed|es)\b|\bwas told\b|\bmis(led|lead|leading)\b|\bdecept[a-z]*|\bdeceiv[a-z]*"
+        r"|\blied\b|\blying\b|\bnever (applied|signed up)\b|\bdid not apply\b|\bpromo(tion)?"
+        r"(al)?( code| offer)?\b|\bnot (disclosed|informed)\b|\bnever (disclosed|informed)\b",
     ),
     "product_quality": Keywords(
         r"质量|故障|损坏|坏了|破损|漏水|漏电|缺陷|开裂|裂了|裂开|断了|不能用|无法使用|失灵|死机"
@@ -121,6 +132,14 @@ _CATEGORIES: dict[str, Keywords] = {
         r"\bcame (off|apart|unstuck|loose|unglued)\b|\bfalling apart\b|\bstitching\b|\bseams?\b"
         r"|\bzip(per)? (broke|is broken|split|stuck)\b|\bsnapped\b|\bripped\b",
         r"\bloud noise\b|\bnoisy\b|\brattl(e|es|ing)\b|\bbuzzing\b|\bno sound\b|\bin one ear\b",
+        # Vehicles (owners name the part that failed) and homes (leaks, cracks, workmanship).
+        r"\btransmission\b|\bbrak(e|es|ing)\b|\babs\b|\bengine\b|\bstall(s|ed|ing)?\b"
+        r"|\bsteering\b|\bsuspension\b|\bseat ?belts?\b|\btires?\b|\btyres?\b|\baxle\b"
+        r"|\bair ?bags?\b|\brecall(s|ed)?\b|\bthrottle\b|\bradiator\b|\balternator\b"
+        r"|\bfuel (pump|leak|line)\b|\bheadlights?\b|\bwindshield\b|\bwipers?\b|\blatch\b"
+        r"|\brims?\b|\bcorro(sion|ded)\b|\brust(ed|y)?\b|\binstrument panel\b|\bdashboard\b"
+        r"|\bwarning light\b|\bcheck engine\b|\bmisfir[a-z]*|\bjerk(s|ed|ing)?\b|\bveer[a-z]*",
+        r"壁癌|渗漏|瑕疵|施工|结构|龟裂|水压|发霉|霉斑|刹车|变速箱|发动机|熄火|方向盘|安全带|轮胎|召回",
     ),
     "logistics": Keywords(
         r"快递|物流|配送|发货|送货|包裹|运单|签收|丢件|丢了件|延误|迟迟未到|没收到|未收到|派送"
@@ -140,6 +159,13 @@ _CATEGORIES: dict[str, Keywords] = {
         r"\bovercharg[a-z]*|\bprice[ds]?\b|\bpricing\b|\bcharged (me )?(twice|double|more)\b",
         r"\bdouble[- ]charged\b|\bhidden (fee|fees|charge|charges)\b|\bsurcharge\b",
         r"\bauto[- ]?renew[a-z]*|\bsubscription fee\b|\bprice tag\b|\bbilled\b|\bbilling\b",
+        # Fees, interest and money taken without consent (consumer finance, agents' fees).
+        r"服务费|管理费|超收|收取|佣金|报酬|违约金|利息|利率|手续费|滞纳金|罚息|扣款|扣钱|私自扣|自动扣"
+        r"|乱收|多扣|砍头息|年化|费用",
+        r"\bfees?\b|\binterest( rate)?\b|\bapr\b|\bcharg(e|es|ed|ing)\b|\bunauthori[sz]ed "
+        r"(charges?|transactions?|transfers?|withdrawals?|debits?|payments?)\b|\bdebit(s|ed)\b"
+        r"|\bwithdr[ae]w[a-z]*|\boverdraft\b|\bcash advance\b|\bpercent\b|\d ?%"
+        r"|\btook \$|\btaking (money|\$)",
     ),
     "service_attitude": Keywords(
         r"态度|辱骂|骂人|骂我|不理|推诿|推脱|敷衍|挂电话|挂断|爱答不理|冷漠|不耐烦|服务差|服务恶劣"
@@ -147,6 +173,11 @@ _CATEGORIES: dict[str, Keywords] = {
         r"推托|说话(很|太)?冲|爱买不买|翻白眼|白眼",
         r"\brude(ly|ness)?\b|\bimpolite\b|\battitude\b|\bignored\b|\bhung up\b|\bshouted\b",
         r"\byelled\b|\binsult[a-z]*|\bunprofessional\b|\bdisrespect[a-z]*|\bcondescending\b",
+        r"不理会|不回应|未回应|没有?回应|失联|联系不上|不回复|没人管|无人处理|不处理|踢皮球",
+        r"\bcustomer service\b|\brepresentatives?\b|\bon hold\b|\bnever (called|got|wrote) back"
+        r"\b|\bno (one|body) (helps?|helped|responded|called)\b|\bunresponsive\b|\bnever "
+        r"(responded|replied)\b|\bhave(n'?t| not) heard\b|\bno (reply|response)\b|\bnot (been )?"
+        r"resolved\b|\bkept waiting\b|\bwaiting for\b",
     ),
     "after_sales": Keywords(
         r"未(收到)?退款|没有?(收到)?退款|还没有?(收到)?退款|退款.{0,6}(未|没|还没)到"
@@ -159,6 +190,9 @@ _CATEGORIES: dict[str, Keywords] = {
         r"|\breturned (it|the [a-z]+|my [a-z]+)\b|\bsent (it|the [a-z]+|them) back\b",
         r"\brefus[a-z]* (to )?(a |my |the )?(refund|return|exchange|repair)\b",
         r"\breturn policy\b|\bwon'?t (refund|replace|exchange|repair)\b|\bexchange\b",
+        # Money back refused: deposits, down payments, cancelled contracts.
+        r"返还|退还|退回|退费|退定|定金|订金|斡旋金|押金|解除(买卖)?(契约|合同|合约)|解约|取消(订单|合同)",
+        r"\brefund[a-z]*|\bchargeback\b|\bmoney back\b|\bdeposit back\b|\bcancel(l)?(ed|ation)\b",
     ),
 }
 
