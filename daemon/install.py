@@ -106,6 +106,13 @@ retain_closed = "3 years"         # then a closed or rejected case's personal da
 to = []                           # e.g. ["12315@amr.example.gov.cn"]; empty: off
 major_loss_amount = 50000         # CNY claimed; at or over it, a major property loss
 contact = "none"                  # the complainant in the report: none|name|name_phone|all
+
+[classify]                        # the desk's categories and its learned model
+add = []                          # categories of your own, e.g. ["telecom"]: set by [[rules]],
+                                  # staff (tickets set --category, #category) or the model
+rename = {}                       # e.g. { logistics = "delivery" }: the built-in rules then say so
+model = "auto"                    # `caseloop classify train` writes one from staff's labels; "off"
+confidence = 0.6                  # the model decides only at or above this probability
 """
 
 

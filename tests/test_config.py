@@ -12,6 +12,7 @@ import pytest
 from daemon import config as configmod
 from daemon.cli import main
 from daemon.config import (
+    ClassifyConfig,
     ConfigError,
     EscalationConfig,
     IntakeConfig,
@@ -176,6 +177,7 @@ def test_the_init_template_says_the_dataclass_defaults(tmp_path: Path) -> None:
         "intake": IntakeConfig,
         "privacy": PrivacyConfig,
         "regulator": RegulatorConfig,
+        "classify": ClassifyConfig,
     }
     policy_keys = {f.name for f in dataclasses.fields(SlaPolicy)}
     path = tmp_path / "caseloop.toml"
