@@ -164,7 +164,7 @@ _CATEGORIES: dict[str, Keywords] = {
         r"|乱收|多扣|砍头息|年化|费用",
         r"\bfees?\b|\binterest( rate)?\b|\bapr\b|\bcharg(e|es|ed|ing)\b|\bunauthori[sz]ed "
         r"(charges?|transactions?|transfers?|withdrawals?|debits?|payments?)\b|\bdebit(s|ed)\b"
-        r"|\bwithdr[ae]w[a-z]*|\boverdraft\b|\bcash advance\b|\bpercent\b|\d ?%"
+        r"|\bwithdr[ae]w[a-z]*|\boverdraft\b|\bcash advance\b|\bpercent\b|\b\d+ ?%"
         r"|\btook \$|\btaking (money|\$)",
     ),
     "service_attitude": Keywords(
@@ -227,7 +227,7 @@ _SAFETY = Keywords(
     r"\binjur[a-z]*|\b(was|were|got|been|is|are|get) (badly |seriously |severely )?hurt\b"
     r"|\bhurt (my|his|her|their|our) (hand|arm|leg|back|neck|head|finger|foot|eye|face)s?\b",
     r"\bhospital(i[sz]ed|i[sz]ation)?\b|\bemergency (room|department)\b|\ba&e\b|\bstitches\b"
-    r"|\bbleeding\b|\b(to|the|in|at) (the )?er\b|\bambulance\b|\bparamedics?\b"
+    r"|\bbleeding\b|\ber\b(?<=(to|he|in|at) er)|\bambulance\b|\bparamedics?\b"
     r"|\bintensive care\b|\bmedical (attention|treatment)\b",
     r"\bbruis(e|es|ed|ing)\b|\bconcussion\b|\bwhiplash\b|\bfractur[a-z]*|\bsevered\b"
     r"|\bbroken (hand|arm|leg|wrist|ankle|nose|ribs?|bones?|finger|toe|neck|back|collarbone)\b"
@@ -239,7 +239,8 @@ _SAFETY = Keywords(
     r"|\bsmoking (from|under|out)\b|\bsmou?lder[a-z]*",
     # Vehicles: crashes, collisions, rollovers, airbags; "the app crashed" is not one.
     r"\baccidents?\b(?<!by accident)|\bcollis[a-z]*|\bcollided\b|\brear[- ]ended\b"
-    r"|\bhead[- ]on\b|\bt-?boned\b|\btotal(l)?ed\b|\b(during|upon|on|of) impact\b",
+    r"|\bhead[- ]on\b|\bt-?boned\b|\btotal(l)?ed\b"
+    r"|\bimpact\b((?<=on impact)|(?<=of impact)|(?<=upon impact)|(?<=during impact))",
     r"\bcrash(ed|es|ing)? into\b|\b(car|vehicle|truck|head-on|rear-end|frontal|side) crash"
     r"|\bin (a|the) crash\b|\bcrash(ed)? (the|my|our|his|her) (car|vehicle|truck|van|suv|bike)\b"
     r"|\b(ran|slammed|smashed|rolled|veered|careened|plowed|sending [a-z]+|sent [a-z]+) into "

@@ -254,3 +254,60 @@ def test_traditional_chinese_is_read_as_simplified() -> None:
     # Characters that simplified text also uses are kept: 著名 stays, not 着名.
     assert scanned("著名品牌").text == "著名品牌"
     assert scanned("手機").text == "手机"
+
+
+# -- real complaints (tests/data/real/SOURCES.md) -----------------------------------------------
+# The held-out part was never tuned on. These pin what the rules and a desk's model do on real
+# published complaints, so a change to the rules that loses ground fails here; the README and
+# bench/classify_real.py give the full figures.
+REAL = Path(__file__).parent / "data" / "real"
+
+
+def _real(name: str) -> list[dict[str, object]]:
+    lines = (REAL / name).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def test_real_complaints_are_recorded_with_source_and_licence() -> None:
+    rows = _real("dev.jsonl") + _real("heldout.jsonl")
+    assert len(rows) >= 300
+    assert {r["lang"] for r in rows} == {"en", "zh"}
+    assert all(r["source"] and r["licence"] and r["label_from"] for r in rows)
+    assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_on_held_out_real_complaints_few_are_other_and_few_falsely_urgent() -> None:
+    rows = _real("heldout.jsonl")
+    said = [classify(str(r["text"]), ()) for r in rows]
+    ordinary = [s for s, r in zip(said, rows, strict=True) if not r["urgent"]]
+    safety = [s for s, r in zip(said, rows, strict=True) if r["urgent"]]
+    assert sum(c == "other" for c, _ in said) / len(rows) <= 0.25
+    assert sum(p == "urgent" for _, p in ordinary) <= 0.03 * len(ordinary)
+    # below the 13 of 15 (the note says why): a floor against losing ground
+    assert sum(p == "urgent" for _, p in safety) >= 0.7 * len(safety)
+    credit = [
+        s
+        for s, r in zip(said, rows, strict=True)
+        if "Improper use of your report" in str(r["label_from"])
+        or "identity theft" in str(r["label_from"])
+    ]
+    assert credit and sum(c == "privacy" for c, _ in credit) >= 0.6 * len(credit)
+
+
+def test_a_model_trained_on_a_desks_real_labels_beats_the_rules_on_its_held_out_cases() -> None:
+    from daemon.classifycmd import Labelled, evaluate
+    from daemon.config import EMBEDDED, build
+    from handlers import textmodel
+
+    dev, held = _real("dev.jsonl"), _real("heldout.jsonl")
+    model = textmodel.fit(
+        [str(r["text"]) for r in dev],
+        [str(r["category"]) for r in dev],
+        [None] * len(dev),
+        meta={"trained_at": "test"},
+    )
+    rows = [Labelled(str(r["id"]), str(r["text"]), str(r["category"]), None, bool(r["urgent"]))
+            for r in held]  # fmt: skip
+    rules, _, both = evaluate(rows, build({}, file=EMBEDDED, base=REAL), model)
+    assert both.accuracy >= rules.accuracy + 0.10
+    assert both.urgent_found >= rules.urgent_found  # the safety words still apply
