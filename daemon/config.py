@@ -358,6 +358,9 @@ def _classify(file: str, base: Path, table: dict[str, Any]) -> ClassifyConfig:
         add=r.strings("add"),
         model=r.choice("model", ("auto", "off"), ClassifyConfig.model),
         confidence=float(r.get("confidence", (float, int), ClassifyConfig.confidence)),
+        urgent_confidence=float(
+            r.get("urgent_confidence", (float, int), ClassifyConfig.urgent_confidence)
+        ),
     )
     for name in classify.add:
         if not _CATEGORY_NAME.fullmatch(name):
@@ -366,8 +369,9 @@ def _classify(file: str, base: Path, table: dict[str, Any]) -> ClassifyConfig:
     for i, name in enumerate(names):
         if names.index(name) != i:
             raise r.fail("add" if name in classify.add else "rename", f"{name!r} is named twice")
-    if not 0.0 < classify.confidence <= 1.0:
-        raise r.fail("confidence", f"must be above 0 and at most 1, got {classify.confidence}")
+    for key in ("confidence", "urgent_confidence"):
+        if not 0.0 < getattr(classify, key) <= 1.0:
+            raise r.fail(key, f"must be above 0 and at most 1, got {getattr(classify, key)}")
     r.done()
     return classify
 

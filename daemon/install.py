@@ -113,6 +113,7 @@ add = []                          # categories of your own, e.g. ["telecom"]: se
 rename = {}                       # e.g. { logistics = "delivery" }: the built-in rules then say so
 model = "auto"                    # `caseloop classify train` writes one from staff's labels; "off"
 confidence = 0.6                  # the model decides only at or above this probability
+urgent_confidence = 0.9           # and raises a case to urgent only at or above this one
 """
 
 

@@ -289,6 +289,12 @@ class ClassifyConfig:
     # reaches `confidence`; the safety and group rules make a case urgent whatever it says.
     model: str = "auto"
     confidence: float = 0.6
+    # Raising a case to urgent on the model's word alone asks more: a false alarm costs the
+    # supervisors' attention, and the safety words catch harm whatever the model says.
+    urgent_confidence: float = 0.9
+
+    def priority_confidence(self, priority: str) -> float:
+        return self.urgent_confidence if priority == "urgent" else self.confidence
 
     @property
     def categories(self) -> tuple[str, ...]:

@@ -110,9 +110,11 @@ def ticket_text(ticket: Ticket, zone: ZoneInfo) -> str:
     lines = [f"{ticket.number}  [{ticket.status}]  {ticket.subject}"]
     c = data["complainant"]
     lines.append(f"  complainant: {c['name'] or ''} <{c['email']}>  language: {ticket.language}")
+    by = (ticket.extra or {}).get("classified_by")
     lines.append(
-        f"  category: {ticket.category}  priority: {ticket.priority}  "
-        f"assignee: {ticket.assignee or '-'}  channel: {ticket.channel}"
+        f"  category: {ticket.category}  priority: {ticket.priority}"
+        + (f" ({by})" if by else "")
+        + f"  assignee: {ticket.assignee or '-'}  channel: {ticket.channel}"
     )
     if isinstance(group := data["group"], dict):
         lines.append(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from daemon.config import ClassifyConfig, ClassifyRule, Config
 from handlers import textmodel
@@ -360,6 +360,12 @@ class Model(Protocol):
     def guess(self, text: str) -> tuple[tuple[str, float], tuple[str, float] | None]: ...
 
 
+class Decision(NamedTuple):
+    category: str
+    priority: str
+    model: str  # what the desk's model decided, e.g. "category 0.91" ("" when nothing)
+
+
 def classify(
     text: str,
     rules: tuple[ClassifyRule, ...],
@@ -370,8 +376,20 @@ def classify(
     """(category, priority): the config's rules first (first match naming it), then the desk's
     model where it is confident, then the built-in rules. Safety and group words make a case
     urgent whatever the model says."""
+    return decide(text, rules, desk=desk, model=model)[:2]
+
+
+def decide(
+    text: str,
+    rules: tuple[ClassifyRule, ...],
+    *,
+    desk: ClassifyConfig = _BUILT_IN,
+    model: Model | None = None,
+) -> Decision:
+    """classify(), saying what the model decided."""
     category: str | None = None
     priority: str | None = None
+    by: list[str] = []
     for rule in rules:
         wanted = (category is None and rule.category) or (priority is None and rule.priority)
         if wanted and rule.match.search(text):
@@ -383,16 +401,20 @@ def classify(
         if category is None:
             if guess and guess[1] >= desk.confidence and guess[0] in desk.categories:
                 category = guess[0]
+                by.append(f"category {guess[1]:.2f}")
             else:
                 category = desk.desk_name(_builtin_category(words))
         if priority is None:
             if _safety_risk(words) or _GROUP.search(words):
                 priority = "urgent"
-            elif priority_guess and priority_guess[1] >= desk.confidence:
+            elif priority_guess and priority_guess[1] >= desk.priority_confidence(
+                priority_guess[0]
+            ):
                 priority = priority_guess[0]
+                by.append(f"priority {priority_guess[1]:.2f}")
             else:
                 priority = "normal"
-    return category, priority
+    return Decision(category, priority, ", ".join(by))
 
 
 # -- out of scope (PROCEDURE §4) ---------------------------------------------------------------
@@ -515,6 +537,7 @@ class Classify:
         model = None
         if config.classify.model == "auto":
             model = textmodel.current(config.data_dir / textmodel.MODEL_FILE)
-        prep.category, prep.priority = classify(
-            text, config.rules, desk=config.classify, model=model
-        )
+        decision = decide(text, config.rules, desk=config.classify, model=model)
+        prep.category, prep.priority = decision.category, decision.priority
+        if decision.model:
+            prep.classified_by = f"model: {decision.model}"

@@ -65,6 +65,7 @@ class Prepared:
     bounce: Bounce | None = None  # a delivery report about mail we sent
     category: str = "other"  # for a new case, from the rules
     priority: str = "normal"
+    classified_by: str | None = None  # "model: category 0.91" when the desk's model decided
     language: str = "zh-CN"  # of the consumer's own words
     channel: str = "email"  # email | form
     # Registration fields known beyond the mail itself (a form row's columns): phone,

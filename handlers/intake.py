@@ -115,6 +115,7 @@ def open_ticket(ctx: Context, *, email: str, name: str | None, subject: str) -> 
         extra={
             **{k: v for k, v in prep.fields.items() if k not in ("phone", "respondent", "name")},
             **ctx.opening.get("extra", {}),
+            **({"classified_by": prep.classified_by} if prep.classified_by else {}),
         },
         # An imported case's deadlines passed long ago: no clocks run until staff move it.
         **(dict.fromkeys(_DUE_COLUMNS) if prep.backfill else _initial_dues(ctx, priority)),

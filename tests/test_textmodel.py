@@ -136,6 +136,7 @@ def test_the_config_renames_and_adds_categories(tmp_path: Path) -> None:
         ('[classify]\nadd = ["Telecom Services"]\n', "classify.add"),
         ('[classify]\nadd = ["price"]\n', "classify.add"),
         ("[classify]\nconfidence = 1.5\n", "classify.confidence"),
+        ("[classify]\nurgent_confidence = 0\n", "classify.urgent_confidence"),
         ('[[rules]]\nmatch = "x"\ncategory = "telecom"\n', "rules[0].category"),
     ],
 )

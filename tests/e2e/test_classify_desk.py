@@ -109,7 +109,11 @@ def test_classify_train_learns_staffs_corrections_and_eval_shows_the_gain(
     # Intake now names the desk's category on a new complaint.
     drop(tmp_path / "caseloop-data/inbox", [(100, "副卡被营业厅私自变更，话费单多出一项")])
     assert main([*run, "run", "--once"]) == 0
-    assert cases(config)["consumer100@example.org"].category == "telecom"
+    new_case = cases(config)["consumer100@example.org"]
+    assert new_case.category == "telecom"
+    capsys.readouterr()
+    assert main([*run, "tickets", "show", new_case.number]) == 0
+    assert "category: telecom  priority: normal (model: category 0." in capsys.readouterr().out
 
 
 def test_a_model_from_an_older_version_is_refused_and_intake_goes_on(
