@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,9 +22,11 @@ from sqlalchemy.orm import Session
 from daemon import __version__
 from daemon.config import Config
 from daemon.store.models import Ticket, TimelineEntry
-from handlers import textmodel
 from handlers.classify import classify
 from handlers.evaluate import Figures, describe
+
+if TYPE_CHECKING:  # numpy and scikit-learn load only when a model is trained or read
+    from handlers import textmodel
 
 MIN_LABELS = 20
 HELD_OUT_SHARE = 5  # one case in five (by its number's hash) is held out to evaluate
@@ -157,12 +159,16 @@ def train(config: Config, session: Session, *, corrected_only: bool, now: str) -
         evaluation=evaluation,
     )
     model = _fit(rows, meta)
+    from handlers import textmodel
+
     path = config.data_dir / textmodel.MODEL_FILE
     textmodel.save(model, path)
     return {**meta, "path": str(path), "priorities": model.priority is not None}
 
 
 def _fit(rows: list[Labelled], meta: dict[str, Any]) -> textmodel.TextModel:
+    from handlers import textmodel
+
     try:
         return textmodel.fit(
             [r.text for r in rows],

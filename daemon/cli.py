@@ -30,7 +30,7 @@ from daemon.sources.maildir import MaildirSource
 from daemon.store.db import check_database, make_engine, migrate
 from daemon.store.models import OutboxMessage, Ticket
 from daemon.views import outbox_json, status_text, ticket_json, ticket_text
-from handlers import digest, privacy, report, staff, textmodel
+from handlers import digest, privacy, report, staff
 from handlers.rejection import CODES
 from handlers.workflow import STATUSES, TransitionRefused
 
@@ -434,6 +434,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    from handlers import textmodel  # numpy and scikit-learn: only for this command
+
     try:
         if args.classify_cmd == "train":
             with open_app(args) as app, app.sessions() as session:

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
 from daemon.config import ClassifyConfig, ClassifyRule, Config
-from handlers import textmodel
 from handlers.context import BlobWriter, Prepared
 from handlers.scan import CJK, Scanned, scanned
 
@@ -351,6 +350,7 @@ def builtin_category(text: str) -> str:
     return _builtin_category(scanned(text))
 
 
+MODEL_FILE = "classify-model.npz"  # in the data folder (handlers/textmodel.py writes it)
 _BUILT_IN = ClassifyConfig()  # the nine categories, no renames
 
 
@@ -535,8 +535,11 @@ class Classify:
             text = f"{prep.message.subject}\n{prep.new_text or prep.message.text}"
             prep.language = detect_language(text, config.tickets.default_language)
         model = None
-        if config.classify.model == "auto":
-            model = textmodel.current(config.data_dir / textmodel.MODEL_FILE)
+        path = config.data_dir / MODEL_FILE
+        if config.classify.model == "auto" and path.exists():
+            from handlers import textmodel  # numpy and scikit-learn: only for a desk with a model
+
+            model = textmodel.current(path)
         decision = decide(text, config.rules, desk=config.classify, model=model)
         prep.category, prep.priority = decision.category, decision.priority
         if decision.model:

@@ -20,7 +20,10 @@ batch) and kept current as the batch opens cases.
 
 from __future__ import annotations
 
+import bisect
+import operator
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -43,9 +46,12 @@ _POOL = 200  # recent cases of one respondent a new case is compared with
 
 # Addresses, links, and any run of digits with its separators and units: order numbers, phone
 # numbers, amounts, dates and times. Model numbers mixing letters and digits are kept (below).
-_NOISE = re.compile(
-    r"\S+@\S+|https?://\S+|www\.\S+"
-    r"|(?<![a-z0-9])[¥￥$]?\d[\d\s.,:/\-年月日号時时点分]*(元|块|円|usd|rmb|yuan|kg|km|公里|个月|天)?"
+# Each is looked for only when its mark is in the text: "\S+@" tried at every character of a
+# long Chinese run (no spaces) costs more than the rest of the gist.
+_ADDRESSES = re.compile(r"\S+@\S+")
+_LINKS = re.compile(r"https?://\S+|www\.\S+")
+_NUMBERS = re.compile(
+    r"(?<![a-z0-9])[¥￥$]?\d[\d\s.,:/\-年月日号時时点分]*(元|块|円|usd|rmb|yuan|kg|km|公里|个月|天)?"
 )
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _WORD = re.compile(r"[a-z0-9]*(?:[a-z]\d|\d[a-z])[a-z0-9-]*|[a-z][a-z']+")
@@ -53,6 +59,9 @@ _WORD = re.compile(r"[a-z0-9]*(?:[a-z]\d|\d[a-z])[a-z0-9-]*|[a-z][a-z']+")
 _GLUE = frozenset(
     "的了就我你他她它们在是也都和与及说还又才被把给让从到对很太吗呢吧啊这那个着过而且或但却么"
 )
+_GLUE_ENDS_RUN = str.maketrans(dict.fromkeys(_GLUE, " "))
+_DIGITS = frozenset("0123456789")
+_NO_DIGITS = str.maketrans(dict.fromkeys(_DIGITS))
 # What every complaint says, whatever it is about: greetings, the complaint itself, the
 # business and its service desk, refunds and orders, the consumer's demands.
 _BOILER_ZH = frozenset(
@@ -82,21 +91,21 @@ def gist(subject: str, text: str, respondent: str | None) -> frozenset[str]:
     name = (respondent or "").strip().lower()
     if name:
         lowered = lowered.replace(name, " ")
-    lowered = _NOISE.sub(" ", lowered)
+    if "@" in lowered:
+        lowered = _ADDRESSES.sub(" ", lowered)
+    if "http" in lowered or "www." in lowered:
+        lowered = _LINKS.sub(" ", lowered)
+    lowered = _NUMBERS.sub(" ", lowered)
     words: set[str] = set()
-    for run in _CJK_RUN.findall(lowered):
-        words.update(
-            pair
-            for pair in (run[i : i + 2] for i in range(len(run) - 1))
-            if pair[0] not in _GLUE and pair[1] not in _GLUE
-        )
+    # A glue character ends a run, so no bigram holds one; the bigrams are made in C (map).
+    for run in _CJK_RUN.findall(lowered.translate(_GLUE_ENDS_RUN)):
+        words.update(map(operator.add, run[:-1], run[1:]))
     for word in _WORD.findall(lowered):
-        digits = sum(c.isdigit() for c in word)
-        if digits >= 5:  # an order or tracking number ("jd20260301001"), not a model
-            continue
-        stem = word if digits else word[:5]
-        if len(stem) >= 3 or digits:
-            words.add(stem)
+        if _DIGITS.isdisjoint(word):  # a word: its stem
+            if len(word) >= 3:
+                words.add(word[:5])
+        elif len(word) - len(word.translate(_NO_DIGITS)) < 5:  # a model; 5 digits: an order
+            words.add(word)  # or tracking number ("jd20260301001"), left out
     # The respondent's own name, however it is written in the text ("京东" for "京东自营").
     own = {name[i : i + 2] for i in range(len(name) - 1)} | {w[:5] for w in _WORD.findall(name)}
     return frozenset(words - _BOILER_ZH - _BOILER_EN - own)
@@ -115,10 +124,7 @@ _MODEL_WEIGHT = 4
 
 
 def _weight(words: frozenset[str]) -> int:
-    return len(words) + (_MODEL_WEIGHT - 1) * sum(1 for w in words if _DIGIT.search(w))
-
-
-_DIGIT = re.compile(r"\d")
+    return len(words) + (_MODEL_WEIGHT - 1) * sum(1 for w in words if not _DIGITS.isdisjoint(w))
 
 
 # -- the recent cases of a respondent ---------------------------------------------------------
@@ -131,14 +137,128 @@ class Member:
     id: int
     number: str
     complainant: str
-    words: frozenset[str]
+    gist: str  # extra["gist"]: its words, space-separated
     group: str | None
+    rank: int = 0  # its age in the pool: the lower, the older
+    bits: int = 0  # its words as bits of its respondent's vocabulary (_Pool.add)
+    weight: int = 0
+
+    @property
+    def words(self) -> frozenset[str]:
+        return frozenset(self.gist.split())
+
+
+@dataclass
+class _Vocabulary:
+    """A respondent's words as bits, and its recent cases' bits and weights. Kept in the
+    process across batches (an open case's gist never changes), so a batch reads the pool's
+    cases from the database but works out the bits only of cases it has not seen."""
+
+    index: dict[str, int] = field(default_factory=dict)  # word -> its bit
+    models: int = 0  # the bits of words with a digit (model numbers)
+    cases: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # id -> bits, weight,
+    # and its gist's length (an erased case's gist changes)
+
+    def bits(self, words: frozenset[str]) -> int:
+        bits = 0
+        for word in words:
+            bit = self.index.get(word)
+            if bit is None:
+                bit = self.index[word] = 1 << len(self.index)
+                if not _DIGITS.isdisjoint(word):
+                    self.models |= bit
+            bits |= bit
+        return bits
+
+    def weigh(self, bits: int) -> int:
+        return bits.bit_count() + (_MODEL_WEIGHT - 1) * (bits & self.models).bit_count()
+
+
+_VOCABULARIES: OrderedDict[str, _Vocabulary] = OrderedDict()
+_KEEP = 256  # respondents whose vocabularies are kept, the most recently used
+_MAX_CASES = 4 * 200  # a vocabulary that knew this many cases starts again (its ints grow)
+
+
+def _vocabulary(key: str) -> _Vocabulary:
+    found = _VOCABULARIES.pop(key, None)
+    if found is None or len(found.cases) > _MAX_CASES:
+        found = _Vocabulary()
+    _VOCABULARIES[key] = found
+    while len(_VOCABULARIES) > _KEEP:
+        _VOCABULARIES.popitem(last=False)
+    return found
 
 
 @dataclass
 class _Pool:
+    """A respondent's recent cases: its groups' (each oldest first) and the loose ones (newest
+    first). Each word is a bit of the respondent's vocabulary, so the words two cases share
+    are one AND of two integers and their weight a bit count; and a new case is compared with
+    a group's cases only until one is alike (its oldest alike case decides): in a recall most
+    new cases join a group after a comparison or two, not two hundred."""
+
     now: datetime
-    members: list[Member] = field(default_factory=list)  # newest first
+    vocabulary: _Vocabulary = field(default_factory=_Vocabulary)
+    groups: dict[str, list[Member]] = field(default_factory=dict)
+    loose: list[Member] = field(default_factory=list)
+    oldest: int = 0  # rank of the oldest member read
+    newest: int = 0  # rank of the newest member added
+
+    def add(self, member: Member, *, newest: bool = False) -> None:
+        """A member read from the database (newest first), or, newest, a case just opened."""
+        vocabulary = self.vocabulary
+        known = vocabulary.cases.get(member.id)
+        if known is not None and known[2] == len(member.gist):
+            member.bits, member.weight, _ = known
+        else:  # new to this process, or its gist changed (erased)
+            member.bits = vocabulary.bits(member.words)
+            member.weight = vocabulary.weigh(member.bits)
+            vocabulary.cases[member.id] = (member.bits, member.weight, len(member.gist))
+        if newest:
+            self.newest += 1
+            member.rank = self.newest
+        else:
+            self.oldest -= 1
+            member.rank = self.oldest
+        if member.group is not None:
+            bisect.insort(self.groups.setdefault(member.group, []), member, key=_rank)
+        elif newest:
+            self.loose.insert(0, member)
+        else:
+            self.loose.append(member)
+
+    def join(self, member: Member, group: str) -> None:
+        self.loose.remove(member)
+        member.group = group
+        bisect.insort(self.groups.setdefault(group, []), member, key=_rank)
+
+    def size(self, group: str) -> int:
+        return len(self.groups.get(group, ()))
+
+    def match(self, words: frozenset[str], threshold: float) -> tuple[str | None, list[Member]]:
+        """The group of the oldest member alike with words (None: none is), and the loose
+        members alike with it, newest first. Alike: similarity() reaches threshold."""
+        bits = self.vocabulary.bits(words)
+        models = bits & self.vocabulary.models
+        weight = bits.bit_count() + (_MODEL_WEIGHT - 1) * models.bit_count()
+
+        def alike(member: Member) -> bool:
+            common = bits & member.bits
+            if not common:
+                return False
+            shared = common.bit_count() + (_MODEL_WEIGHT - 1) * (common & models).bit_count()
+            return shared >= threshold * (weight + member.weight - shared)
+
+        found: Member | None = None
+        for members in self.groups.values():
+            first = next((m for m in members if alike(m)), None)
+            if first is not None and (found is None or first.rank < found.rank):
+                found = first
+        return (found.group if found else None), [m for m in self.loose if alike(m)]
+
+
+def _rank(member: Member) -> int:
+    return member.rank
 
 
 def _pool(session: Session, config: Config, key: str, now: datetime) -> _Pool:
@@ -148,17 +268,17 @@ def _pool(session: Session, config: Config, key: str, now: datetime) -> _Pool:
     if pool is not None and pool.now == now:
         return pool
     since = now - config.escalation.group_window.as_timedelta()
-    pool = _Pool(now)
-    for case_id, number, email, extra in writes.recent_cases(session, key, since, now, _POOL):
-        extra = extra or {}
-        group = extra.get("group")
-        pool.members.append(
+    pool = _Pool(now, _vocabulary(key))
+    for case_id, number, email, words, group in writes.recent_cases(
+        session, key, since, now, _POOL
+    ):
+        pool.add(
             Member(
                 id=int(case_id),
                 number=str(number),
                 complainant=(email or "").strip().lower(),
-                words=frozenset(str(extra.get("gist") or "").split()),
-                group=str(group["id"]) if isinstance(group, dict) and "id" in group else None,
+                gist=words or "",
+                group=str(group) if group else None,
             )
         )
     pools[key] = pool
@@ -190,21 +310,17 @@ class GroupComplaint:
         if escalation.group_threshold == 0 or not words:  # 0: grouping is off
             return
         pool = _pool(ctx.session, ctx.config, key, ctx.now)
-        alike = [
-            m for m in pool.members if similarity(words, m.words) >= escalation.group_similarity
-        ]
-        grouped = [m for m in alike if m.group is not None]
+        group_id, alike = pool.match(words, escalation.group_similarity)
         me = prep.message.from_address.strip().lower()
-        if grouped:
-            group_id = grouped[-1].group  # the oldest alike case's group
-            joining = [m for m in alike if m.group is None]
+        if group_id is not None:  # the oldest alike case's group; the loose alike ones join
+            joining = alike
         elif len({m.complainant for m in alike} | {me}) >= max(escalation.group_threshold, 2):
             group_id, joining = alike[-1].number, alike
         else:
             return
-        assert group_id is not None
-        size = sum(m.group == group_id for m in pool.members) + len(joining) + 1
-        for member in joining:
+        size = pool.size(group_id) + len(joining) + 1
+        for member in list(joining):
+            pool.join(member, group_id)
             _join(ctx, member, group_id, size)
         ctx.opening["priority"] = "urgent"
         ctx.opening["extra"] = {**extra, "group": {"id": group_id, "size": size}}
@@ -216,7 +332,6 @@ _MAX_WORDS = 120  # of a gist kept on the case
 
 def _join(ctx: Context, member: Member, group_id: str, size: int) -> None:
     """An earlier case found to be of the group as it forms: urgent, marked, noted."""
-    member.group = group_id
     ticket = ctx.session.get(Ticket, member.id)
     if ticket is None:
         return
@@ -251,26 +366,32 @@ class GroupAlert:
         pools = writes.memo(ctx.session, "group-pools")
         pool: _Pool | None = pools.get(ticket.respondent_key)
         if pool is not None and pool.now == ctx.now:
-            pool.members.insert(
-                0,
+            pool.add(
                 Member(
                     id=ticket.id,
                     number=ticket.number,
                     complainant=ticket.complainant_email.strip().lower(),
-                    words=frozenset(str(extra.get("gist") or "").split()),
+                    gist=str(extra.get("gist") or ""),
                     group=str(group["id"]) if isinstance(group, dict) else None,
                 ),
+                newest=True,
             )
-        if isinstance(group, dict) and not ctx.prep.backfill:
+        if isinstance(group, dict) and not ctx.prep.backfill and _recipients(ctx.config):
             alert_group(ctx, attach(ctx.session, ticket), str(group["id"]), int(group["size"]))
+
+
+def _recipients(config: Config) -> list[str]:
+    """urgent_notify and the supervisors, each once."""
+    escalation = config.escalation
+    return list(
+        dict.fromkeys(a.lower() for a in (*escalation.urgent_notify, *escalation.supervisors))
+    )
 
 
 def alert_group(ctx: Context, ticket: Ticket, group_id: str, size: int) -> int:
     """Mail urgent_notify and the supervisors about the group, once a day each."""
     config = ctx.config
-    recipients = dict.fromkeys(
-        a.lower() for a in (*config.escalation.urgent_notify, *config.escalation.supervisors)
-    )
+    recipients = _recipients(config)
     if not recipients:
         return 0
     day = ctx.now.astimezone(config.timezone).date().isoformat()

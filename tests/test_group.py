@@ -174,3 +174,36 @@ def test_one_battery_fault_of_one_model_is_one_group_and_one_mail_a_day(
         assert case is not None
         assert f"group complaint: {first} (7 cases" in ticket_text(case, app.config.timezone)
         assert ticket_json(case, app.config.timezone, timeline=False)["group"]["id"] == first
+
+
+def test_the_fast_comparison_finds_exactly_the_cases_similarity_finds() -> None:
+    import json
+    import random
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from handlers.group import Member, _Pool
+
+    lines = (Path(__file__).parent / "data" / "real" / "dev.jsonl").read_text("utf-8")
+    texts = [json.loads(line)["text"] for line in lines.splitlines() if line.strip()]
+    rng = random.Random(3)
+    gists = [gist("", t, None) for t in texts]
+    gists += [frozenset(rng.sample(["de8", "x9-pro", "电池", "鼓包", "brake", "abs"], 3))] * 5
+    pool = _Pool(datetime.now(UTC))
+    # Read newest first, as the database gives them: some already in groups.
+    groups = ["g1", None, "g2", None, None]
+    for i, g in enumerate(gists):
+        pool.add(Member(i, str(i), f"c{i}", " ".join(sorted(g)), groups[i % len(groups)]))
+    members = sorted(
+        (m for ms in [pool.loose, *pool.groups.values()] for m in ms), key=lambda m: m.id
+    )
+    for threshold in (0.05, 0.08, 0.2):
+        for words in gists[:40] + gists[-5:] + [gist("", "全新的词语 x7 brandnew", None)]:
+            alike = [m for m in members if similarity(words, m.words) >= threshold]  # newest first
+            grouped = [m for m in alike if m.group is not None]
+            expect = (
+                grouped[-1].group if grouped else None,
+                [m.id for m in alike if m.group is None],
+            )
+            group, loose = pool.match(words, threshold)
+            assert (group, [m.id for m in loose]) == expect

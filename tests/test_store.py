@@ -97,7 +97,7 @@ def _script(engine: Engine) -> dict[str, Any]:
         ]
         answers["recent_cases"] = [
             (number, email)
-            for _id, number, email, _extra in writes.recent_cases(
+            for _id, number, email, _gist, _group in writes.recent_cases(
                 session, "恒盛", AT - timedelta(days=7), AT, 10
             )
         ]
