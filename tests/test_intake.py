@@ -211,14 +211,14 @@ def test_an_internal_error_quarantines_one_message_and_the_queue_goes_on(
     drop(app, "en-plain.eml", "gb18030.eml", "big5.eml")
     from handlers import classify
 
-    real = classify.classify
+    real = classify.decide
 
     def explode_on_big5(text: str, rules, **kwargs):  # type: ignore[no-untyped-def]
         if "臺" in text or "台" in text or "貨" in text:
             raise RuntimeError("boom")
         return real(text, rules, **kwargs)
 
-    monkeypatch.setattr(classify, "classify", explode_on_big5)
+    monkeypatch.setattr(classify, "decide", explode_on_big5)
     summary = app.run_once()
     assert len(summary.opened) == 2
     assert [how for _, _, how, _ in summary.set_aside] == ["quarantined"]
