@@ -53,7 +53,15 @@ def checks(rows: list[dict[str, object]], config: object) -> dict[str, object]:
     urgent = sum(said[str(r["id"])][1] == "urgent" for r in safety)
     false_urgent = sum(said[str(r["id"])][1] == "urgent" for r in ordinary)
     privacy = sum(said[str(r["id"])][0] == "privacy" for r in credit)
+    # The measure: reports whose text states harm (an independent reader's
+    # `states_harm`), and ordinary ones (neither flagged by the dataset nor stating harm).
+    stated = [r for r in rows if r.get("states_harm")]
+    plain = [r for r in rows if not r["urgent"] and r.get("states_harm") is False]
+    stated_found = sum(said[str(r["id"])][1] == "urgent" for r in stated)
+    plain_false = sum(said[str(r["id"])][1] == "urgent" for r in plain)
     return {
+        "stated_harm_urgent": f"{stated_found} of {len(stated)}",
+        "false_urgent_in_plain": f"{plain_false} of {len(plain)}",
         "safety_urgent": f"{urgent} of {len(safety)}",
         "false_urgent_per_100_ordinary": round(100 * false_urgent / len(ordinary), 1),
         "credit_misuse_privacy": f"{privacy} of {len(credit)}",

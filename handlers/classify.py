@@ -278,17 +278,27 @@ _SAFETY = Keywords(
     r"\bhospital(i[sz]ed|i[sz]ation)?\b|\bemergency (room|department)\b|\ba&e\b|\bstitches\b"
     r"|\bbleeding\b|\ber\b(?<=(to|he|in|at) er)|\bambulance\b|\bparamedics?\b"
     r"|\bintensive care\b|\bmedical (attention|treatment)\b",
-    r"\bbruis(e|es|ed|ing)\b|\bconcussion\b|\bwhiplash\b|\bfractur[a-z]*|\bsevered\b"
+    r"\bbruis(e|es|ed|ing)\b|\bconcussion\b|\bwhiplash\b|\bsevered (finger|hand|arm|leg|toe)\b"
     r"|\bbroken (hand|arm|leg|wrist|ankle|nose|ribs?|bones?|finger|toe|neck|back|collarbone)\b"
+    r"|\b(femur|tibia|pelvis|hip|skull|rib|bone|wrist|ankle|arm|leg) fractures?\b"
+    r"|\bfractured (his|her|my|their|a|an) [a-z]+\b|\bfractures? (to|of) (the|his|her|my) "
+    r"|\bbroke (his|her|my|their|a) (hand|arm|leg|wrist|ankle|nose|ribs?|finger|toe|neck|back|hip)"
     r"|\b(lost|losing) conscious[a-z]*|\bunconscious\b|\bkilled\b|\bfatal(ity|ities)?\b",
     # Fire and smoke as people report them: firefighters, flames, smoke pouring out.
     r"\bflames?\b|\bfire ?(department|dept|fighters?|truck|men)\b|\bon fire\b|\bengulfed\b"
     r"|\bfire\b(?! ?(tv|tablet|stick|hd|sale|drill|wall|works))(?<!kindle fire)"
     r"|\bsmoke (came|coming|was coming|poured|pouring|billow[a-z]*|from|out|filled)\b"
-    r"|\bsmoking (from|under|out)\b|\bsmou?lder[a-z]*",
+    r"|\bsmoking (from|under|out)\b|\bsmou?lder[a-z]*"
+    r"|\bsmoke\b(?! (detector|alarm|free|smell|shop|test))(?<!no smoke)",
+    r"\bstrangl[a-z]*|\bcould ?n'?t breathe\b|\bcould not breathe\b",
     # Vehicles: crashes, collisions, rollovers, airbags; "the app crashed" is not one.
-    r"\baccidents?\b(?<!by accident)|\bcollis[a-z]*|\bcollided\b|\brear[- ]ended\b"
-    r"|\bhead[- ]on\b|\bt-?boned\b|\btotal(l)?ed\b"
+    r"\baccidents?\b(?<!by accident)|\bcollided\b|\brear[- ]?ended\b"
+    r"|\bhit (a|an|the|another|two|metal|a parked) [a-z ]{0,12}(post|pole|tree|wall|car|vehicle"
+    r"|truck|guard ?rail|curb|median|building|pedestrian|person|deer)\b"
+    r"|\b(unintended|sudden|uncontrolled) acceleration\b|\baccelerat[a-z]* [a-z ]{0,20}"
+    r"uncontrollabl[ey]\b"
+    r"|\bcollis(ion|ions|on)\b(?! (warning|avoidance|mitigation|alert|sensor|system|assist))"
+    r"|\bhead[- ]on\b|\bt-?boned\b|\b(was|were|got|been|is) total(l)?ed\b"
     r"|\bimpact\b((?<=on impact)|(?<=of impact)|(?<=upon impact)|(?<=during impact))",
     r"\bcrash(ed|es|ing)? into\b|\b(car|vehicle|truck|head-on|rear-end|frontal|side) crash"
     r"|\bin (a|the) crash\b|\bcrash(ed)? (the|my|our|his|her) (car|vehicle|truck|van|suv|bike)\b"
@@ -346,7 +356,8 @@ _CLAIMED_EN = re.compile(
 _NEGATION_EN = re.compile(
     r"\b(no|not(?! only)|never|nobody|none|without|neither|nor|\w+n't)\b"
     r"(\s+(one|body|was|were|is|are|been|got|get|being|any|serious|seriously|badly|the|a|an|"
-    r"it|he|she|they|we|i|did|do|does|has|have|had|catch|harmed|hurt|actually)){0,3}\s*$",
+    r"it|he|she|they|we|i|did|do|does|has|have|had|catch|harmed|hurt|actually|yet|involved|in))"
+    r"{0,5}\s*$",
     re.IGNORECASE,
 )
 
@@ -362,7 +373,8 @@ def _negated(text: str, start: int, zh: re.Pattern[str] = _NEGATION_ZH) -> bool:
 # "could cause a fire" (a hazard without an event; "caught fire" stays urgent).
 _AVOIDED_EN = re.compile(
     r"\b(avoid(ed|ing)?|prevent(ed|ing)?|keep( [a-z]+)? from|kept( [a-z]+)? from|almost|nearly"
-    r"|could|would|might|may|risk of|in case of|potential(ly)?)\b[^.!?,;\n]{0,30}$"
+    r"|could(?!n't| not)|would(?!n't| not)|might|may|risk of|in case of|potential(ly)?|afraid"
+    r"|fear|worried)\b[^.!?,;\n]{0,60}$"
 )
 
 

