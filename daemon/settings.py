@@ -35,6 +35,7 @@ CATEGORIES = (
     "other",
 )
 PRIORITIES = ("urgent", "high", "normal", "low")
+CLASSIFY_MODEL_FILE = "classify-model.npz"  # in the data folder: `caseloop classify train`
 LANGUAGES = ("zh-CN", "en")
 DEFAULT_DATA_DIR = "caseloop-data"  # relative to the config file's folder
 DEFAULT_TIMEZONE = "Asia/Shanghai"

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
 from daemon.config import ClassifyConfig, ClassifyRule, Config
+from daemon.settings import CLASSIFY_MODEL_FILE
 from handlers.context import BlobWriter, Prepared
 from handlers.scan import CJK, Scanned, scanned
 
@@ -412,7 +413,6 @@ def builtin_category(text: str) -> str:
     return _builtin_category(scanned(text))
 
 
-MODEL_FILE = "classify-model.npz"  # in the data folder (handlers/textmodel.py writes it)
 _BUILT_IN = ClassifyConfig()  # the nine categories, no renames
 
 
@@ -597,7 +597,7 @@ class Classify:
             text = f"{prep.message.subject}\n{prep.new_text or prep.message.text}"
             prep.language = detect_language(text, config.tickets.default_language)
         model = None
-        path = config.data_dir / MODEL_FILE
+        path = config.data_dir / CLASSIFY_MODEL_FILE
         if config.classify.model == "auto" and path.exists():
             from handlers import textmodel  # numpy and scikit-learn: only for a desk with a model
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from handlers import classify
+from daemon.settings import CLASSIFY_MODEL_FILE
 from handlers.scan import scanned
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("caseloop.classify")
 
-MODEL_FILE = classify.MODEL_FILE
+MODEL_FILE = CLASSIFY_MODEL_FILE
 FORMAT = "caseloop-classify-model"
 VERSION = 1  # raise when the arrays or their meaning change: older files are then refused
 MAX_CHARS = 4000  # a complaint says what it is about early; a pasted chat log adds nothing
