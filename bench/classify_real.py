@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from daemon.classifycmd import Labelled, evaluate  # noqa: E402
-from daemon.config import build  # noqa: E402
+from daemon.config import Config, build  # noqa: E402
 from handlers import textmodel  # noqa: E402
 from handlers.evaluate import describe  # noqa: E402
 
@@ -42,10 +42,10 @@ def labelled(rows: list[dict[str, object]]) -> list[Labelled]:
     ]
 
 
-def checks(rows: list[dict[str, object]], config: object) -> dict[str, object]:
+def checks(rows: list[dict[str, object]], config: Config) -> dict[str, object]:
     from handlers.classify import classify
 
-    desk = config.classify  # type: ignore[attr-defined]
+    desk = config.classify
     said = {str(r["id"]): classify(str(r["text"]), (), desk=desk) for r in rows}
     safety = [r for r in rows if r["urgent"]]
     ordinary = [r for r in rows if not r["urgent"]]

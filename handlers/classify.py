@@ -46,7 +46,7 @@ _WORDS_FIRST = re.compile(r"\\b\((\?:)?([^()|\\]+(\|[^()|\\]+)*)\)(?![?*+{])")
 
 
 def _by_first_letter(pattern: str) -> str:
-    """The same English alternatives, gathered under their first letter: r"\bfire\b|\bfood"
+    r"""The same English alternatives, gathered under their first letter: r"\bfire\b|\bfood"
     becomes r"\b(?:f(?:ire\b|ood))". re tries every alternative at every word start, so a
     hundred of them cost ~300 us on a long English mail; gathered, the first letter rules out
     all but a few. A leading word group ("\b(was|were) hurt") is spelled out first; an
@@ -336,7 +336,7 @@ _GROUP = Keywords(
     r"|\bwe are \d+ (customers|families|parents|buyers|residents)\b|\bseveral families\b",
 )
 # A safety word right after a negation is not a safety risk ("没有人受伤", "no one was injured").
-# The negation must be within a few characters (zh) or three words (en), with no punctuation
+# The negation must be within a few characters (zh) or five words (en), with no punctuation
 # between: "没有说明书，孩子烫伤了" and "not only did it explode" stay urgent.
 _NEGATION_ZH = re.compile(
     r"(没(?!想到|料到)有?人?|无人|未(?!成年)|并未|从未|不会|不可能|不至于|以免|避免|防止)"

@@ -39,6 +39,7 @@ from handlers.context import Context
 from handlers.intake import attach
 from handlers.notify import queue_mail
 from handlers.register import normalise_respondent
+from handlers.scan import CJK
 
 _POOL = 200  # recent cases of one respondent a new case is compared with
 
@@ -53,7 +54,7 @@ _LINKS = re.compile(r"https?://\S+|www\.\S+")
 _NUMBERS = re.compile(
     r"(?<![a-z0-9])[¥￥$]?\d[\d\s.,:/\-年月日号時时点分]*(元|块|円|usd|rmb|yuan|kg|km|公里|个月|天)?"
 )
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_CJK_RUN = re.compile(f"{CJK.pattern}+")
 _WORD = re.compile(r"[a-z0-9]*(?:[a-z]\d|\d[a-z])[a-z0-9-]*|[a-z][a-z']+")
 # Characters that glue sentences, not name things: a bigram with one says little ("池就").
 _GLUE = frozenset(
@@ -176,7 +177,7 @@ class _Vocabulary:
 
 _VOCABULARIES: OrderedDict[str, _Vocabulary] = OrderedDict()
 _KEEP = 256  # respondents whose vocabularies are kept, the most recently used
-_MAX_CASES = 4 * 200  # a vocabulary that knew this many cases starts again (its ints grow)
+_MAX_CASES = 4 * _POOL  # a vocabulary that knew this many cases starts again (its ints grow)
 
 
 def _vocabulary(key: str) -> _Vocabulary:
@@ -238,15 +239,15 @@ class _Pool:
     def match(self, words: frozenset[str], threshold: float) -> tuple[str | None, list[Member]]:
         """The group of the oldest member alike with words (None: none is), and the loose
         members alike with it, newest first. Alike: similarity() reaches threshold."""
-        bits = self.vocabulary.bits(words)
-        models = bits & self.vocabulary.models
-        weight = bits.bit_count() + (_MODEL_WEIGHT - 1) * models.bit_count()
+        vocabulary = self.vocabulary
+        bits = vocabulary.bits(words)
+        weight = vocabulary.weigh(bits)
 
         def alike(member: Member) -> bool:
             common = bits & member.bits
             if not common:
                 return False
-            shared = common.bit_count() + (_MODEL_WEIGHT - 1) * (common & models).bit_count()
+            shared = vocabulary.weigh(common)
             return shared >= threshold * (weight + member.weight - shared)
 
         found: Member | None = None
@@ -319,7 +320,7 @@ class GroupComplaint:
         else:
             return
         size = pool.size(group_id) + len(joining) + 1
-        for member in list(joining):
+        for member in joining:
             pool.join(member, group_id)
             _join(ctx, member, group_id, size)
         ctx.opening["priority"] = "urgent"
