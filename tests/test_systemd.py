@@ -247,6 +247,18 @@ def test_install_steps_as_written_give_a_service_that_starts(
     skipped = [s for s in steps if s.startswith(tuple(NOT_HERE))]
     assert len(skipped) == len(NOT_HERE), f"install steps changed: {steps}"
     _stand_in_venv(root / "opt/caseloop")
+    # The stand-in venv reads this checkout and its venv in place: the service user must be
+    # able to. A clone under a 0700 folder (mktemp -d) is not; say so, not "No module named".
+    readable = subprocess.run(
+        ["runuser", "-u", "nobody", "--", str(root / "opt/caseloop/bin/python"), "-c",
+         "import daemon.cli"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if readable.returncode != 0:
+        pytest.fail(
+            f"the service user (nobody) cannot read this checkout ({REPO}) or its venv: clone "
+            f"it where other users may read (not under a 0700 folder)\n{readable.stderr[-500:]}"
+        )
     for step in steps:
         if step in skipped:
             continue
