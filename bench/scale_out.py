@@ -61,6 +61,9 @@ class Trial:
     cpu_caseloop: float  # seconds of CPU, all instances and their delivery processes
     busy: float  # the machine's busy CPU over the trial, in cores
     checks: dict[str, int] = field(default_factory=dict)
+    # CPU seconds of the others over the trial: PostgreSQL (all its processes), this trial's
+    # Dovecot, and this process (the SMTP sink)
+    others: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -114,6 +117,54 @@ def busy_jiffies() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its reaped children (/proc/PID/stat utime..cstime)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def postmaster() -> int | None:
+    """The PID of PostgreSQL's postmaster (a `postgres` process whose parent is not one)."""
+    comms: dict[int, tuple[str, int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    head, rest = stat.read().rsplit(")", 1)
+                comms[int(entry)] = (head.split("(", 1)[1], int(rest.split()[1]))
+            except (OSError, IndexError, ValueError):
+                continue
+    for pid, (comm, ppid) in comms.items():
+        if comm == "postgres" and comms.get(ppid, ("", 0))[0] != "postgres":
+            return pid
+    return None
+
+
+def others_cpu(dovecot: Dovecot) -> dict[str, float]:
+    """CPU seconds so far of PostgreSQL, the trial's Dovecot, and this process (the sink)."""
+    usage = os.times()
+    pg = postmaster()
+    master = dovecot.process.pid if dovecot.process is not None else 0
+    return {
+        "postgres": tree_cpu(pg) + sum(tree_cpu(c) for c in children(pg)) if pg else 0.0,
+        "dovecot": tree_cpu(master) + sum(tree_cpu(c) for c in children(master)),
+        "sink": usage.user + usage.system,
+    }
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (their CPU is not in its cutime until reaped)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as kids:
+            return [int(c) for c in kids.read().split()]
+    except OSError:
+        return []
+
+
 def run_instances(argvs: list[list[str]], logs: Path) -> float:
     """Start the processes together and wait for all: their CPU seconds."""
     procs = []
@@ -154,6 +205,7 @@ def trial(
         argv = caseloop(config, "run", "--once")
         argvs = [[*(spy or []), *argv] for _ in range(instances)]
         busy0, total0 = busy_jiffies()
+        others0 = others_cpu(dovecot)
         t0 = time.perf_counter()
         cpu = run_instances(argvs, root)
         engine = create_engine(
@@ -169,6 +221,7 @@ def trial(
             sink.handler.wait(lambda: sink.handler.count >= queued, 30)
             elapsed = time.perf_counter() - t0
             busy1, total1 = busy_jiffies()
+            others = {k: v - others0[k] for k, v in others_cpu(dovecot).items()}
             per_id = Counter(mid for _, mid, _ in sink.handler.arrivals)
             entries = Counter(
                 m
@@ -188,7 +241,7 @@ def trial(
         engine.dispose()
         cores = os.cpu_count() or 1
         busy = (busy1 - busy0) / max(1, total1 - total0) * cores
-        return Trial(label, elapsed, len(corpus), cpu, busy, checks)
+        return Trial(label, elapsed, len(corpus), cpu, busy, checks, others)
     finally:
         sink.stop()
         dovecot.remove()
@@ -238,7 +291,9 @@ def main() -> int:
                 print(
                     f"  [{rep + 1}/{args.repeat}] {label:6s} {t.rate:6.0f} msg/s "
                     f"({t.seconds:.1f} s, caseloop CPU {t.cpu_caseloop:.1f} s, machine busy "
-                    f"{t.busy * 100:.0f}%) {t.checks}",
+                    f"{t.busy * 100:.0f}%; CPU s of "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in t.others.items())
+                    + f") {t.checks}",
                     flush=True,
                 )
     print("median msg/s (min-max) over", args.repeat, "trials, mail in to every ack at the sink:")

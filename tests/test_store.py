@@ -306,6 +306,36 @@ def test_look_ups_after_expect_answer_as_the_database_would(make_app) -> None:
         assert writes.automatic_mail_count(session, "a@example.cn", AT) == 0
 
 
+def test_cases_opened_by_after_expect_answers_as_the_database_would(make_app) -> None:
+    # The daily cap on cases a mailbox opens: read ahead for the batch's senders, then kept
+    # up to date with the cases the batch opens; sub-addresses are the same mailbox, another
+    # domain or a longer local part is not.
+    app: App = make_app()
+    senders = ["a@example.cn", "a+shop@example.cn", "ab@example.cn", "a@other.cn"]
+    with app.sessions.begin() as session:
+        for i, email in enumerate(senders * 2):
+            case = _case(f"TS-20261124-{i + 1:04d}", email)
+            writes.open_case(session, **{**case, "created_at": AT + timedelta(minutes=i)})
+
+    def asked(session: Any) -> list[tuple[int, int | None]]:
+        asks = ("a@example.cn", "A+x@Example.cn", "ab@example.cn", "z@example.cn")
+        since = (AT - timedelta(hours=1), AT + timedelta(minutes=3))
+        return [writes.cases_opened_by(session, a, s) for a in asks for s in since]
+
+    with app.sessions.begin() as session:
+        plain = asked(session)
+    assert plain[0][0] == 4 and plain[1][0] == 2 and plain[6] == (0, None)
+    with app.sessions.begin() as session:
+        writes.expect(session, LATER, [], ["a@example.cn", "ab@example.cn", "z@example.cn"])
+        assert asked(session) == plain
+        new = writes.open_case(session, **{**_case("TS-20261124-0099", "a+x@example.cn"),
+                                           "created_at": LATER})  # fmt: skip
+        assert writes.cases_opened_by(session, "a@example.cn", AT) == (4, new)
+        assert writes.cases_opened_by(session, "ab@example.cn", AT) == (2, plain[4][1])
+    with app.sessions.begin() as session:  # and the database agrees
+        assert writes.cases_opened_by(session, "a@example.cn", AT) == (4, new)
+
+
 def test_a_conflict_found_with_the_batchs_last_writes_sets_one_mail_aside(
     make_app, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,10 +16,12 @@ the database when something needs them, many at a time, not one statement at a t
   same table for the same case (one case's rows keep the order they were asked for), an UPDATE
   of a case the ORM changed, or any pending delete. Otherwise they wait for the next ORM query,
   record_items or the commit, and go in one flush (one multi-row INSERT per table).
-- `expect` reads ahead, in one query each, what a batch's look-ups will ask (its Message-IDs,
-  its senders' recent automatic mail); those look-ups then answer from that read plus this
-  transaction's own writes (kept up to date by the API and by ORM flushes; any other write
-  through the session, and any rollback or commit, drops the read-ahead).
+- `expect` (daemon/store/ahead.py) reads ahead, in one query each, what a batch's look-ups
+  will ask (its Message-IDs, its senders' recent automatic mail and the cases their mailboxes
+  opened in the last day); those look-ups then answer from that read plus this transaction's
+  own writes (kept up to date by the API and by ORM flushes; any other write through the
+  session, and any rollback or commit, drops the read-ahead). What the ORM holds unflushed,
+  and the per-transaction memo, are daemon/store/pending.py's.
 
 Errors surface as SQLAlchemy's errors (IntegrityError...), at the latest at the next look-up,
 at record_items, or when the transaction or savepoint that wrote commits.
@@ -27,8 +29,8 @@ at record_items, or when the transaction or savepoint that wrote commits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import date, datetime, timedelta
+from collections.abc import Sequence
+from datetime import date, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -38,17 +40,17 @@ from sqlalchemy import (
     bindparam,
     event,
     func,
-    inspect,
     or_,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
+from sqlalchemy.orm import Session, UOWTransaction
 from sqlalchemy.orm.util import identity_key
 
 from daemon.addresses import address_key
-from daemon.store import deferred, numbers
+from daemon.store import ahead, deferred, numbers
+from daemon.store.ahead import expect as expect
 from daemon.store.fastpath import FastStatement, insert_values
 from daemon.store.models import (
     Attachment,
@@ -59,21 +61,27 @@ from daemon.store.models import (
     TicketCounter,
     TimelineEntry,
 )
+from daemon.store.pending import added, changed, changed_any, changed_of, new_rows, pending
+from daemon.store.pending import memo as memo
 
 # -- writes ----------------------------------------------------------------------------------
 
 
 def open_case(session: Session, **values: Any) -> int:
     """INSERT a case (tickets row); its id. Columns not given get their model defaults."""
-    return _insert(session, Ticket, values, None)
+    case_id = _insert(session, Ticket, values, None)
+    read = ahead.current(session)
+    if read is not None and values.get("complainant_email") and values.get("created_at"):
+        read.case_opened(case_id, values["complainant_email"], values["created_at"])
+    return case_id
 
 
 def add_entry(session: Session, **values: Any) -> int:
     """INSERT a timeline entry; its id."""
     entry = _insert(session, TimelineEntry, values, ("ticket_id", values.get("ticket_id")))
-    ahead = _ahead(session)
-    if ahead is not None and values.get("message_id") is not None:
-        ahead.entries[values["message_id"]] = values.get("ticket_id")
+    read = ahead.current(session)
+    if read is not None and values.get("message_id") is not None:
+        read.entries[values["message_id"]] = values.get("ticket_id")
     return entry
 
 
@@ -87,9 +95,9 @@ def queue_outbox(session: Session, **values: Any) -> int:
     values.setdefault("recipient_key", address_key(values["recipient"]))
     values.setdefault("recipient_domain", values["recipient_key"].rpartition("@")[2] or None)
     row = _insert(session, OutboxMessage, values, ("ticket_id", values.get("ticket_id")))
-    ahead = _ahead(session)
-    if ahead is not None:
-        ahead.queued(values.get("recipient"), values.get("automatic", True), values["created_at"])
+    read = ahead.current(session)
+    if read is not None:
+        read.queued(values.get("recipient"), values.get("automatic", True), values["created_at"])
     return row
 
 
@@ -111,7 +119,7 @@ def record_items(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 def update_case(session: Session, ticket_id: int, **values: Any) -> None:
     """UPDATE columns of one case by id, without loading it."""
     case = session.identity_map.get(identity_key(Ticket, ticket_id))
-    conn = _connection(session, case is not None and _changed(case))
+    conn = _connection(session, case is not None and changed(case))
     held = deferred.of(conn)
     if held is not None:
         held.update(conn, cast(Table, Ticket.__table__), ticket_id, values)
@@ -133,7 +141,7 @@ _CASE_UPDATES: dict[tuple[str, ...], FastStatement] = {}
 
 def bump_counter(session: Session, prefix: str, day: date) -> int:
     """The next value of the (prefix, day) counter, never the same twice (see numbers.py)."""
-    conn = _connection(session, _pending(session, TicketCounter))
+    conn = _connection(session, pending(session, TicketCounter))
     held = deferred.of(conn)
     if held is None:
         return int(_COUNTER_UPSERTS["sqlite"].scalar(conn, {"prefix": prefix, "day": day, "n": 1}))
@@ -156,7 +164,7 @@ def insert_if_absent(
     """INSERT a row unless one with the same `conflict` columns (a unique key) exists: the new
     row's primary key, or None when it was already there (taken by an earlier run or another
     instance). One statement, so two writers racing for the row cannot both get it."""
-    conn = _connection(session, _pending(session, model))
+    conn = _connection(session, pending(session, model))
     table = cast(Table, model.__table__)
     key = (conn.dialect.name, table.name, tuple(conflict))
     statement = _IF_ABSENT.get(key)
@@ -177,29 +185,29 @@ _IF_ABSENT: dict[tuple[str, str, tuple[str, ...]], FastStatement] = {}
 
 def case_of_message(session: Session, message_id: str) -> int | None:
     """The case a Message-ID we sent or received is recorded on, or None."""
-    pending = any(
-        vars(obj).get("message_id") == message_id for obj in _new(session, TimelineEntry)
-    ) or _changed_any(session, TimelineEntry)
-    ahead = _ahead(session)
-    if not pending and ahead is not None and message_id in ahead.entries:
-        return ahead.entries[message_id]
-    conn = _connection(session, pending)
+    unflushed = any(
+        vars(obj).get("message_id") == message_id for obj in new_rows(session, TimelineEntry)
+    ) or changed_any(session, TimelineEntry)
+    read = ahead.current(session)
+    if not unflushed and read is not None and message_id in read.entries:
+        return read.entries[message_id]
+    conn = _connection(session, unflushed)
     found = _read(conn, _CASE_OF_MESSAGE, {"message_id": message_id})
     return int(found[0][0]) if found else None
 
 
 def content_of_message(session: Session, message_id: str) -> tuple[Any, ...] | None:
     """(sender, subject, text, raw digest) of the entry recorded with a Message-ID, or None."""
-    pending = any(
-        vars(obj).get("message_id") == message_id for obj in _new(session, TimelineEntry)
-    ) or _changed_any(session, TimelineEntry)
-    found = _read(_connection(session, pending), _CONTENT_OF_MESSAGE, {"message_id": message_id})
+    unflushed = any(
+        vars(obj).get("message_id") == message_id for obj in new_rows(session, TimelineEntry)
+    ) or changed_any(session, TimelineEntry)
+    found = _read(_connection(session, unflushed), _CONTENT_OF_MESSAGE, {"message_id": message_id})
     return tuple(found[0]) if found else None
 
 
 def intent_taken(session: Session, intent: str) -> bool:
     """Whether a mail with this intent is already in the outbox (at most one per intent)."""
-    conn = _connection(session, _pending(session, OutboxMessage))
+    conn = _connection(session, pending(session, OutboxMessage))
     return bool(_read(conn, _INTENT_TAKEN, {"intent": intent}))
 
 
@@ -207,13 +215,13 @@ def automatic_mail_count(session: Session, recipient: str, since: datetime) -> i
     """Automatic mails queued to `recipient`'s mailbox (any sub-address, any case) after
     `since`."""
     recipient = address_key(recipient)
-    pending = _pending(session, OutboxMessage)
-    ahead = _ahead(session)
-    if not pending and ahead is not None:
-        count = ahead.automatic_count(recipient, since)
+    unflushed = pending(session, OutboxMessage)
+    read = ahead.current(session)
+    if not unflushed and read is not None:
+        count = read.automatic_count(recipient, since)
         if count is not None:
             return count
-    conn = _connection(session, pending)
+    conn = _connection(session, unflushed)
     found = _read(conn, _RECENT_AUTOMATIC, {"recipient": recipient, "since": since})
     return int(found[0][0] or 0) if found else 0
 
@@ -221,7 +229,12 @@ def automatic_mail_count(session: Session, recipient: str, since: datetime) -> i
 def cases_opened_by(session: Session, address: str, since: datetime) -> tuple[int, int | None]:
     """How many cases the mailbox of `address` (any sub-address) opened after `since`, and
     the latest of them."""
-    local, _, domain = address_key(address).partition("@")
+    key = address_key(address)
+    read = ahead.current(session)
+    known = read.opened_by(key, since) if read is not None else None
+    if known is not None:
+        return known
+    local, _, domain = key.partition("@")
     # The batch's own cases went in through this API (only their status changes wait in the
     # ORM): nothing to flush for who opened them, when.
     conn = _connection(session, False)
@@ -233,14 +246,14 @@ def cases_opened_by(session: Session, address: str, since: datetime) -> tuple[in
 
 def automatic_mail_to_domain(session: Session, domain: str, since: datetime) -> int:
     """Acknowledgements (and requests for details) queued to anyone at `domain` after `since`."""
-    conn = _connection(session, _pending(session, OutboxMessage))
+    conn = _connection(session, pending(session, OutboxMessage))
     found = _read(conn, _TO_DOMAIN, {"domain": domain, "since": since})
     return int(found[0][0] or 0) if found else 0
 
 
 def last_mail_of(session: Session, recipient: str, kinds: tuple[str, str]) -> datetime | None:
     """When the latest mail of either kind was queued to `recipient`'s mailbox, or None."""
-    conn = _connection(session, _pending(session, OutboxMessage))
+    conn = _connection(session, pending(session, OutboxMessage))
     params = {"key": address_key(recipient), "kind1": kinds[0], "kind2": kinds[1]}
     found = _read(conn, _LAST_MAIL_OF, params)
     return found[0][0] if found else None
@@ -252,10 +265,10 @@ def recent_cases(
     """(id, number, complainant address, extra's gist, extra's group id) of the latest `limit`
     cases against one respondent opened from `since` to `until`, newest first. The two are
     read out of the JSON by the database: decoding whole `extra`s cost more than the query."""
-    pending = any(
-        vars(t).get("respondent_key") == respondent_key for t in _new(session, Ticket)
-    ) or any(_WHO_WHEN & state.committed_state.keys() for state in _changed_of(session, Ticket))
-    conn = _connection(session, pending)
+    unflushed = any(
+        vars(t).get("respondent_key") == respondent_key for t in new_rows(session, Ticket)
+    ) or any(_WHO_WHEN & state.committed_state.keys() for state in changed_of(session, Ticket))
+    conn = _connection(session, unflushed)
     params = {"key": respondent_key, "since": since, "now": until, "limit": limit}
     return [(row[0], row[1], row[2], row[3], row[4]) for row in _read(conn, _RECENT_CASES, params)]
 
@@ -265,92 +278,19 @@ _WHO_WHEN = {"respondent_key", "complainant_email", "created_at", "extra"}
 
 def outbox_of_message(session: Session, message_id: str) -> tuple[int, int | None, str] | None:
     """(outbox id, case id, recipient) of the mail we sent with this Message-ID, or None."""
-    conn = _connection(session, _pending(session, OutboxMessage))
+    conn = _connection(session, pending(session, OutboxMessage))
     found = _read(conn, _OUTBOX_BY_MESSAGE_ID, {"message_id": message_id})
     return (int(found[0][0]), found[0][1], str(found[0][2])) if found else None
 
 
-# -- reading ahead for a batch ---------------------------------------------------------------
-
-# How far back `expect` reads automatic mail: covers the hourly cap (handlers/notify.py).
-_AUTOMATIC_WINDOW = timedelta(days=1)
-
-
-class _Ahead:
-    """What `expect` read, kept current with this transaction's writes."""
-
-    def __init__(self, since: datetime) -> None:
-        self.entries: dict[str, int | None] = {}  # Message-ID -> case (None: not taken in)
-        self.since = since  # automatic mail read from here on
-        self.automatic: dict[str, list[datetime]] = {}  # recipient -> when each was queued
-
-    def queued(self, recipient: str | None, automatic: bool, at: datetime) -> None:
-        key = address_key(recipient) if recipient else None
-        if automatic and key in self.automatic:
-            self.automatic[key].append(at)
-
-    def automatic_count(self, recipient: str, since: datetime) -> int | None:
-        times = self.automatic.get(recipient)
-        if times is None or since < self.since:
-            return None
-        return sum(1 for at in times if at > since)
-
-
-def expect(
-    session: Session, now: datetime, message_ids: Iterable[str], recipients: Iterable[str]
-) -> None:
-    """Read ahead what a batch about to be decided will look up: which of these Message-IDs
-    are taken in, and the automatic mail queued to these recipients (lower-case) lately."""
-    session.flush()
-    conn = session.connection()
-    ahead = _Ahead(now - _AUTOMATIC_WINDOW)
-    ids = sorted(set(message_ids))
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        ahead.entries.update(dict.fromkeys(chunk))
-        taken = conn.execute(
-            select(TimelineEntry.message_id, TimelineEntry.ticket_id).where(
-                TimelineEntry.message_id.in_(chunk)
-            )
-        )
-        ahead.entries.update({m: t for m, t in taken if m is not None})
-    addresses = sorted({address_key(r) for r in recipients})
-    for start in range(0, len(addresses), 500):
-        chunk = addresses[start : start + 500]
-        for address in chunk:
-            ahead.automatic[address] = []
-        queued = conn.execute(
-            select(OutboxMessage.recipient_key, OutboxMessage.created_at).where(
-                OutboxMessage.recipient_key.in_(chunk),
-                OutboxMessage.automatic.is_(True),
-                OutboxMessage.created_at > ahead.since,
-            )
-        )
-        for key, at in queued:
-            ahead.automatic[str(key)].append(at)
-    memo(session, _AHEAD)["read"] = ahead
-
-
-_AHEAD = "writes.ahead"
-
-
-def _ahead(session: Session) -> _Ahead | None:
-    memos: dict[str, dict[Any, Any]] | None = session.info.get(_MEMO)
-    found = memos.get(_AHEAD) if memos else None
-    return cast(_Ahead | None, found.get("read")) if found else None
-
-
-def _forget_ahead(session: Session) -> None:
-    memos = session.info.get(_MEMO)
-    if memos:
-        memos.pop(_AHEAD, None)
+# -- what the API holds back ----------------------------------------------------------------
 
 
 @event.listens_for(Session, "before_flush")
 def _orm_rows_take_ids_in_turn(session: Session, _flush: UOWTransaction, _objects: Any) -> None:
     """On PostgreSQL new ORM rows of the API's tables take their ids from the same blocks as
     the API's rows (deferred.py), so ids follow the order rows were written in."""
-    new = session.info.get(_NEW)
+    new = added(session)
     if not new:
         return
     conn = session.connection()
@@ -365,74 +305,6 @@ def _orm_rows_take_ids_in_turn(session: Session, _flush: UOWTransaction, _object
 _DRAWN = (Ticket, TimelineEntry, Attachment, OutboxMessage)
 
 
-@event.listens_for(Session, "before_flush")
-def _ahead_sees_the_flush(session: Session, _flush: UOWTransaction, _objects: Any) -> None:
-    ahead = _ahead(session)
-    if ahead is None:
-        return
-    if _changed_any(session, TimelineEntry) or _changed_any(session, OutboxMessage):
-        _forget_ahead(session)
-        return
-    if any(isinstance(obj, Ticket | TimelineEntry | OutboxMessage) for obj in session.deleted):
-        _forget_ahead(session)
-        return
-    for obj in session.new:
-        if isinstance(obj, TimelineEntry) and obj.message_id is not None:
-            if obj.ticket_id is None:  # set by the flush from a relationship: unknown here
-                _forget_ahead(session)
-                return
-            ahead.entries[obj.message_id] = obj.ticket_id
-        elif isinstance(obj, OutboxMessage):
-            automatic = True if obj.automatic is None else obj.automatic
-            ahead.queued(obj.recipient, automatic, obj.created_at)
-
-
-@event.listens_for(Session, "do_orm_execute")
-def _ahead_drops_on_other_writes(state: ORMExecuteState) -> None:
-    if not state.is_select:
-        _forget_ahead(state.session)
-
-
-# -- per-transaction memo --------------------------------------------------------------------
-
-
-def memo(session: Session, name: str) -> dict[Any, Any]:
-    """Scratch space for what a handler worked out in this transaction (e.g. a respondent
-    found to be a group complaint). A rollback, a savepoint's included, forgets all of it:
-    what it was worked out from may be gone."""
-    memos: dict[str, dict[Any, Any]] = session.info.setdefault(_MEMO, {})
-    return memos.setdefault(name, {})
-
-
-_MEMO = "caseloop.memo"
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_memo(session: Session, _previous: SessionTransaction) -> None:
-    session.info.pop(_MEMO, None)
-    session.info.pop(_NEW, None)
-
-
-@event.listens_for(Session, "after_commit")
-def _memo_ends_with_transaction(session: Session) -> None:
-    session.info.pop(_MEMO, None)
-
-
-# -- the ORM's pending changes ---------------------------------------------------------------
-
-_NEW = "caseloop.new"  # session.info: objects added since the last flush (maybe flushed since)
-
-
-@event.listens_for(Session, "transient_to_pending")
-def _note_new(session: Session, obj: Any) -> None:
-    session.info.setdefault(_NEW, []).append(obj)
-
-
-@event.listens_for(Session, "after_flush_postexec")
-def _flushed(session: Session, _flush: UOWTransaction) -> None:
-    session.info.pop(_NEW, None)
-
-
 @event.listens_for(Session, "before_commit")
 def _send_before_commit(session: Session) -> None:
     """A transaction or savepoint commits: what the API held is sent first, so an error
@@ -443,30 +315,6 @@ def _send_before_commit(session: Session) -> None:
 
 
 _HOLDING = "caseloop.holding"  # session.info: the connection the API last held writes on
-
-
-def _new(session: Session, model: type[Base]) -> list[Any]:
-    """New `model` rows added since the last flush (a few may have left the session since:
-    that only costs a flush)."""
-    return [obj for obj in session.info.get(_NEW, ()) if type(obj) is model]
-
-
-def _changed_of(session: Session, model: type[Base]) -> list[Any]:
-    # The ORM's own set of changed persistent objects (what Session.dirty is built from).
-    return [s for s in session.identity_map._modified if s.class_ is model]  # noqa: SLF001
-
-
-def _changed_any(session: Session, model: type[Base]) -> bool:
-    return any(s.class_ is model for s in session.identity_map._modified)  # noqa: SLF001
-
-
-def _changed(obj: Any) -> bool:
-    return bool(inspect(obj).modified)
-
-
-def _pending(session: Session, model: type[Base]) -> bool:
-    """Whether the ORM holds a new or changed row of `model`."""
-    return bool(_new(session, model)) or _changed_any(session, model)
 
 
 # -- statements, built once ------------------------------------------------------------------
@@ -486,7 +334,7 @@ def _insert(
     """INSERT one row of `model`; its id. `case`: (column, value) naming what the row belongs
     to; a new ORM row of the same table and owner is flushed first (the order of its rows)."""
     same = case is not None and any(
-        vars(obj).get(case[0]) == case[1] for obj in _new(session, model)
+        vars(obj).get(case[0]) == case[1] for obj in new_rows(session, model)
     )
     conn = _connection(session, same)
     held = deferred.of(conn)
