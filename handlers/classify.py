@@ -125,7 +125,8 @@ _CATEGORIES: dict[str, Keywords] = {
         r"|没(有)?经过?(我的?)?(同意|允许|授权)|不经(过)?我的?(同意|允许)",
         r"\bprivacy\b|\bpersonal (data|information|details)\b|\bdata (leak|breach)\b|\bleaked\b",
         r"\bspam (calls|texts|messages|emails?)\b|\bmarketing (calls|texts|emails?)\b",
-        r"\bwithout (my )?(consent|permission)\b|\bgdpr\b|\bpipl\b",
+        r"\bwithout (my )?(consent|permission|authori[sz]ation)\b|\bgdpr\b|\bpipl\b",
+        r"\bsocial security (number|card)\b|\bpersonal(ly)? identif(ying|iable) information\b",
         r"\bsold my (data|details|number)\b",
         r"\bdelete my (data|account)\b|\bunsubscribe\b",
         # Credit reports pulled or used without permission, identity theft (consumer finance).

@@ -248,6 +248,19 @@ def test_plain_product_faults_are_product_quality_and_not_urgent(text: str) -> N
     assert classify(text, ()) == ("product_quality", "normal")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Someone used my social security number to apply for goods and services.",
+        "A company used my personally identifiable information without my authorization.",
+        "Experian shows an inquiry I never made: my credit report was pulled.",
+        "有人冒用我的身份信息办了贷款，征信上多了查询记录",
+    ],
+)
+def test_identity_misuse_and_credit_report_complaints_are_privacy(text: str) -> None:
+    assert classify(text, ())[0] == "privacy"
+
+
 def test_traditional_chinese_is_read_as_simplified() -> None:
     assert classify("電暖器冒煙，孩子的手被燙傷了", ())[1] == "urgent"
     assert classify("店員態度很差，還罵人", ())[0] == "service_attitude"
@@ -290,14 +303,10 @@ def test_on_held_out_real_complaints_harm_is_urgent_and_few_are_other() -> None:
     # NHTSA's crash/fire/injury flags, some on texts that never say so: a floor
     flagged = [said[str(r["id"])][1] for r in rows if r["urgent"]]
     assert flagged.count("urgent") >= 0.7 * len(flagged)
-    # 3 of 5 on this sample, below the issue's 2 of 3 (the note says so): a floor
-    credit = [
-        said[str(r["id"])][0]
-        for r in rows
-        if "Improper use of your report" in str(r["label_from"])
-        or "identity theft" in str(r["label_from"])
-    ]
-    assert credit and credit.count("privacy") >= 0.6 * len(credit)
+    # Credit reports pulled or used without permission, identity theft: privacy (issue: 2 of 3)
+    misuse = ("Improper use of your report", "identity theft", "belongs to someone else")
+    credit = [said[str(r["id"])][0] for r in rows if any(k in str(r["label_from"]) for k in misuse)]
+    assert len(credit) >= 15 and credit.count("privacy") >= 2 / 3 * len(credit)
 
 
 def test_a_model_trained_on_a_desks_real_labels_beats_the_rules_on_its_held_out_cases() -> None:
