@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from daemon.store.db import make_engine, migrate, needs_migration
+from daemon.store.db import SCHEMA_HEAD, make_engine, migrate, needs_migration, schema_heads
 from daemon.store.models import Base
 
 
@@ -33,6 +36,28 @@ def test_migrations_match_the_models(db_url: str) -> None:
         migrate(engine)  # running it again is harmless
     finally:
         engine.dispose()
+
+
+def test_schema_head_is_the_newest_migration(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A start compares the database with SCHEMA_HEAD without importing alembic: a migration
+    # added without moving SCHEMA_HEAD would never be applied by the embedded default.
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        assert schema_heads(engine) == {SCHEMA_HEAD}
+        migrate(engine)
+        with engine.begin() as conn:  # a database a migration behind
+            conn.exec_driver_sql("update alembic_version set version_num = '0004'")
+        assert needs_migration(engine)
+    finally:
+        engine.dispose()
+
+
+def test_commands_start_without_alembic() -> None:
+    # alembic (and mako, and pygments where installed) cost a third of a command's start-up:
+    # only migrating and check-config import it.
+    code = "import sys, daemon.cli; print(sorted({'alembic', 'mako'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_0003_gives_sqlite_whole_second_times_the_form_core_writes(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -6,18 +6,22 @@ import fcntl
 import os
 import socket
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, inspect, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.resources import shipped_dir
 from daemon.store import deferred
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+# The newest migration (migrations/versions/). Starting on a database already at it needs no
+# alembic, whose import (with mako's) was a third of every command's start-up; alembic is
+# imported only to migrate or to report. tests/test_migrations.py pins this to alembic's head.
+SCHEMA_HEAD = "0005"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -69,6 +73,8 @@ def session_factory(
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(shipped_dir("migrations")))
     cfg.attributes["engine"] = engine
@@ -77,14 +83,29 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
 
 def migrate(engine: Engine) -> None:
     """Upgrade the schema to the newest migration."""
+    from alembic import command
+
     command.upgrade(_alembic_config(engine), "head")
 
 
 def needs_migration(engine: Engine) -> bool:
-    script = ScriptDirectory.from_config(_alembic_config(engine))
+    """Whether the schema is anything but SCHEMA_HEAD (no schema yet, an older one)."""
+    return schema_versions(engine) != {SCHEMA_HEAD}
+
+
+def schema_versions(engine: Engine) -> set[str]:
+    """The migrations the database is at (alembic's version table); none: no schema yet."""
     with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_heads()
-    return set(current) != set(script.get_heads())
+        if not inspect(conn).has_table("alembic_version"):
+            return set()  # an empty database
+        return {str(v) for (v,) in conn.exec_driver_sql("select version_num from alembic_version")}
+
+
+def schema_heads(engine: Engine) -> set[str]:
+    """The newest migrations shipped (alembic's own reading of migrations/versions/)."""
+    from alembic.script import ScriptDirectory
+
+    return set(ScriptDirectory.from_config(_alembic_config(engine)).get_heads())
 
 
 class InstanceRunning(Exception):
@@ -143,8 +164,8 @@ def check_database(url: str) -> str:
                 version = f"SQLite {conn.exec_driver_sql('select sqlite_version()').scalar()}"
             else:
                 version = f"PostgreSQL {conn.exec_driver_sql('show server_version').scalar()}"
-            current = set(MigrationContext.configure(conn).get_current_heads())
-        heads = set(ScriptDirectory.from_config(_alembic_config(engine)).get_heads())
+        current = schema_versions(engine)
+        heads = schema_heads(engine)
     except SQLAlchemyError as exc:
         return f"FAILED: cannot read the database: {getattr(exc, 'orig', None) or exc}"
     finally:
