@@ -122,11 +122,8 @@ def _read_opened(conn: Any, keys: list[str], ahead: Ahead) -> None:
             or_(email.in_(keys), *ranges), Ticket.created_at > ahead.since
         )
     )
-    opened = cast(dict[str, list[tuple[int, datetime]]], ahead.opened)
     for case_id, address, at in rows:
-        key = address_key(address)
-        if key in opened and of_mailbox(address, key):
-            opened[key].append((int(case_id), at))
+        ahead.case_opened(int(case_id), address, at)
 
 
 _AHEAD = "writes.ahead"
