@@ -103,6 +103,7 @@ class App:
         self.shares.start(mode, sqlite_file=self.engine.url.database if sqlite else None)
 
     def close(self) -> None:
+        self.intake.preparer.close()
         self.shares.stop()
         for source in self.sources:
             if waits(source):

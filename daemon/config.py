@@ -281,6 +281,7 @@ def _intake(file: str, base: Path, table: dict[str, Any]) -> IntakeConfig:
         poll_interval=r.duration("poll_interval", IntakeConfig.poll_interval),
         batch_size=_positive_int(r, "batch_size", IntakeConfig.batch_size),
         message_time_budget=r.duration("message_time_budget", IntakeConfig.message_time_budget),
+        prepare_aside=r.get("prepare_aside", bool, IntakeConfig.prepare_aside),
         new_cases_per_sender_per_day=_positive_int(
             r, "new_cases_per_sender_per_day", IntakeConfig.new_cases_per_sender_per_day
         ),

@@ -2,36 +2,185 @@
 
 One item's failure is that item's quarantine, not the batch's. Every attachment a prepared item
 names is on disk before the items are handed on, so no row commits naming a missing file.
-Worker processes for this stage were measured and dropped: on 2 cores, moving parsed mail
-between processes and the workers' competition for the CPU made intake slower than this.
+
+Read ahead (`[intake] prepare_aside`, on by default with 2+ cores): while the main process
+decides a full batch, the next batch of the same mailbox, read ahead without taking it
+(`peek`), is prepared in one worker process. The next poll uses that work for each item it
+fetches whose key and bytes are the same, and prepares anything else inline (also the chunks
+the worker has not begun, and all of them while it is still starting: its start-up, about half
+a second, is never waited for), so reading ahead changes speed, never outcomes. A worker that
+fails costs its batch's head start only: the items are prepared inline and the worker is
+started again (three failures in a row turn it off).
+Polls of less than a full batch never start the worker: a lone mail is prepared inline at once.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.process
+import os
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
 
+from daemon import log as logfmt
 from daemon.config import Config
 from daemon.items import Incoming
+from daemon.store.blobs import BlobStore
 from handlers.context import BlobWriter, Prepared
 from handlers.pipeline import prepare
 
 log = logging.getLogger("caseloop.prepare")
 
+CHUNK = 25  # items per task: what the worker has not begun when it is needed is done inline
+MAX_FAILURES = 3  # worker failures in a row before reading ahead is turned off
+
+
+def prepare_one(item: Incoming, config: Config, blobs: BlobWriter) -> Prepared:
+    """The item prepared; an internal error quarantines it (bad input never stops the queue)."""
+    try:
+        return prepare(item, config, blobs)
+    except Exception as exc:
+        log.exception("event=prepare.error source=%s item=%s", item.source, item.label)
+        failed = Prepared(item=item)
+        failed.stop("quarantined", f"internal error while parsing: {type(exc).__name__}: {exc}")
+        return failed
+
 
 class Preparer:
-    def __init__(self, config: Config, blobs: BlobWriter) -> None:
+    def __init__(self, config: Config, blobs: BlobWriter, *, aside: bool = False) -> None:
         self.config, self.blobs = config, blobs
+        self.aside = aside
+        self._pool: ProcessPoolExecutor | None = None
+        self._hello: Future[int] | None = None
+        # source name -> its next batch, in chunks
+        self._ahead: dict[str, list[Future[list[Prepared]]]] = {}
+        self._failures = 0
+        self.taken_aside = 0  # items whose work the worker did (the tests read it)
+        self._lock = threading.Lock()  # IDLE threads poll their mailboxes side by side
 
     def prepare_all(self, items: list[Incoming]) -> list[Prepared]:
+        return [prepare_one(item, self.config, self.blobs) for item in items]
+
+    def pending(self, source: str) -> list[Future[list[Prepared]]]:
+        """What was read ahead for `source`, handed over once (to `take`)."""
+        with self._lock:
+            return self._ahead.pop(source, [])
+
+    def take(self, pending: list[Future[list[Prepared]]], items: list[Incoming]) -> list[Prepared]:
+        """These items prepared: from the work read ahead where an item is the same (key and
+        bytes), inline otherwise. A chunk the worker has not begun (it may still be starting)
+        is cancelled and prepared inline rather than waited for."""
+        ready: dict[str, Prepared] = {}
+        for chunk in pending:
+            if chunk.cancel() or not (chunk.done() or self._up()):
+                continue  # not begun, or the worker is still starting: inline, not waited for
+            got = self._collect(chunk)
+            if got is None:  # the worker failed: the rest is done inline too
+                break
+            ready.update(got)
         done = []
         for item in items:
-            try:
-                done.append(prepare(item, self.config, self.blobs))
-            except Exception as exc:  # bad input never stops the queue
-                log.exception("event=prepare.error source=%s item=%s", item.source, item.label)
-                failed = Prepared(item=item)
-                failed.stop(
-                    "quarantined", f"internal error while parsing: {type(exc).__name__}: {exc}"
-                )
-                done.append(failed)
+            prep = ready.get(item.key)
+            if prep is None or prep.item.raw != item.raw:
+                prep = prepare_one(item, self.config, self.blobs)
+            else:
+                prep.item = item  # the item as fetched now (its label may differ)
+                self.taken_aside += 1
+            done.append(prep)
         return done
+
+    def ahead(self, source: str, items: list[Incoming]) -> None:
+        """Start preparing `items` (the batch after the one being decided) in the worker."""
+        if not self.aside or not items:
+            return
+        with self._lock:
+            for stale in self._ahead.pop(source, []):
+                stale.cancel()
+            try:
+                pool = self._start()
+                self._ahead[source] = [
+                    pool.submit(_prepare_aside, items[i : i + CHUNK])
+                    for i in range(0, len(items), CHUNK)
+                ]
+            except RuntimeError as exc:  # a broken pool refuses work: inline it is, this time
+                self._failed(exc)
+
+    def warm(self) -> None:
+        """Start the worker and wait until it is up (the tests; a backlog starts it itself)."""
+        with self._lock:
+            self._start()
+            hello = self._hello
+        assert hello is not None
+        hello.result()
+
+    def _up(self) -> bool:
+        hello = self._hello
+        return hello is not None and hello.done() and hello.exception() is None
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool, self._hello = self._pool, None, None
+            self._ahead.clear()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _start(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: the parent runs threads (heartbeat, IDLE waits).
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_aside,
+                initargs=(self.config, logging.getLogger().level),
+            )
+            self._hello = self._pool.submit(os.getpid)  # done once the worker is up
+        return self._pool
+
+    def _collect(self, chunk: Future[list[Prepared]]) -> dict[str, Prepared] | None:
+        try:
+            prepared = chunk.result()
+        except Exception as exc:  # a dead or broken worker: the items are prepared inline
+            with self._lock:
+                self._failed(exc)
+            return None
+        self._failures = 0
+        return {prep.item.key: prep for prep in prepared}
+
+    def _failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool, self._hello = None, None
+        off = self._failures >= MAX_FAILURES
+        if off:
+            self.aside = False
+        action = "read-ahead off, inline" if off else "inline, worker restarted"
+        logfmt.event(log, "prepare.aside_failed", logging.ERROR if off else logging.WARNING,
+                     error=f"{type(exc).__name__}: {exc}", failures=self._failures,
+                     action=action)  # fmt: skip
+
+
+_worker: tuple[Config, BlobStore] | None = None
+
+
+def _start_aside(config: Config, log_level: int) -> None:
+    global _worker
+    logfmt.setup(logging.getLevelName(log_level))
+    _worker = (config, BlobStore(config.blobs_dir))
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        # Intake killed (-9, OOM): end at once. The pool's result pipe is open at this end too,
+        # so a worker left alone would block for ever handing back its last batch.
+        threading.Thread(target=_end_with, args=(parent,), daemon=True).start()
+
+
+def _end_with(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()
+    os._exit(1)
+
+
+def _prepare_aside(items: list[Incoming]) -> list[Prepared]:
+    assert _worker is not None
+    config, blobs = _worker
+    return [prepare_one(item, config, blobs) for item in items]

@@ -219,6 +219,9 @@ class IntakeConfig:
     # One message's database-free steps (parse, classify, register) may take this long; one
     # over it is quarantined with the step it was in, and the batch goes on.
     message_time_budget: Duration = parse_duration("20s")
+    # While a full batch is decided, prepare the next one (read ahead, not taken) in a worker
+    # process (daemon/prepare.py): on by default where there is a second core to run it.
+    prepare_aside: bool = (os.cpu_count() or 1) > 1
     # New cases one sender (plus-address and case folded) may open in a day; their mail beyond
     # it goes onto their latest case, unacknowledged (a robot answering every ack).
     new_cases_per_sender_per_day: int = 20

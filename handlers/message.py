@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from types import MappingProxyType
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -36,3 +38,14 @@ class ParsedMessage:
     # the header from_address came from: "from", else "reply-to" or "sender" (a mail with no
     # usable From); only a From address can be vouched for by DKIM/DMARC alignment
     sender_header: str = "from"
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        """Pickled as its fields with the headers as a dict (a read-only view does not pickle):
+        mail prepared in the worker process (daemon/prepare.py) comes back this way."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["headers"] = dict(self.headers)
+        return _unpickled, (values,)
+
+
+def _unpickled(values: dict[str, Any]) -> ParsedMessage:
+    return ParsedMessage(**{**values, "headers": MappingProxyType(values["headers"])})

@@ -133,6 +133,36 @@ def test_250_messages_arrive_intact_in_three_fetch_round_trips(
     assert all(b"\\Seen" not in flags for flags in imap_box.flags())  # BODY.PEEK[]: still unseen
 
 
+def test_a_batch_read_ahead_is_not_fetched_again(
+    imap_box: Dovecot, make_source: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Intake peeks at the next batch while it decides one (daemon/prepare.py); the fetch
+    after it takes those bodies from the peek, and FETCHes only what the peek did not hold."""
+    raws = [message(i) for i in range(8)]
+    imap_box.append_many(raws)
+    source = make_source()
+    first = source.fetch(3)
+    ahead = source.peek(3, first[-1].key)
+    source.settle_batch([(item, "ticket") for item in first])
+    asked: list[int] = []  # the UIDs each FETCH asks the server for
+    original = IMAPClient.fetch
+
+    def fetch(self: IMAPClient, uids: list[int], *args: Any, **kwargs: Any) -> Any:
+        asked.extend(uids)
+        return original(self, uids, *args, **kwargs)
+
+    monkeypatch.setattr(IMAPClient, "fetch", fetch)
+
+    items = source.fetch(5)
+
+    assert [i.raw for i in items] == raws[3:8]
+    assert [i.key for i in items[:3]] == [i.key for i in ahead]
+    assert asked == [parse_key(i.key)[2] for i in items[3:]]  # the two the peek did not hold
+    asked.clear()
+    assert source.fetch(5) == items  # still unsettled: all five FETCHed again, nothing held
+    assert len(asked) == 5
+
+
 def test_fetch_honours_the_limit_lowest_uids_first(imap_box: Dovecot, make_source: Factory) -> None:
     raws = [message(i) for i in range(5)]
     imap_box.append_many(raws)

@@ -382,3 +382,47 @@ def _complaint(i: int) -> bytes:
     msg["Message-ID"] = f"<mail-{i}@example.net>"
     msg.set_content(f"My kettle leaks (order 2026{i:08d}). I want a refund.")
     return msg.as_bytes()
+
+
+def test_an_eager_writer_waits_for_the_lock_and_gives_up_at_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Delivery beside intake (SQLite) asks for the write lock every few ms instead of
+    SQLite's sleeps of up to 100 ms: it gets the lock once the other writer lets go, and gives
+    up as a plain writer would when it never does."""
+    import sqlite3
+    import threading
+    import time
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from daemon.store import db
+
+    path = tmp_path / "eager.db"
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    eager = session_factory(engine, eager=True)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, other.execute, args=("COMMIT",)).start()
+    started = time.monotonic()
+    with eager.begin() as session:
+        session.execute(text("INSERT INTO t VALUES (1)"))
+    assert time.monotonic() - started >= 0.25  # it waited for the other writer
+
+    monkeypatch.setattr(db, "EAGER_WAIT", 0.2)
+    other.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    try:
+        with pytest.raises(OperationalError, match="locked"), eager.begin() as session:
+            session.execute(text("INSERT INTO t VALUES (2)"))
+        assert time.monotonic() - started < 5  # its own limit, not SQLite's 30 s
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT x FROM t")).scalars().all() == [1]
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000  # put back
+    engine.dispose()

@@ -136,7 +136,7 @@ def _deliver_aside(
     runner = DeliveryRunner(
         config,
         SystemClock(),
-        session_factory(engine),
+        session_factory(engine, eager=True),  # intake writes beside it (store/db.py)
         session_factory(engine, read_only=True),
         session_factory(engine, nowait=True),
         make_transport(config),

@@ -18,7 +18,7 @@ from daemon.config import Config
 from daemon.items import Incoming
 from daemon.prepare import Preparer
 from daemon.runners.shares import Shares
-from daemon.runners.source import Source, waits
+from daemon.runners.source import Source, peekable, waits
 from daemon.runners.summary import Summary
 from daemon.store import writes
 from daemon.store.blobs import BlobStore
@@ -63,7 +63,7 @@ class IntakeRunner:
         self.config, self.clock, self.sources = config, clock, sources
         self.sessions, self.reads = sessions, reads
         self.services = services
-        self.preparer = Preparer(config, blobs)
+        self.preparer = Preparer(config, blobs, aside=config.intake.prepare_aside)
         self.stop = stop
         self.shares = shares  # which sources this instance works (runners/shares.py)
 
@@ -92,10 +92,27 @@ class IntakeRunner:
             return summary
         settled, fresh = self.split_known(source, items, summary)
         # Parse outside the transaction, so the database is locked only while deciding.
-        prepared = self.preparer.prepare_all(fresh) if fresh else []
+        read_ahead = self.preparer.pending(source.name)  # this batch, if it was read ahead
+        self._read_ahead(source, items)  # the next one, prepared aside while this one is
+        prepared = self.preparer.take(read_ahead, fresh)
         self.take_in(source, prepared, settled, summary)
         self.record_poll(source, getattr(source, "last_error", None))
         return summary
+
+    def _read_ahead(self, source: Source, items: list[Incoming]) -> None:
+        """A full batch means more is waiting: the worker prepares the next batch (read, not
+        taken) while this one is decided (daemon/prepare.py)."""
+        if not self.preparer.aside or len(items) < self.config.intake.batch_size:
+            return
+        if not peekable(source) or self.stop.is_set():
+            return
+        try:
+            following = source.peek(self.config.intake.batch_size, items[-1].key)
+        except Exception as exc:  # reading ahead only saves time: the next poll reads anyway
+            logfmt.event(log, "intake.read_ahead_failed", logging.DEBUG, source=source.name,
+                         error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            return
+        self.preparer.ahead(source.name, following)
 
     def take_in(
         self,

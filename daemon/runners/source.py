@@ -31,5 +31,9 @@ class WaitingSource(Source, Protocol):
     def close(self) -> None: ...
 
 
+def peekable(source: Source) -> TypeGuard[PeekableSource]:
+    return hasattr(source, "peek")
+
+
 def waits(source: Source) -> TypeGuard[WaitingSource]:
     return hasattr(source, "wait_for_mail")

@@ -106,6 +106,7 @@ class ImapSource:
         self._delimiter: str | None = None
         self._ensured: set[str] = set()  # server folder names known to exist
         self._skip: dict[str, float] = {}  # key -> when to offer again (settle was refused)
+        self._peeked: dict[str, bytes] = {}  # key -> body read ahead by peek, for the next fetch
         self._maybe_more = True  # the last fetch returned mail: there may be more already
         self._searched = False  # a SEARCH ran since the last SELECT (IDLE tells what is newer)
         self._waiting = 0  # candidates seen by the last SEARCH or STATUS
@@ -177,7 +178,11 @@ class ImapSource:
                 client = self._session()
             except _Backoff:
                 raise OSError(f"{self.describe()}: {self.last_error or 'not reachable'}") from None
-            return self._fetch(client, limit, after_uid)
+            items = self._fetch(client, limit, after_uid)
+            # The next fetch takes these bodies from here instead of the server: a UID under
+            # one UIDVALIDITY always names the same message (RFC 3501).
+            self._peeked = {item.key: item.raw for item in items}
+            return items
 
     def settle(self, item: Incoming, outcome: str) -> None:
         self.settle_batch([(item, outcome)])
@@ -429,11 +434,13 @@ class ImapSource:
         uids = [
             uid for uid in found if uid > after_uid and self._key(validity, uid) not in self._skip
         ][:limit]
+        held, self._peeked = self._peeked, {}
         items: list[Incoming] = []
         for chunk in _chunks(uids, self.fetch_chunk):
-            fetched = client.fetch(list(chunk), [b"BODY.PEEK[]"])
+            wanted = [uid for uid in chunk if self._key(validity, uid) not in held]
+            fetched = client.fetch(wanted, [b"BODY.PEEK[]"]) if wanted else {}
             for uid in chunk:
-                raw = fetched.get(uid, {}).get(b"BODY[]")
+                raw = held.get(self._key(validity, uid)) or fetched.get(uid, {}).get(b"BODY[]")
                 if raw is None:  # expunged by another client meanwhile
                     continue
                 items.append(

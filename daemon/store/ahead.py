@@ -14,10 +14,12 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import and_, event, or_, select
+from sqlalchemy import and_, bindparam, event, func, or_, select
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from daemon.addresses import address_key
+from daemon.store import deferred
+from daemon.store.fastpath import FastStatement
 from daemon.store.models import OutboxMessage, Ticket, TimelineEntry
 from daemon.store.pending import changed_any, changed_of, drop, memo, peek
 
@@ -113,17 +115,45 @@ def expect(
 
 def _read_opened(conn: Any, keys: list[str], ahead: Ahead) -> None:
     """The cases these mailboxes opened since ahead.since: their own address, and each
-    sub-address range ("a+" up to "a,") that keeps to the address index."""
-    email = Ticket.complainant_email
-    ranges = [and_(email >= f"{k.partition('@')[0]}+", email < f"{k.partition('@')[0]},")
-              for k in keys]  # fmt: skip
-    rows = conn.execute(
-        select(Ticket.id, email, Ticket.created_at).where(
-            or_(email.in_(keys), *ranges), Ticket.created_at > ahead.since
-        )
+    sub-address range ("a+" up to "a,") that keeps to the address index. One prepared shape
+    of OPENED_PER_READ mailboxes (the last repeated to fill it), so its SQL is built, compiled
+    and planned once, not per batch."""
+    for start in range(0, len(keys), OPENED_PER_READ):
+        chunk = keys[start : start + OPENED_PER_READ]
+        chunk += [chunk[-1]] * (OPENED_PER_READ - len(chunk))
+        params: dict[str, Any] = {"since": ahead.since}
+        for i, key in enumerate(chunk):
+            local = key.partition("@")[0]
+            params |= {f"e{i}": key, f"l{i}": f"{local}+", f"h{i}": f"{local},"}
+        if deferred.of(conn) is None:
+            rows = _READ_OPENED.rows(conn, params)
+        else:  # PostgreSQL: what the connection holds goes first, in the same round trip
+            held = deferred.send(conn, _READ_OPENED.bind(conn, params))
+            rows = _READ_OPENED.read(conn, params, held)
+        for case_id, address, at in rows:
+            ahead.case_opened(int(case_id), address, at)
+
+
+OPENED_PER_READ = 50
+_READ_OPENED = FastStatement(
+    select(Ticket.id, Ticket.complainant_email, Ticket.created_at).where(
+        or_(
+            Ticket.complainant_email.in_([bindparam(f"e{i}") for i in range(OPENED_PER_READ)]),
+            *[
+                and_(
+                    Ticket.complainant_email >= bindparam(f"l{i}"),
+                    Ticket.complainant_email < bindparam(f"h{i}"),
+                )
+                for i in range(OPENED_PER_READ)
+            ],
+        ),
+        # Through a function: SQLite's planner, offered fifty ORs and a range on the
+        # creation-time index, took the range and read all of the day's cases per query
+        # (21 ms per fifty mailboxes after 4,000 cases, growing with the day).
+        func.coalesce(Ticket.created_at, Ticket.created_at)
+        > bindparam("since", type_=Ticket.created_at.type),
     )
-    for case_id, address, at in rows:
-        ahead.case_opened(int(case_id), address, at)
+)
 
 
 _AHEAD = "writes.ahead"

@@ -5,11 +5,12 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.resources import shipped_dir
@@ -54,6 +55,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
                 finally:
                     conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+            elif options.get("eager", False):
+                _begin_eagerly(conn)
             else:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -63,12 +66,37 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+def _begin_eagerly(conn: Any) -> None:
+    """BEGIN IMMEDIATE, asked again every EAGER_POLL seconds while another writer holds the
+    lock (up to the usual 30 s). SQLite's own wait sleeps up to 100 ms between tries, so a
+    writer queued behind intake's back-to-back batches (a few hundred ms each) kept missing the
+    short gaps between them: delivery in run --once fell behind intake."""
+    deadline = time.monotonic() + EAGER_WAIT
+    conn.exec_driver_sql("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(EAGER_POLL)
+    finally:
+        conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+
+
+EAGER_POLL = 0.002
+EAGER_WAIT = 30.0  # as long as SQLite's own wait (busy_timeout)
+
+
 def session_factory(
-    engine: Engine, *, read_only: bool = False, nowait: bool = False
+    engine: Engine, *, read_only: bool = False, nowait: bool = False, eager: bool = False
 ) -> sessionmaker[Session]:
     """Sessions on the engine. On SQLite, read_only ones never block (nor wait for) a writer;
-    nowait ones raise OperationalError at once instead of waiting for the write lock."""
-    bind = engine.execution_options(read_only=read_only, nowait=nowait)
+    nowait ones raise OperationalError at once instead of waiting for the write lock; eager
+    ones wait for it asking every few ms (_begin_eagerly) rather than SQLite's way."""
+    bind = engine.execution_options(read_only=read_only, nowait=nowait, eager=eager)
     return sessionmaker(bind, expire_on_commit=False)
 
 
