@@ -20,8 +20,11 @@ import logging
 import multiprocessing
 import multiprocessing.process
 import os
+import signal
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 
 from daemon import log as logfmt
 from daemon.config import Config
@@ -34,6 +37,9 @@ log = logging.getLogger("caseloop.prepare")
 
 CHUNK = 25  # items per task: what the worker has not begun when it is needed is done inline
 MAX_FAILURES = 3  # worker failures in a row before reading ahead is turned off
+MAX_SOURCES = 4  # mailboxes whose next batch is held at once (memory)
+MAX_AGE = 60.0  # seconds a batch read ahead stays usable
+STOP_WAIT = 5.0  # seconds a stopping worker gets to end by itself
 
 
 def prepare_one(item: Incoming, config: Config, blobs: BlobWriter) -> Prepared:
@@ -47,42 +53,66 @@ def prepare_one(item: Incoming, config: Config, blobs: BlobWriter) -> Prepared:
         return failed
 
 
+@dataclass
+class _ReadAhead:
+    """A source's next batch handed to the worker: by which pool, when, in chunks."""
+
+    pool: ProcessPoolExecutor
+    at: float  # time.monotonic() when handed over
+    chunks: list[Future[list[Prepared]]]
+
+    def drop(self) -> None:
+        for chunk in self.chunks:
+            chunk.cancel()
+
+
 class Preparer:
     def __init__(self, config: Config, blobs: BlobWriter, *, aside: bool = False) -> None:
         self.config, self.blobs = config, blobs
         self.aside = aside
         self._pool: ProcessPoolExecutor | None = None
         self._hello: Future[int] | None = None
-        # source name -> its next batch, in chunks
-        self._ahead: dict[str, list[Future[list[Prepared]]]] = {}
+        self._ahead: dict[str, _ReadAhead] = {}  # source name -> its next batch
         self._failures = 0
         self.taken_aside = 0  # items whose work the worker did (the tests read it)
         self._lock = threading.Lock()  # IDLE threads poll their mailboxes side by side
+        # A chunk's longest wait: each of its mails may take the whole time budget.
+        budget = config.intake.message_time_budget.as_timedelta().total_seconds()
+        self._chunk_timeout = CHUNK * budget + 30
 
     def prepare_all(self, items: list[Incoming]) -> list[Prepared]:
         return [prepare_one(item, self.config, self.blobs) for item in items]
 
-    def pending(self, source: str) -> list[Future[list[Prepared]]]:
-        """What was read ahead for `source`, handed over once (to `take`)."""
+    def pending(self, source: str) -> _ReadAhead | None:
+        """What was read ahead for `source`, handed over once (to `take`); None when nothing
+        was, or it is older than MAX_AGE (attachments it stored may have been cleaned since)."""
         with self._lock:
-            return self._ahead.pop(source, [])
+            found = self._ahead.pop(source, None)
+        if found is not None and time.monotonic() - found.at > MAX_AGE:
+            found.drop()
+            return None
+        return found
 
-    def take(self, pending: list[Future[list[Prepared]]], items: list[Incoming]) -> list[Prepared]:
+    def take(self, pending: _ReadAhead | None, items: list[Incoming]) -> list[Prepared]:
         """These items prepared: from the work read ahead where an item is the same (key and
         bytes), inline otherwise. A chunk the worker has not begun (it may still be starting)
-        is cancelled and prepared inline rather than waited for."""
+        is cancelled and prepared inline rather than waited for. What the worker quarantined
+        is prepared again inline: sharing the CPU, it may have run out of time budget where
+        inline would not."""
         ready: dict[str, Prepared] = {}
-        for chunk in pending:
+        for chunk in pending.chunks if pending is not None else []:
             if chunk.cancel() or not (chunk.done() or self._up()):
                 continue  # not begun, or the worker is still starting: inline, not waited for
-            got = self._collect(chunk)
+            assert pending is not None
+            got = self._collect(pending.pool, chunk)
             if got is None:  # the worker failed: the rest is done inline too
+                pending.drop()
                 break
             ready.update(got)
         done = []
         for item in items:
             prep = ready.get(item.key)
-            if prep is None or prep.item.raw != item.raw:
+            if prep is None or prep.item.raw != item.raw or prep.outcome == "quarantined":
                 prep = prepare_one(item, self.config, self.blobs)
             else:
                 prep.item = item  # the item as fetched now (its label may differ)
@@ -91,20 +121,26 @@ class Preparer:
         return done
 
     def ahead(self, source: str, items: list[Incoming]) -> None:
-        """Start preparing `items` (the batch after the one being decided) in the worker."""
+        """Start preparing `items` (the batch after the one being decided) in the worker.
+        At most MAX_SOURCES mailboxes' batches are held: the oldest goes."""
         if not self.aside or not items:
             return
         with self._lock:
-            for stale in self._ahead.pop(source, []):
-                stale.cancel()
+            stale = self._ahead.pop(source, None)
+            if stale is not None:
+                stale.drop()
+            while len(self._ahead) >= MAX_SOURCES:
+                self._ahead.pop(next(iter(self._ahead))).drop()
             try:
                 pool = self._start()
-                self._ahead[source] = [
+                chunks = [
                     pool.submit(_prepare_aside, items[i : i + CHUNK])
                     for i in range(0, len(items), CHUNK)
                 ]
-            except RuntimeError as exc:  # a broken pool refuses work: inline it is, this time
-                self._failed(exc)
+            except Exception as exc:  # no process (limits, memory): inline it is, this time
+                self._failed(self._pool, exc)
+                return
+            self._ahead[source] = _ReadAhead(pool, time.monotonic(), chunks)
 
     def warm(self) -> None:
         """Start the worker and wait until it is up (the tests; a backlog starts it itself)."""
@@ -121,36 +157,49 @@ class Preparer:
     def close(self) -> None:
         with self._lock:
             pool, self._pool, self._hello = self._pool, None, None
+            for stale in self._ahead.values():
+                stale.drop()
             self._ahead.clear()
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            _stop(pool)
 
     def _start(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn, not fork: the parent runs threads (heartbeat, IDLE waits).
-            self._pool = ProcessPoolExecutor(
+            pool = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_aside,
                 initargs=(self.config, logging.getLogger().level),
             )
-            self._hello = self._pool.submit(os.getpid)  # done once the worker is up
+            try:
+                self._hello = pool.submit(os.getpid)  # done once the worker is up
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            self._pool = pool
         return self._pool
 
-    def _collect(self, chunk: Future[list[Prepared]]) -> dict[str, Prepared] | None:
+    def _collect(
+        self, pool: ProcessPoolExecutor, chunk: Future[list[Prepared]]
+    ) -> dict[str, Prepared] | None:
         try:
-            prepared = chunk.result()
-        except Exception as exc:  # a dead or broken worker: the items are prepared inline
+            prepared = chunk.result(timeout=self._chunk_timeout)
+        except Exception as exc:  # dead, broken or stuck: the items are prepared inline
             with self._lock:
-                self._failed(exc)
+                self._failed(pool, exc)
             return None
         self._failures = 0
         return {prep.item.key: prep for prep in prepared}
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, pool: ProcessPoolExecutor | None, exc: BaseException) -> None:
+        """The worker of `pool` failed. Counted once per worker: the other mailboxes' batches
+        held by the same dead worker fail too, and a newer worker is not theirs to stop."""
+        if pool is not None and pool is not self._pool:
+            return
         self._failures += 1
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:
+            _stop(pool)
             self._pool, self._hello = None, None
         off = self._failures >= MAX_FAILURES
         if off:
@@ -161,11 +210,28 @@ class Preparer:
                      action=action)  # fmt: skip
 
 
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down without waiting on a worker that may be stuck: ended by its PID
+    when it has not ended within STOP_WAIT seconds."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # its own workers
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + STOP_WAIT
+    for process in processes:
+        process.join(max(deadline - time.monotonic(), 0))
+        if process.is_alive():
+            process.kill()
+            process.join(1)
+
+
 _worker: tuple[Config, BlobStore] | None = None
 
 
 def _start_aside(config: Config, log_level: int) -> None:
     global _worker
+    # A stop (systemd's SIGTERM to the whole unit, Ctrl-C) is intake's to handle: it ends the
+    # worker when it closes, and the worker ends by itself if intake dies.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logfmt.setup(logging.getLevelName(log_level))
     _worker = (config, BlobStore(config.blobs_dir))
     parent = multiprocessing.parent_process()

@@ -625,3 +625,22 @@ def test_the_daemon_takes_in_mail_that_arrived_while_it_took_in_a_batch(
         loop.join(10)
     assert not loop.is_alive()
     assert imap_box.messages("INBOX") == []
+
+
+def test_intake_reads_the_next_batch_ahead_over_imap(
+    make_app: Any, imap_box: Dovecot, tmp_path: Path
+) -> None:
+    """Batches of 4 of 10: the second and third are prepared in the worker from bodies the
+    peek read, while the batch before them is decided; every mail one case, all moved on."""
+    app = make_app(
+        imap_mailbox_toml(imap_box, tmp_path) + "[intake]\nbatch_size = 4\nprepare_aside = true\n"
+    )
+    app.intake.preparer.warm()
+    imap_box.append_many([message(i) for i in range(10)])
+
+    app.run_once()
+
+    with app.reads() as session:
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 10
+    assert app.intake.preparer.taken_aside == 6
+    assert imap_box.messages("INBOX") == []

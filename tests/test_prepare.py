@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,15 @@ from conftest import write_config
 from sqlalchemy import create_engine, select
 
 from daemon import config as configmod
+from daemon import prepare as prepare_module
 from daemon.app import App
 from daemon.items import Incoming
 from daemon.maildirs import deliver_to_maildir
-from daemon.prepare import MAX_FAILURES, Preparer, prepare_one
+from daemon.prepare import MAX_FAILURES, Preparer, _ReadAhead, prepare_one
 from daemon.store.ahead import _READ_OPENED
 from daemon.store.blobs import BlobStore
 from daemon.store.models import Ticket, TimelineEntry
+from handlers.context import Prepared
 from handlers.parse import parse_message
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,8 +70,9 @@ def test_the_next_batch_is_prepared_aside_and_the_outcomes_are_those_of_inline(
     app.run_once()
 
     # Batches of 4 of 12: the second and third were prepared in the worker while the first
-    # and second were decided; every case as preparing its mail inline files it.
-    assert app.intake.preparer.taken_aside == (8 if aside else 0)
+    # and second were decided (what it quarantined, the last, is redone inline); every case
+    # as preparing its mail inline files it.
+    assert app.intake.preparer.taken_aside == (7 if aside else 0)
     inline = [prepare_one(i, app.config, app.blobs) for i in items(*mails)]
     assert cases_by_message(app) == {
         p.message.message_id: (p.category, p.priority) for p in inline if p.message
@@ -106,7 +110,7 @@ def test_an_item_changed_since_it_was_read_ahead_is_prepared_again(preparer: Pre
     first = items(complaint(1), complaint(2, "冰箱不制冷"))
     preparer.warm()
     preparer.ahead("s", first)
-    for chunk in preparer._ahead["s"]:
+    for chunk in preparer._ahead["s"].chunks:
         chunk.result()  # the worker has prepared both
     changed = items(complaint(1), complaint(2, "洗衣机漏电"))  # same keys, other bytes
     done = preparer.take(preparer.pending("s"), changed)
@@ -115,7 +119,7 @@ def test_an_item_changed_since_it_was_read_ahead_is_prepared_again(preparer: Pre
         "投诉 洗衣机漏电 2",
     ]
     assert preparer.taken_aside == 1  # the first came from the worker, the second not
-    assert preparer.pending("s") == []  # used once
+    assert preparer.pending("s") is None  # used once
 
 
 def test_a_dead_worker_costs_the_head_start_only(preparer: Preparer) -> None:
@@ -125,7 +129,7 @@ def test_a_dead_worker_costs_the_head_start_only(preparer: Preparer) -> None:
         preparer.ahead("s", batch)
         pool = preparer._pool
         assert pool is not None
-        while not preparer._ahead["s"][0].running():  # handed to the worker, not cancellable
+        while not preparer._ahead["s"].chunks[0].running():  # handed to the worker, not cancellable
             time.sleep(0.001)
         for pid in list(pool._processes):
             os.kill(pid, signal.SIGKILL)
@@ -137,7 +141,71 @@ def test_a_dead_worker_costs_the_head_start_only(preparer: Preparer) -> None:
         assert preparer._failures == failure
         assert preparer.aside is (failure < MAX_FAILURES)
     preparer.ahead("s", batch)  # read-ahead off now: nothing is started
-    assert preparer._pool is None and preparer.pending("s") == []
+    assert preparer._pool is None and preparer.pending("s") is None
+
+
+def test_one_dead_worker_is_one_failure_for_all_the_mailboxes_it_held(
+    preparer: Preparer,
+) -> None:
+    batch = items(*(complaint(i) for i in range(200)))
+    preparer.warm()
+    for source in ("a", "b", "c"):
+        preparer.ahead(source, batch)
+    pool = preparer._pool
+    assert pool is not None
+    while not preparer._ahead["a"].chunks[0].running():
+        time.sleep(0.001)
+    for pid in list(pool._processes):
+        os.kill(pid, signal.SIGKILL)
+    for source in ("a", "b", "c"):
+        done = preparer.take(preparer.pending(source), batch)
+        assert [p.message.message_id for p in done if p.message] == [
+            f"<ahead-{i}@example.cn>" for i in range(200)
+        ]
+    assert preparer._failures == 1 and preparer.aside
+    preparer.warm()  # a new worker, not stopped by the old one's other batches
+    preparer.ahead("a", batch[:3])
+    preparer._ahead["a"].chunks[0].result()
+    assert len(preparer.take(preparer.pending("a"), batch[:3])) == 3
+    assert preparer._failures == 0 and preparer._pool is not None
+
+
+def test_what_was_read_ahead_expires_and_a_quarantine_from_the_worker_is_redone(
+    preparer: Preparer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = items(complaint(1), complaint(2))
+    preparer.warm()
+    preparer.ahead("s", batch)
+    monkeypatch.setattr(prepare_module, "MAX_AGE", 0.0)
+    time.sleep(0.01)
+    assert preparer.pending("s") is None  # too old to trust its stored attachments
+
+    # The worker, sharing the CPU, ran over the time budget on the second mail.
+    late = prepare_one(batch[1], preparer.config, preparer.blobs)
+    late.stop("quarantined", "took 21.0 s, over message_time_budget (20 s), in step 'parse'")
+    chunk: Future[list[Prepared]] = Future()
+    chunk.set_result([prepare_one(batch[0], preparer.config, preparer.blobs), late])
+    assert preparer._pool is not None
+    done = preparer.take(_ReadAhead(preparer._pool, time.monotonic(), [chunk]), batch)
+    assert [p.outcome for p in done] == ["pending", "pending"]
+    assert preparer.taken_aside == 1
+
+
+def test_a_worker_that_cannot_start_costs_no_mail(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class NoProcesses(ProcessPoolExecutor):
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(prepare_module, "ProcessPoolExecutor", NoProcesses)
+    app = make_app("[intake]\nbatch_size = 4\nprepare_aside = true\n")
+    for i in range(14):
+        deliver_to_maildir(app.config.mailboxes[0].path, complaint(i), name=f"{i:04d}.eml")
+    app.run_once()
+    assert len(cases_by_message(app)) == 14
+    preparer = app.intake.preparer
+    assert preparer._failures == MAX_FAILURES and not preparer.aside  # off after three
 
 
 def test_a_parsed_mail_pickles_whole() -> None:

@@ -108,11 +108,10 @@ class IntakeRunner:
             return
         try:
             following = source.peek(self.config.intake.batch_size, items[-1].key)
+            self.preparer.ahead(source.name, following)
         except Exception as exc:  # reading ahead only saves time: the next poll reads anyway
-            logfmt.event(log, "intake.read_ahead_failed", logging.DEBUG, source=source.name,
+            logfmt.event(log, "intake.read_ahead_failed", logging.WARNING, source=source.name,
                          error=f"{type(exc).__name__}: {exc}")  # fmt: skip
-            return
-        self.preparer.ahead(source.name, following)
 
     def take_in(
         self,

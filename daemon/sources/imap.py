@@ -178,7 +178,11 @@ class ImapSource:
                 client = self._session()
             except _Backoff:
                 raise OSError(f"{self.describe()}: {self.last_error or 'not reachable'}") from None
-            items = self._fetch(client, limit, after_uid)
+            try:
+                items = self._fetch(client, limit, after_uid)
+            except NETWORK_ERRORS as exc:
+                self._failed(exc)  # the connection is not reused half-read
+                raise
             # The next fetch takes these bodies from here instead of the server: a UID under
             # one UIDVALIDITY always names the same message (RFC 3501).
             self._peeked = {item.key: item.raw for item in items}

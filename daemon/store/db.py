@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -73,17 +74,18 @@ def _begin_eagerly(conn: Any) -> None:
     short gaps between them: delivery in run --once fell behind intake."""
     deadline = time.monotonic() + EAGER_WAIT
     conn.exec_driver_sql("PRAGMA busy_timeout=0")
-    try:
-        while True:
-            try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                return
-            except OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() >= deadline:
-                    raise
+    while True:
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            break
+        except OperationalError as exc:
+            if "locked" in str(exc) and time.monotonic() < deadline:
                 time.sleep(EAGER_POLL)
-    finally:
-        conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+                continue
+            with contextlib.suppress(SQLAlchemyError):  # the error above is the one to see
+                conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+            raise
+    conn.exec_driver_sql("PRAGMA busy_timeout=30000")
 
 
 EAGER_POLL = 0.002
