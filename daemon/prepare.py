@@ -99,16 +99,7 @@ class Preparer:
         is cancelled and prepared inline rather than waited for. What the worker quarantined
         is prepared again inline: sharing the CPU, it may have run out of time budget where
         inline would not."""
-        ready: dict[str, Prepared] = {}
-        for chunk in pending.chunks if pending is not None else []:
-            if chunk.cancel() or not (chunk.done() or self._up()):
-                continue  # not begun, or the worker is still starting: inline, not waited for
-            assert pending is not None
-            got = self._collect(pending.pool, chunk)
-            if got is None:  # the worker failed: the rest is done inline too
-                pending.drop()
-                break
-            ready.update(got)
+        ready = self._ready(pending) if pending is not None else {}
         done = []
         for item in items:
             prep = ready.get(item.key)
@@ -119,6 +110,19 @@ class Preparer:
                 self.taken_aside += 1
             done.append(prep)
         return done
+
+    def _ready(self, pending: _ReadAhead) -> dict[str, Prepared]:
+        """What the worker prepared of `pending`, by key, waiting only for chunks it has begun."""
+        ready: dict[str, Prepared] = {}
+        for chunk in pending.chunks:
+            if chunk.cancel() or not (chunk.done() or self._up()):
+                continue  # not begun, or the worker is still starting: inline, not waited for
+            got = self._collect(pending.pool, chunk)
+            if got is None:  # the worker failed: the rest is done inline too
+                pending.drop()
+                break
+            ready.update(got)
+        return ready
 
     def ahead(self, source: str, items: list[Incoming]) -> None:
         """Start preparing `items` (the batch after the one being decided) in the worker.

@@ -125,12 +125,7 @@ def _read_opened(conn: Any, keys: list[str], ahead: Ahead) -> None:
         for i, key in enumerate(chunk):
             local = key.partition("@")[0]
             params |= {f"e{i}": key, f"l{i}": f"{local}+", f"h{i}": f"{local},"}
-        if deferred.of(conn) is None:
-            rows = _READ_OPENED.rows(conn, params)
-        else:  # PostgreSQL: what the connection holds goes first, in the same round trip
-            held = deferred.send(conn, _READ_OPENED.bind(conn, params))
-            rows = _READ_OPENED.read(conn, params, held)
-        for case_id, address, at in rows:
+        for case_id, address, at in deferred.read(conn, _READ_OPENED, params):
             ahead.case_opened(int(case_id), address, at)
 
 

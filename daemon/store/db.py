@@ -51,13 +51,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             if options.get("read_only", False):
                 conn.exec_driver_sql("BEGIN")
             elif options.get("nowait", False):  # take the write lock now or fail at once
-                conn.exec_driver_sql("PRAGMA busy_timeout=0")
-                try:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
-                finally:
-                    conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+                _begin_polling(conn, 0.0)
             elif options.get("eager", False):
-                _begin_eagerly(conn)
+                _begin_polling(conn, EAGER_WAIT)
             else:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -67,12 +63,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
-def _begin_eagerly(conn: Any) -> None:
-    """BEGIN IMMEDIATE, asked again every EAGER_POLL seconds while another writer holds the
-    lock (up to the usual 30 s). SQLite's own wait sleeps up to 100 ms between tries, so a
+def _begin_polling(conn: Any, wait: float) -> None:
+    """BEGIN IMMEDIATE, asked again every EAGER_POLL seconds for `wait` seconds while another
+    writer holds the lock (0: once). SQLite's own wait sleeps up to 100 ms between tries, so a
     writer queued behind intake's back-to-back batches (a few hundred ms each) kept missing the
     short gaps between them: delivery in run --once fell behind intake."""
-    deadline = time.monotonic() + EAGER_WAIT
+    deadline = time.monotonic() + wait
     conn.exec_driver_sql("PRAGMA busy_timeout=0")
     while True:
         try:
@@ -97,7 +93,7 @@ def session_factory(
 ) -> sessionmaker[Session]:
     """Sessions on the engine. On SQLite, read_only ones never block (nor wait for) a writer;
     nowait ones raise OperationalError at once instead of waiting for the write lock; eager
-    ones wait for it asking every few ms (_begin_eagerly) rather than SQLite's way."""
+    ones wait for it asking every few ms (_begin_polling) rather than SQLite's way."""
     bind = engine.execution_options(read_only=read_only, nowait=nowait, eager=eager)
     return sessionmaker(bind, expire_on_commit=False)
 

@@ -34,6 +34,7 @@ from sqlalchemy import Connection, Engine, Table, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import PoolProxiedConnection
 
+from daemon.store.fastpath import FastStatement
 from daemon.store.models import Base
 from daemon.store.numbers import NumberPool
 
@@ -231,6 +232,14 @@ def send(conn: Connection, read: tuple[str, Any] | None = None) -> list[tuple[An
         cursor.close()
         if reader is not None:
             reader.close()
+
+
+def read(conn: Connection, statement: FastStatement, params: dict[str, Any]) -> list[Any]:
+    """Run a statement that answers (the write API's look-ups, the read-ahead); on PostgreSQL
+    with what the connection holds, in one round trip."""
+    if of(conn) is None:
+        return statement.rows(conn, params)
+    return statement.read(conn, params, send(conn, statement.bind(conn, params)))
 
 
 # -- hooks ------------------------------------------------------------------------------------

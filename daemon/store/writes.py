@@ -174,7 +174,7 @@ def insert_if_absent(
         statement = _IF_ABSENT[key] = FastStatement(
             insert(table).on_conflict_do_nothing(index_elements=list(conflict)).returning(primary)
         )
-    found = _read(conn, statement, values)
+    found = deferred.read(conn, statement, values)
     return found[0][0] if found else None
 
 
@@ -192,7 +192,7 @@ def case_of_message(session: Session, message_id: str) -> int | None:
     if not unflushed and read is not None and message_id in read.entries:
         return read.entries[message_id]
     conn = _connection(session, unflushed)
-    found = _read(conn, _CASE_OF_MESSAGE, {"message_id": message_id})
+    found = deferred.read(conn, _CASE_OF_MESSAGE, {"message_id": message_id})
     return int(found[0][0]) if found else None
 
 
@@ -201,14 +201,15 @@ def content_of_message(session: Session, message_id: str) -> tuple[Any, ...] | N
     unflushed = any(
         vars(obj).get("message_id") == message_id for obj in new_rows(session, TimelineEntry)
     ) or changed_any(session, TimelineEntry)
-    found = _read(_connection(session, unflushed), _CONTENT_OF_MESSAGE, {"message_id": message_id})
+    conn = _connection(session, unflushed)
+    found = deferred.read(conn, _CONTENT_OF_MESSAGE, {"message_id": message_id})
     return tuple(found[0]) if found else None
 
 
 def intent_taken(session: Session, intent: str) -> bool:
     """Whether a mail with this intent is already in the outbox (at most one per intent)."""
     conn = _connection(session, pending(session, OutboxMessage))
-    return bool(_read(conn, _INTENT_TAKEN, {"intent": intent}))
+    return bool(deferred.read(conn, _INTENT_TAKEN, {"intent": intent}))
 
 
 def automatic_mail_count(session: Session, recipient: str, since: datetime) -> int:
@@ -222,7 +223,7 @@ def automatic_mail_count(session: Session, recipient: str, since: datetime) -> i
         if count is not None:
             return count
     conn = _connection(session, unflushed)
-    found = _read(conn, _RECENT_AUTOMATIC, {"recipient": recipient, "since": since})
+    found = deferred.read(conn, _RECENT_AUTOMATIC, {"recipient": recipient, "since": since})
     return int(found[0][0] or 0) if found else 0
 
 
@@ -240,14 +241,14 @@ def cases_opened_by(session: Session, address: str, since: datetime) -> tuple[in
     conn = _connection(session, False)
     params: dict[str, Any] = {"exact": f"{local}@{domain}", "low": f"{local}+"}
     params |= {"high": f"{local},", "domain": f"%@{domain}", "since": since}
-    found = _read(conn, _OPENED_BY, params)
+    found = deferred.read(conn, _OPENED_BY, params)
     return (int(found[0][0] or 0), found[0][1]) if found else (0, None)
 
 
 def automatic_mail_to_domain(session: Session, domain: str, since: datetime) -> int:
     """Acknowledgements (and requests for details) queued to anyone at `domain` after `since`."""
     conn = _connection(session, pending(session, OutboxMessage))
-    found = _read(conn, _TO_DOMAIN, {"domain": domain, "since": since})
+    found = deferred.read(conn, _TO_DOMAIN, {"domain": domain, "since": since})
     return int(found[0][0] or 0) if found else 0
 
 
@@ -255,7 +256,7 @@ def last_mail_of(session: Session, recipient: str, kinds: tuple[str, str]) -> da
     """When the latest mail of either kind was queued to `recipient`'s mailbox, or None."""
     conn = _connection(session, pending(session, OutboxMessage))
     params = {"key": address_key(recipient), "kind1": kinds[0], "kind2": kinds[1]}
-    found = _read(conn, _LAST_MAIL_OF, params)
+    found = deferred.read(conn, _LAST_MAIL_OF, params)
     return found[0][0] if found else None
 
 
@@ -270,7 +271,8 @@ def recent_cases(
     ) or any(_WHO_WHEN & state.committed_state.keys() for state in changed_of(session, Ticket))
     conn = _connection(session, unflushed)
     params = {"key": respondent_key, "since": since, "now": until, "limit": limit}
-    return [(row[0], row[1], row[2], row[3], row[4]) for row in _read(conn, _RECENT_CASES, params)]
+    found = deferred.read(conn, _RECENT_CASES, params)
+    return [(row[0], row[1], row[2], row[3], row[4]) for row in found]
 
 
 _WHO_WHEN = {"respondent_key", "complainant_email", "created_at", "extra"}
@@ -279,7 +281,7 @@ _WHO_WHEN = {"respondent_key", "complainant_email", "created_at", "extra"}
 def outbox_of_message(session: Session, message_id: str) -> tuple[int, int | None, str] | None:
     """(outbox id, case id, recipient) of the mail we sent with this Message-ID, or None."""
     conn = _connection(session, pending(session, OutboxMessage))
-    found = _read(conn, _OUTBOX_BY_MESSAGE_ID, {"message_id": message_id})
+    found = deferred.read(conn, _OUTBOX_BY_MESSAGE_ID, {"message_id": message_id})
     return (int(found[0][0]), found[0][1], str(found[0][2])) if found else None
 
 
@@ -345,14 +347,6 @@ def _insert(
     held.insert(conn, table, insert_values(table, {**values, "id": row_id}))
     session.info[_HOLDING] = conn
     return row_id
-
-
-def _read(conn: Connection, statement: FastStatement, params: dict[str, Any]) -> list[Any]:
-    """Run a statement that answers; on PostgreSQL with what the connection holds, in one
-    round trip."""
-    if deferred.of(conn) is None:
-        return statement.rows(conn, params)
-    return statement.read(conn, params, deferred.send(conn, statement.bind(conn, params)))
 
 
 def _returning_insert(model: type[Base]) -> FastStatement:
