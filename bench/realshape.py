@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import sqlite3
 import statistics
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import mailparser
 from realmail import corpus
-from servers import caseloop_argv, run_caseloop
+from servers import TreeCPU, caseloop_argv, compiled, run_caseloop
 
 
 def parse_only(mails: list[bytes]) -> tuple[float, float]:
@@ -85,8 +84,8 @@ def counts(root: Path) -> tuple[int, int, int]:
 def caseloop_once(
     config: Path, profile: str | None = None, code: Path | None = None
 ) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of it and its children) of `caseloop run --once` (of the
-    checkout at `code`, if given)."""
+    """(wall seconds, CPU seconds of it and every process it started) of `caseloop run
+    --once` (of the checkout at `code`, if given)."""
     argv = caseloop_argv("run", "--once", config=config, log_level="WARNING")
     if profile:
         argv = [sys.executable, "-m", "cProfile", "-o", profile, *argv[1:]]
@@ -94,12 +93,16 @@ def caseloop_once(
     env.pop("CASELOOP_CONFIG", None)
     if code is not None:
         env["PYTHONPATH"] = str(code)  # its daemon/ and handlers/ before this checkout's
-    t0, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
     # Run from the config's folder: `-m` puts the working folder first on the path.
-    subprocess.run(argv, env=env, cwd=config.parent, check=True, stdout=subprocess.DEVNULL)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    return time.perf_counter() - t0, cpu
+    proc = subprocess.Popen(argv, env=env, cwd=config.parent, stdout=subprocess.DEVNULL)
+    tree = TreeCPU([proc.pid])
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - t0
+    children = tree.stop()[proc.pid]
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"caseloop run --once exited {os.waitstatus_to_exitcode(status)}")
+    return elapsed, usage.ru_utime + usage.ru_stime + children
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -142,6 +145,7 @@ def main() -> int:
     ok = True
     runs: dict[str, list[float]] = {"mail-parser": [], "caseloop": [], "ratio": [], "CPU ratio": []}
     if args.baseline:
+        compiled(args.baseline)  # as this checkout's: both run from bytecode
         runs |= {"baseline": [], "baseline ratio": [], "baseline CPU ratio": []}
     try:
         for k in range(args.rounds):

@@ -18,9 +18,9 @@ Beside the wall time: the CPU the caseloop processes used (their rusage, the del
 they start included) and the machine's busy CPU over the trial (/proc/stat; 2 cores = 200%),
 so one sees whether a trial waited or computed.
 
---profile DIR with --py-spy BIN instead runs one SQLite and one PostgreSQL x1 trial under
-`py-spy record --subprocesses --format raw` and writes DIR/sqlite.txt and DIR/pg1.txt, the
-collapsed stacks (speedscope, flamegraph.pl).
+--profile DIR with --py-spy BIN instead runs one SQLite and one trial of each PostgreSQL
+instance count under `py-spy record --subprocesses --format raw` and writes DIR/sqlite.txt,
+DIR/pg1.txt, DIR/pg2-0.txt, DIR/pg2-1.txt..., the collapsed stacks (speedscope, flamegraph.pl).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from ingest_maildir import make_message
 from servers import (
     Dovecot,
     Sink,
+    TreeCPU,
     caseloop,
     database_url,
     drop_database,
@@ -59,6 +60,7 @@ class Trial:
     seconds: float
     n: int
     cpu_caseloop: float  # seconds of CPU, all instances and their delivery processes
+    ends: list[tuple[float, float]]  # each instance: seconds until it exited, its CPU seconds
     busy: float  # the machine's busy CPU over the trial, in cores
     checks: dict[str, int] = field(default_factory=dict)
     # CPU seconds of the others over the trial: PostgreSQL (all its processes), this trial's
@@ -70,7 +72,9 @@ class Trial:
         return self.n / self.seconds
 
 
-def write_config(root: Path, dovecot: Dovecot, boxes: int, smtp_port: int, url: str) -> Path:
+def write_config(
+    root: Path, dovecot: Dovecot, boxes: int, smtp_port: int, url: str, intake: list[str]
+) -> Path:
     """One caseloop.toml for every instance: `boxes` IMAP mailboxes (folders box0...) on the
     one Dovecot account, acks to the sink."""
     root.mkdir(parents=True, exist_ok=True)
@@ -81,6 +85,7 @@ def write_config(root: Path, dovecot: Dovecot, boxes: int, smtp_port: int, url: 
         f'url = "{url}"',
         "[intake]",
         'poll_interval = "1s"',
+        *intake,
         "[delivery]",
         'interval = "1s"',
         "[smtp]",
@@ -165,23 +170,31 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def run_instances(argvs: list[list[str]], logs: Path) -> float:
-    """Start the processes together and wait for all: their CPU seconds."""
+def run_instances(argvs: list[list[str]], logs: Path) -> tuple[float, list[tuple[float, float]]]:
+    """Start the processes together and wait for all: their CPU seconds, and each one's
+    (seconds until it exited, CPU seconds), child processes included."""
+    t0 = time.perf_counter()
     procs = []
     for i, argv in enumerate(argvs):
         with (logs / f"instance{i}.log").open("wb") as log:
             procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log))
-    cpu = 0.0
+    tree = TreeCPU([p.pid for p in procs])
+    exits: dict[int, tuple[float, float]] = {}  # pid: (seconds until it exited, its CPU)
     codes = []
-    for proc in procs:
-        _, status, usage = os.wait4(proc.pid, 0)
+    while len(exits) < len(procs):
+        pid, status, usage = os.wait4(-1, 0)
+        proc = next((p for p in procs if p.pid == pid), None)
+        if proc is None:
+            continue
         proc.returncode = os.waitstatus_to_exitcode(status)
         codes.append(proc.returncode)
-        cpu += usage.ru_utime + usage.ru_stime
+        exits[pid] = (time.perf_counter() - t0, usage.ru_utime + usage.ru_stime)
+    children = tree.stop()
     if any(codes):
         tails = [(logs / f"instance{i}.log").read_text()[-2000:] for i in range(len(procs))]
         raise SystemExit(f"instances exited {codes}:\n" + "\n---\n".join(tails))
-    return cpu
+    ends = [(exits[p.pid][0], exits[p.pid][1] + children[p.pid]) for p in procs]
+    return sum(c for _, c in ends), ends
 
 
 def trial(
@@ -190,7 +203,7 @@ def trial(
     corpus: list[bytes],
     args: argparse.Namespace,
     work: Path,
-    spy: list[str] | None = None,
+    spy: Path | None = None,
 ) -> Trial:
     dovecot = start_dovecot()
     sink = Sink(keep=True).start()
@@ -200,14 +213,14 @@ def trial(
         for box in range(args.mailboxes):
             multiappend(dovecot, corpus[box :: args.mailboxes], f"box{box}")
         url = "sqlite:///caseloop-data/caseloop.db" if database is None else database_url(database)
-        config = write_config(root, dovecot, args.mailboxes, sink.port, url)
+        config = write_config(root, dovecot, args.mailboxes, sink.port, url, args.intake)
         run_caseloop("migrate", config=config, timeout=None)
         argv = caseloop(config, "run", "--once")
-        argvs = [[*(spy or []), *argv] for _ in range(instances)]
+        argvs = [[*py_spy(args, spy, i, instances), *argv] for i in range(instances)]
         busy0, total0 = busy_jiffies()
         others0 = others_cpu(dovecot)
         t0 = time.perf_counter()
-        cpu = run_instances(argvs, root)
+        cpu, ends = run_instances(argvs, root)
         engine = create_engine(
             f"sqlite:///{root / 'caseloop-data' / 'caseloop.db'}" if database is None else url
         )
@@ -241,12 +254,21 @@ def trial(
         engine.dispose()
         cores = os.cpu_count() or 1
         busy = (busy1 - busy0) / max(1, total1 - total0) * cores
-        return Trial(label, elapsed, len(corpus), cpu, busy, checks, others)
+        return Trial(label, elapsed, len(corpus), cpu, ends, busy, checks, others)
     finally:
         sink.stop()
         dovecot.remove()
         if database is not None:
             drop_database(database)
+
+
+def py_spy(args: argparse.Namespace, out: Path | None, i: int, instances: int) -> list[str]:
+    """The py-spy command line that records instance i into out (none without --profile)."""
+    if out is None:
+        return []
+    name = out.with_name(f"{out.name}-{i}.txt" if instances > 1 else f"{out.name}.txt")
+    spy = [args.py_spy or "py-spy", "record", "--subprocesses", "--format", "raw"]
+    return [*spy, "--rate", "200", "-o", str(name), "--"]
 
 
 def summary(trials: list[Trial]) -> tuple[float, str]:
@@ -263,8 +285,15 @@ def main() -> int:
     parser.add_argument("--mailboxes", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument(
+        "--intake",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a line for every trial's [intake] section, e.g. prepare_aside=false",
+    )
     parser.add_argument("--py-spy", help="the py-spy binary, for --profile")
-    parser.add_argument("--profile", help="profile SQLite x1 and PostgreSQL x1 into this folder")
+    parser.add_argument("--profile", help="profile SQLite and each PostgreSQL count into DIR")
     args = parser.parse_args()
     counts = [int(k) for k in args.instances.split(",") if k]
     rng = random.Random(7)
@@ -273,14 +302,13 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="caseloop-scale-") as tmp:
         work = Path(tmp)
-        if args.profile:  # SQLite x1 and PostgreSQL x1, each once under py-spy
+        if args.profile:  # SQLite x1 and each PostgreSQL count, once each under py-spy
             out = Path(args.profile).resolve()
             out.mkdir(parents=True, exist_ok=True)
-            for label in ("sqlite", "pg1"):
-                spy = [args.py_spy or "py-spy", "record", "--subprocesses", "--format", "raw"]
-                spy += ["--rate", "200", "-o", str(out / f"{label}.txt"), "--"]
-                t = trial(label, 1, corpus, args, work, spy=spy)
-                print(f"profiled {label}: {t.rate:.0f} msg/s under py-spy -> {out}/{label}.txt")
+            runs = ([] if args.no_sqlite else [("sqlite", 1)]) + [(f"pg{k}", k) for k in counts]
+            for label, k in runs:
+                t = trial(label, k, corpus, args, work, spy=out / label)
+                print(f"profiled {label}: {t.rate:.0f} msg/s under py-spy -> {out}/{label}*.txt")
             return 0
         plan = ([] if args.no_sqlite else [("sqlite", 1)]) + [(f"pg{k}", k) for k in counts]
         results: dict[str, list[Trial]] = {label: [] for label, _ in plan}
@@ -293,6 +321,8 @@ def main() -> int:
                     f"({t.seconds:.1f} s, caseloop CPU {t.cpu_caseloop:.1f} s, machine busy "
                     f"{t.busy * 100:.0f}%; CPU s of "
                     + ", ".join(f"{k} {v:.1f}" for k, v in t.others.items())
+                    + "; instances exited at "
+                    + ", ".join(f"{s:.1f} s ({c:.1f} s CPU)" for s, c in t.ends)
                     + f") {t.checks}",
                     flush=True,
                 )

@@ -26,6 +26,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
+from daemon import children
 from daemon import log as logfmt
 from daemon.config import Config
 from daemon.items import Incoming
@@ -169,10 +170,9 @@ class Preparer:
 
     def _start(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            # spawn, not fork: the parent runs threads (heartbeat, IDLE waits).
             pool = ProcessPoolExecutor(
                 max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=children.context(),
                 initializer=_start_aside,
                 initargs=(self.config, logging.getLogger().level),
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing.context
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -220,7 +221,10 @@ def test_delivery_beside_intake_in_a_thread_sends_what_intake_queued(make_app) -
 
 
 def test_delivery_beside_intake_in_a_process_sends_what_intake_queued(make_app) -> None:
-    configured: App = make_app(CORPUS)
+    _two_cases_delivered_beside_intake_in_a_process(make_app(CORPUS))
+
+
+def _two_cases_delivered_beside_intake_in_a_process(configured: App) -> None:
     app = App(configured.config)  # the system clock, which the delivery process shares
     try:
         drop(app, "en-plain.eml", "gb18030.eml")
@@ -232,6 +236,20 @@ def test_delivery_beside_intake_in_a_process_sends_what_intake_queued(make_app) 
     assert summary.outcomes["ticket"] == 2 and (summary.sent, summary.not_sent) == (2, 0)
     assert statuses == ["sent", "sent"]
     assert len(list((app.config.outbox_dir / "new").iterdir())) == 2
+
+
+def test_a_delivery_process_that_cannot_start_costs_no_mail(
+    make_app, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No process to be had (limits, memory): intake goes on, and what it queued is delivered
+    in turn once it is done."""
+
+    def refused(self: object) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(multiprocessing.context.ForkServerProcess, "start", refused)
+    _two_cases_delivered_beside_intake_in_a_process(make_app(CORPUS))
+    assert "event=outbox.aside_failed" in caplog.text and "Resource temporarily" in caplog.text
 
 
 def test_only_the_system_clock_is_shared_with_a_child_process() -> None:

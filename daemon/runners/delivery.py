@@ -8,10 +8,12 @@ import multiprocessing
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from daemon import children
 from daemon import log as logfmt
 from daemon.clock import Clock, SystemClock, in_window
 from daemon.config import Config
@@ -105,8 +107,13 @@ class DeliveryRunner:
 
     def beside_in_process(self, drain: Callable[[], Summary]) -> Summary:
         """`drain` with delivery in a process of its own: SMTP waits and smtplib's work then
-        overlap intake without sharing its GIL (a thread here reached about half the rate)."""
-        context = multiprocessing.get_context("spawn")
+        overlap intake without sharing its GIL (a thread here reached about half the rate).
+
+        The process is started from a thread, so intake never waits on it (forked from the
+        fork server, it waits for that server's imports while the server is still starting).
+        A process that cannot start (limits, memory) costs no mail: what intake queued is
+        delivered here, once intake is done."""
+        context = children.context()
         intake_done, results = context.Event(), context.SimpleQueue()
         level = logging.getLogger().level
         sender = context.Process(
@@ -114,17 +121,34 @@ class DeliveryRunner:
             name="deliver-once",
             args=(self.config, self.holder, level, intake_done, results),
         )
-        sender.start()
+        failed: list[BaseException] = []
+        starter = threading.Thread(target=_start, args=(sender, failed), name="deliver-start")
+        starter.start()
         total = Summary()
         try:
             total.add(drain())
         finally:
             intake_done.set()
-            sender.join()
+            starter.join()
+            if not failed:
+                sender.join()
+        if failed:
+            logfmt.event(log, "outbox.aside_failed", logging.WARNING,
+                         error=f"{type(failed[0]).__name__}: {failed[0]}",
+                         action="delivered in turn")  # fmt: skip
+            self.until_done(intake_done, total.add)
+            return total
         if sender.exitcode != 0:
             raise RuntimeError(f"delivery process failed (exit code {sender.exitcode})")
         total.sent, total.not_sent = results.get()
         return total
+
+
+def _start(process: BaseProcess, failed: list[BaseException]) -> None:
+    try:
+        process.start()
+    except Exception as exc:
+        failed.append(exc)
 
 
 def _deliver_aside(
