@@ -97,12 +97,12 @@ def caseloop_once(
     # Run from the config's folder: `-m` puts the working folder first on the path.
     proc = subprocess.Popen(argv, env=env, cwd=config.parent, stdout=subprocess.DEVNULL)
     tree = TreeCPU([proc.pid])
-    _, status, usage = os.wait4(proc.pid, 0)
+    code = tree.wait(proc.pid)
     elapsed = time.perf_counter() - t0
-    children = tree.stop()[proc.pid]
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"caseloop run --once exited {os.waitstatus_to_exitcode(status)}")
-    return elapsed, usage.ru_utime + usage.ru_stime + children
+    cpu = tree.stop()[proc.pid]
+    if code != 0:
+        raise SystemExit(f"caseloop run --once exited {code}")
+    return elapsed, cpu
 
 
 def spread(values: list[float], fmt: str) -> str:

@@ -179,21 +179,23 @@ def run_instances(argvs: list[list[str]], logs: Path) -> tuple[float, list[tuple
         with (logs / f"instance{i}.log").open("wb") as log:
             procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log))
     tree = TreeCPU([p.pid for p in procs])
-    exits: dict[int, tuple[float, float]] = {}  # pid: (seconds until it exited, its CPU)
+    exits: dict[int, float] = {}  # pid: seconds until it exited
     codes = []
     while len(exits) < len(procs):
-        pid, status, usage = os.wait4(-1, 0)
+        waited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+        pid = waited.si_pid if waited is not None else 0
         proc = next((p for p in procs if p.pid == pid), None)
-        if proc is None:
+        if proc is None:  # not an instance (none other is this process's child): reap it
+            os.waitpid(pid, 0)
             continue
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        exits[pid] = time.perf_counter() - t0
+        proc.returncode = tree.wait(pid)
         codes.append(proc.returncode)
-        exits[pid] = (time.perf_counter() - t0, usage.ru_utime + usage.ru_stime)
-    children = tree.stop()
+    cpu = tree.stop()
     if any(codes):
         tails = [(logs / f"instance{i}.log").read_text()[-2000:] for i in range(len(procs))]
         raise SystemExit(f"instances exited {codes}:\n" + "\n---\n".join(tails))
-    ends = [(exits[p.pid][0], exits[p.pid][1] + children[p.pid]) for p in procs]
+    ends = [(exits[p.pid], cpu[p.pid]) for p in procs]
     return sum(c for _, c in ends), ends
 
 

@@ -312,53 +312,63 @@ def vm_kb(pid: int, field: str = "VmRSS") -> int | None:
 
 
 class TreeCPU:
-    """CPU seconds of processes and all their descendants, read from /proc every `every`
-    seconds in a thread. Rusage cannot tell: caseloop's worker and delivery processes are
-    forked from its fork server (daemon/children.py), and their CPU never reaches the
-    command's own rusage. Each process counts as last seen, so up to `every` seconds of a
-    process's CPU just before it ends may be missed."""
+    """CPU seconds of processes and all their descendants, each process's own (utime +
+    stime in /proc) read every `every` seconds in a thread. A command's rusage cannot tell:
+    caseloop's worker and delivery processes are forked from its fork server
+    (daemon/children.py), and their CPU never reaches the command's. `wait(pid)` reads once
+    more when a root has ended, before reaping it. A descendant counts as last seen, so up to
+    `every` seconds of its CPU just before it ends may be missed."""
 
     def __init__(self, roots: list[int], every: float = 0.1) -> None:
         self.roots = list(roots)
         self.every = every
         self.owner: dict[int, int] = {pid: pid for pid in roots}  # pid -> its root
         self.cpu: dict[int, float] = {}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
 
-    def _watch(self) -> None:
+    def _read(self) -> None:
         tick = os.sysconf("SC_CLK_TCK")
-        while True:
-            parents: dict[int, int] = {}
-            times: dict[int, float] = {}
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
-                try:
-                    with open(f"/proc/{entry}/stat") as stat:
-                        fields = stat.read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                parents[int(entry)] = int(fields[1])
-                times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+        parents: dict[int, int] = {}
+        times: dict[int, float] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry)] = int(fields[1])
+            times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick  # its own only
+        with self._lock:
             for pid in sorted(parents):  # parents are older, so mostly seen first
                 root = self.owner.get(pid)
                 if root is None and parents[pid] in self.owner:
                     root = self.owner[pid] = self.owner[parents[pid]]
                 if root is not None:
                     self.cpu[pid] = max(self.cpu.get(pid, 0.0), times[pid])
-            if self._stop.wait(self.every):
-                return
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            self._read()
+
+    def wait(self, pid: int) -> int:
+        """Wait for root `pid` to end, read its CPU, reap it: its exit code."""
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        self._read()
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
 
     def stop(self) -> dict[int, float]:
-        """CPU seconds of each root's descendants (a root's own: its rusage, once reaped)."""
+        """CPU seconds per root, its descendants included."""
         self._stop.set()
         self._thread.join()
         total = dict.fromkeys(self.roots, 0.0)
         for pid, cpu in self.cpu.items():
-            if pid not in total:
-                total[self.owner[pid]] += cpu
+            total[self.owner[pid]] += cpu
         return total
 
 

@@ -43,9 +43,14 @@ def _command(args: list[str]) -> str | None:
 
 def _end(code: int) -> None:
     import contextlib
+    import gc
     import logging
     import os
 
+    # Objects in reference cycles (multiprocessing's queues and events among them) are freed
+    # now: their finalizers give back the semaphores, which multiprocessing's resource
+    # tracker would otherwise find left over and warn about.
+    gc.collect()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         # a reader gone (`| head`): what it wanted, it has
