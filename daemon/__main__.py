@@ -5,12 +5,14 @@ worker, delivery: daemon/children.py) before the command's own imports, so that 
 on another core meanwhile. (The daemon, `run`, starts it when it first needs a child: a quiet
 mailbox never does, and the server would hold 70 MB for nothing.) When the
 command is done it ends the process without tearing the interpreter down: every file,
-connection and child process is closed by then, output and logs are flushed, and freeing
-each imported module's objects one by one took 0.1-0.2 s of every command's run.
+connection and child process is closed by then, the exit handlers have run, output and logs
+are flushed, and freeing each imported module's objects one by one took 0.1-0.2 s of every
+command's run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 
@@ -42,20 +44,24 @@ def _command(args: list[str]) -> str | None:
 
 
 def _end(code: int) -> None:
-    import contextlib
+    import atexit
     import gc
-    import logging
     import os
 
     # Objects in reference cycles (multiprocessing's queues and events among them) are freed
     # now: their finalizers give back the semaphores, which multiprocessing's resource
     # tracker would otherwise find left over and warn about.
     gc.collect()
-    logging.shutdown()
+    atexit._run_exitfuncs()  # what asked to run at exit still does (logging's flush, a temp dir)
     for stream in (sys.stdout, sys.stderr):
-        # a reader gone (`| head`): what it wanted, it has
-        with contextlib.suppress(OSError, ValueError):
+        try:
             stream.flush()
+        except BrokenPipeError:  # the reader has gone (`| head`): what it wanted, it had
+            pass
+        except (OSError, ValueError) as exc:  # a full disk: not an end that went well
+            code = code or 120  # Python's own code for output it could not flush at exit
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f"caseloop: cannot write output: {exc}\n")
     os._exit(code)
 
 

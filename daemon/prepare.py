@@ -25,6 +25,7 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import cast
 
 from daemon import children
 from daemon import log as logfmt
@@ -72,7 +73,8 @@ class Preparer:
         self.config, self.blobs = config, blobs
         self.aside = aside
         self._pool: ProcessPoolExecutor | None = None
-        self._hello: Future[int] | None = None
+        self._hello: Future[int] | None = None  # done once the worker is up
+        self._launch: threading.Thread | None = None  # starting the worker (see _start)
         self._ahead: dict[str, _ReadAhead] = {}  # source name -> its next batch
         self._failures = 0
         self.taken_aside = 0  # items whose work the worker did (the tests read it)
@@ -136,14 +138,20 @@ class Preparer:
                 stale.drop()
             while len(self._ahead) >= MAX_SOURCES:
                 self._ahead.pop(next(iter(self._ahead))).drop()
+            pool = self._start()
+            hello = self._hello
+            if hello is not None and hello.done() and hello.exception() is not None:
+                self._failed(pool, cast(BaseException, hello.exception()))  # died starting
+                return
+            if not self._up():
+                return  # still starting: the next poll prepares this batch inline
             try:
-                pool = self._start()
                 chunks = [
                     pool.submit(_prepare_aside, items[i : i + CHUNK])
                     for i in range(0, len(items), CHUNK)
                 ]
-            except Exception as exc:  # no process (limits, memory): inline it is, this time
-                self._failed(self._pool, exc)
+            except Exception as exc:  # the worker is gone: inline it is, this time
+                self._failed(pool, exc)
                 return
             self._ahead[source] = _ReadAhead(pool, time.monotonic(), chunks)
 
@@ -151,7 +159,10 @@ class Preparer:
         """Start the worker and wait until it is up (the tests; a backlog starts it itself)."""
         with self._lock:
             self._start()
-            hello = self._hello
+            launch = self._launch
+        assert launch is not None
+        launch.join()
+        hello = self._hello
         assert hello is not None
         hello.result()
 
@@ -160,6 +171,9 @@ class Preparer:
         return hello is not None and hello.done() and hello.exception() is None
 
     def close(self) -> None:
+        launch = self._launch
+        if launch is not None:
+            launch.join(STOP_WAIT)  # a worker being started is then stopped with the pool
         with self._lock:
             pool, self._pool, self._hello = self._pool, None, None
             for stale in self._ahead.values():
@@ -169,20 +183,33 @@ class Preparer:
             _stop(pool)
 
     def _start(self) -> ProcessPoolExecutor:
+        """The pool. Its worker is started from a thread: a start waits for the fork server
+        (its imports, the first time), and intake never waits for the worker to start."""
         if self._pool is None:
             pool = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=children.context(),
                 initializer=_start_aside,
-                initargs=(self.config, logging.getLogger().level),
+                initargs=(self.config, logging.getLogger().level, children.environ()),
             )
-            try:
-                self._hello = pool.submit(os.getpid)  # done once the worker is up
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            self._pool = pool
+            self._pool, self._hello = pool, None
+            self._launch = threading.Thread(
+                target=self._start_worker, args=(pool,), name="prepare-start", daemon=True
+            )
+            self._launch.start()
         return self._pool
+
+    def _start_worker(self, pool: ProcessPoolExecutor) -> None:
+        try:
+            children.start()
+            hello = pool.submit(os.getpid)  # starts the worker; done once it is up
+        except Exception as exc:  # no process (limits, memory): inline it is, this time
+            with self._lock:
+                self._failed(pool, exc)
+            return
+        with self._lock:
+            if self._pool is pool:
+                self._hello = hello
 
     def _collect(
         self, pool: ProcessPoolExecutor, chunk: Future[list[Prepared]]
@@ -230,8 +257,9 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 _worker: tuple[Config, BlobStore] | None = None
 
 
-def _start_aside(config: Config, log_level: int) -> None:
+def _start_aside(config: Config, log_level: int, env: dict[str, str]) -> None:
     global _worker
+    children.adopt(env)
     # A stop (systemd's SIGTERM to the whole unit, Ctrl-C) is intake's to handle: it ends the
     # worker when it closes, and the worker ends by itself if intake dies.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -80,3 +80,26 @@ def _processes() -> dict[int, str]:
                 continue
             found[int(entry)] = raw.replace(b"\0", b" ").decode(errors="replace")
     return found
+
+
+def test_output_that_cannot_be_written_is_an_error_and_exit_handlers_still_run(
+    tmp_path: Path,
+) -> None:
+    """The end skips the interpreter's teardown, not what asked to run at exit (a library's
+    temporary folder, say), and a full disk is not a clean exit (Python's own code: 120)."""
+    config = write_config(tmp_path)
+    assert _caseloop(config, "migrate").returncode == 0
+    ran = tmp_path / "exit-handler-ran"
+    code = (
+        "import atexit, sys; from daemon.__main__ import main; "
+        f"atexit.register(lambda: open({str(ran)!r}, 'w').close()); "
+        "sys.argv[1:] = sys.argv[2:]; main()"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "CASELOOP_CONFIG")}
+    argv = [sys.executable, "-c", code, "-", "--config", str(config), "tickets", "list"]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(argv, env=env, cwd=REPO, stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 120, done.stderr
+    assert "No space left on device" in done.stderr
+    assert ran.exists()

@@ -18,6 +18,7 @@ from cli_run import caseloop_env
 from conftest import write_config
 from sqlalchemy import create_engine, select
 
+from daemon import children
 from daemon import config as configmod
 from daemon import prepare as prepare_module
 from daemon.app import App
@@ -206,6 +207,68 @@ def test_a_worker_that_cannot_start_costs_no_mail(
     assert len(cases_by_message(app)) == 14
     preparer = app.intake.preparer
     assert preparer._failures == MAX_FAILURES and not preparer.aside  # off after three
+
+
+def test_intake_never_waits_for_the_worker_to_start(
+    preparer: Preparer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting the worker waits for the fork server's imports (a second, the first time): the
+    batch read ahead meanwhile is prepared inline, and the worker is used once it is up."""
+
+    start = children.start
+
+    def slow_server() -> None:
+        time.sleep(2)  # a fork server still importing
+        start()
+
+    monkeypatch.setattr(prepare_module.children, "start", slow_server)
+    batch = items(*(complaint(i) for i in range(4)))
+    t0 = time.monotonic()
+    preparer.ahead("s", batch)
+    assert time.monotonic() - t0 < 0.5  # not waited for
+    assert preparer.pending("s") is None  # nothing handed over: inline at the next poll
+    preparer.warm()  # up now
+    preparer.ahead("s", batch)
+    assert len(preparer.take(preparer.pending("s"), batch)) == 4
+    assert preparer.taken_aside > 0
+
+
+def test_a_child_has_its_parents_environment_of_the_moment_it_starts(
+    preparer: Preparer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fork server's environment is the one of when it started; a child is given its
+    parent's (an SMTP password_env set since, say), as a spawned child had it."""
+    children.start()
+    monkeypatch.setenv("CASELOOP_PROBE", "set after the fork server started")
+    preparer.warm()
+    assert preparer._pool is not None
+    probe = preparer._pool.submit(os.getenv, "CASELOOP_PROBE").result(timeout=30)
+    assert probe == "set after the fork server started"
+
+
+def test_a_module_named_in_the_working_folder_does_not_shadow_the_childrens(
+    tmp_path: Path,
+) -> None:
+    """The fork server is a `python -c`: with the working folder first on its path, an
+    `email.py` in the folder `caseloop` is run from (a cron user's home) was imported in place
+    of the standard library's, and every worker and delivery process failed."""
+    config = write_config(tmp_path, "[intake]\nbatch_size = 10\nprepare_aside = true\n")
+    inbox = tmp_path / "caseloop-data" / "inbox"
+    for i in range(60):
+        deliver_to_maildir(inbox, complaint(i), name=f"{i:04d}.eml")
+    home = tmp_path / "home"
+    home.mkdir()
+    marker = home / "shadow-ran"
+    (home / "email.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise ImportError\n")
+    caseloop = Path(sys.executable).parent / "caseloop"  # the installed command, as cron runs it
+    argv = [str(caseloop), "--config", str(config), "--log-level", "WARNING", "run", "--once"]
+    done = subprocess.run(
+        argv, env=caseloop_env(), cwd=home, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not marker.exists()
+    assert "prepare.aside_failed" not in done.stderr, done.stderr[-3000:]
+    assert len(list((tmp_path / "caseloop-data" / "outbox" / "new").iterdir())) == 60
 
 
 def test_a_parsed_mail_pickles_whole() -> None:

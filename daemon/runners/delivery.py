@@ -119,7 +119,7 @@ class DeliveryRunner:
         sender = context.Process(
             target=_deliver_aside,
             name="deliver-once",
-            args=(self.config, self.holder, level, intake_done, results),
+            args=(self.config, self.holder, level, intake_done, results, children.environ()),
         )
         failed: list[BaseException] = []
         starter = threading.Thread(target=_start, args=(sender, failed), name="deliver-start")
@@ -146,15 +146,22 @@ class DeliveryRunner:
 
 def _start(process: BaseProcess, failed: list[BaseException]) -> None:
     try:
+        children.start()
         process.start()
     except Exception as exc:
         failed.append(exc)
 
 
 def _deliver_aside(
-    config: Config, holder: str, log_level: int, intake_done: Any, results: Any
+    config: Config,
+    holder: str,
+    log_level: int,
+    intake_done: Any,
+    results: Any,
+    env: dict[str, str],
 ) -> None:
     """The delivery process of run --once (see DeliveryRunner.beside_in_process)."""
+    children.adopt(env)  # e.g. an SMTP password_env set after the fork server started
     logfmt.setup(logging.getLevelName(log_level))
     engine = make_engine(config.database_url)
     runner = DeliveryRunner(
