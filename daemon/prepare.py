@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from daemon import children
@@ -57,13 +57,23 @@ def prepare_one(item: Incoming, config: Config, blobs: BlobWriter) -> Prepared:
 
 @dataclass
 class _ReadAhead:
-    """A source's next batch handed to the worker: by which pool, when, in chunks."""
+    """A source's next batch handed to the worker: by which pool, when, in chunks (none yet
+    while the worker's start is under way: it hands them over when it has started)."""
 
     pool: ProcessPoolExecutor
-    at: float  # time.monotonic() when handed over
-    chunks: list[Future[list[Prepared]]]
+    at: float  # time.monotonic() when read ahead
+    items: list[Incoming]
+    chunks: list[Future[list[Prepared]]] = field(default_factory=list)
+    dropped: bool = False
+
+    def hand_over(self) -> None:
+        self.chunks = [
+            self.pool.submit(_prepare_aside, self.items[i : i + CHUNK])
+            for i in range(0, len(self.items), CHUNK)
+        ]
 
     def drop(self) -> None:
+        self.dropped = True
         for chunk in self.chunks:
             chunk.cancel()
 
@@ -143,17 +153,13 @@ class Preparer:
             if hello is not None and hello.done() and hello.exception() is not None:
                 self._failed(pool, cast(BaseException, hello.exception()))  # died starting
                 return
-            if not self._up():
-                return  # still starting: the next poll prepares this batch inline
+            held = self._ahead[source] = _ReadAhead(pool, time.monotonic(), items)
+            if hello is None:
+                return  # the worker is being started: that start hands the batch over
             try:
-                chunks = [
-                    pool.submit(_prepare_aside, items[i : i + CHUNK])
-                    for i in range(0, len(items), CHUNK)
-                ]
+                held.hand_over()
             except Exception as exc:  # the worker is gone: inline it is, this time
                 self._failed(pool, exc)
-                return
-            self._ahead[source] = _ReadAhead(pool, time.monotonic(), chunks)
 
     def warm(self) -> None:
         """Start the worker and wait until it is up (the tests; a backlog starts it itself)."""
@@ -208,8 +214,15 @@ class Preparer:
                 self._failed(pool, exc)
             return
         with self._lock:
-            if self._pool is pool:
-                self._hello = hello
+            if self._pool is not pool:
+                return
+            self._hello = hello
+            try:  # what was read ahead while it started
+                for held in self._ahead.values():
+                    if held.pool is pool and not held.chunks and not held.dropped:
+                        held.hand_over()
+            except Exception as exc:
+                self._failed(pool, exc)
 
     def _collect(
         self, pool: ProcessPoolExecutor, chunk: Future[list[Prepared]]

@@ -187,7 +187,7 @@ def test_what_was_read_ahead_expires_and_a_quarantine_from_the_worker_is_redone(
     chunk: Future[list[Prepared]] = Future()
     chunk.set_result([prepare_one(batch[0], preparer.config, preparer.blobs), late])
     assert preparer._pool is not None
-    done = preparer.take(_ReadAhead(preparer._pool, time.monotonic(), [chunk]), batch)
+    done = preparer.take(_ReadAhead(preparer._pool, time.monotonic(), batch, [chunk]), batch)
     assert [p.outcome for p in done] == ["pending", "pending"]
     assert preparer.taken_aside == 1
 
@@ -212,8 +212,9 @@ def test_a_worker_that_cannot_start_costs_no_mail(
 def test_intake_never_waits_for_the_worker_to_start(
     preparer: Preparer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Starting the worker waits for the fork server's imports (a second, the first time): the
-    batch read ahead meanwhile is prepared inline, and the worker is used once it is up."""
+    """Starting the worker waits for the fork server's imports (a second, the first time):
+    that wait is the start's own, and the batch read ahead meanwhile is handed over when the
+    worker has started."""
 
     start = children.start
 
@@ -226,11 +227,12 @@ def test_intake_never_waits_for_the_worker_to_start(
     t0 = time.monotonic()
     preparer.ahead("s", batch)
     assert time.monotonic() - t0 < 0.5  # not waited for
-    assert preparer.pending("s") is None  # nothing handed over: inline at the next poll
-    preparer.warm()  # up now
-    preparer.ahead("s", batch)
+    assert preparer._ahead["s"].chunks == []  # the worker is still being started
+    preparer.warm()  # up now, and handed the batch as it started
+    for chunk in preparer._ahead["s"].chunks:
+        chunk.result()
     assert len(preparer.take(preparer.pending("s"), batch)) == 4
-    assert preparer.taken_aside > 0
+    assert preparer.taken_aside == 4
 
 
 def test_a_child_has_its_parents_environment_of_the_moment_it_starts(
