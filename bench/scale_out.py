@@ -14,9 +14,9 @@ at the sink (an aiosmtpd in this process that notes each mail's Message-ID, so a
 delivered twice shows). Trials are interleaved (SQLite, PG x1, PG x2, ... then again) and each
 figure is the median of --repeat, with the spread.
 
-Beside the wall time: the CPU the caseloop processes used (their rusage, the delivery process
-they start included) and the machine's busy CPU over the trial (/proc/stat; 2 cores = 200%),
-so one sees whether a trial waited or computed.
+Beside the wall time: the CPU the caseloop processes used (each instance with every process it
+started: its fork server, worker and delivery process; servers.TreeCPU) and the machine's busy CPU
+over the trial (/proc/stat; 2 cores = 200%), so one sees whether a trial waited or computed.
 
 --profile DIR with --py-spy BIN instead runs one SQLite and one trial of each PostgreSQL
 instance count under `py-spy record --subprocesses --format raw` and writes DIR/sqlite.txt,
@@ -48,6 +48,8 @@ from servers import (
     drop_database,
     fresh_database,
     multiappend,
+    proc_stat,
+    proc_stats,
     run_caseloop,
     start_dovecot,
 )
@@ -59,13 +61,17 @@ class Trial:
     label: str
     seconds: float
     n: int
-    cpu_caseloop: float  # seconds of CPU, all instances and their delivery processes
     ends: list[tuple[float, float]]  # each instance: seconds until it exited, its CPU seconds
     busy: float  # the machine's busy CPU over the trial, in cores
     checks: dict[str, int] = field(default_factory=dict)
     # CPU seconds of the others over the trial: PostgreSQL (all its processes), this trial's
     # Dovecot, and this process (the SMTP sink)
     others: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cpu_caseloop(self) -> float:
+        """CPU seconds of all instances and every process they started."""
+        return sum(cpu for _, cpu in self.ends)
 
     @property
     def rate(self) -> float:
@@ -124,25 +130,15 @@ def busy_jiffies() -> tuple[int, int]:
 
 def tree_cpu(pid: int) -> float:
     """CPU seconds of a process and its reaped children (/proc/PID/stat utime..cstime)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
+    found = proc_stat(pid)
+    if found is None:
         return 0.0
-    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return sum(int(v) for v in found[1][11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def postmaster() -> int | None:
     """The PID of PostgreSQL's postmaster (a `postgres` process whose parent is not one)."""
-    comms: dict[int, tuple[str, int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    head, rest = stat.read().rsplit(")", 1)
-                comms[int(entry)] = (head.split("(", 1)[1], int(rest.split()[1]))
-            except (OSError, IndexError, ValueError):
-                continue
+    comms = {pid: (comm, int(fields[1])) for pid, comm, fields in proc_stats()}
     for pid, (comm, ppid) in comms.items():
         if comm == "postgres" and comms.get(ppid, ("", 0))[0] != "postgres":
             return pid
@@ -170,9 +166,9 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def run_instances(argvs: list[list[str]], logs: Path) -> tuple[float, list[tuple[float, float]]]:
-    """Start the processes together and wait for all: their CPU seconds, and each one's
-    (seconds until it exited, CPU seconds), child processes included."""
+def run_instances(argvs: list[list[str]], logs: Path) -> list[tuple[float, float]]:
+    """Start the processes together and wait for all: each one's (seconds until it exited,
+    CPU seconds), the processes it started included."""
     t0 = time.perf_counter()
     procs = []
     for i, argv in enumerate(argvs):
@@ -195,8 +191,7 @@ def run_instances(argvs: list[list[str]], logs: Path) -> tuple[float, list[tuple
     if any(codes):
         tails = [(logs / f"instance{i}.log").read_text()[-2000:] for i in range(len(procs))]
         raise SystemExit(f"instances exited {codes}:\n" + "\n---\n".join(tails))
-    ends = [(exits[p.pid], cpu[p.pid]) for p in procs]
-    return sum(c for _, c in ends), ends
+    return [(exits[p.pid], cpu[p.pid]) for p in procs]
 
 
 def trial(
@@ -222,7 +217,7 @@ def trial(
         busy0, total0 = busy_jiffies()
         others0 = others_cpu(dovecot)
         t0 = time.perf_counter()
-        cpu, ends = run_instances(argvs, root)
+        ends = run_instances(argvs, root)
         engine = create_engine(
             f"sqlite:///{root / 'caseloop-data' / 'caseloop.db'}" if database is None else url
         )
@@ -256,7 +251,7 @@ def trial(
         engine.dispose()
         cores = os.cpu_count() or 1
         busy = (busy1 - busy0) / max(1, total1 - total0) * cores
-        return Trial(label, elapsed, len(corpus), cpu, ends, busy, checks, others)
+        return Trial(label, elapsed, len(corpus), ends, busy, checks, others)
     finally:
         sink.stop()
         dovecot.remove()

@@ -311,6 +311,25 @@ def vm_kb(pid: int, field: str = "VmRSS") -> int | None:
     return None
 
 
+def proc_stat(pid: int | str) -> tuple[str, list[str]] | None:
+    """A process's /proc/PID/stat: its command name and the fields after it (fields[1] is the
+    parent's PID, fields[11:13] its own utime and stime, fields[13:15] its reaped children's,
+    in clock ticks); None once it has gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            head, rest = stat.read().rsplit(")", 1)
+    except (OSError, ValueError):
+        return None
+    return head.split("(", 1)[1], rest.split()
+
+
+def proc_stats() -> Iterator[tuple[int, str, list[str]]]:
+    """(PID, command name, fields) of every process now (see proc_stat)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (found := proc_stat(entry)) is not None:
+            yield int(entry), *found
+
+
 class TreeCPU:
     """CPU seconds of processes and all their descendants, each process's own (utime +
     stime in /proc) read every `every` seconds in a thread. A command's rusage cannot tell:
@@ -333,16 +352,9 @@ class TreeCPU:
         tick = os.sysconf("SC_CLK_TCK")
         parents: dict[int, int] = {}
         times: dict[int, float] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry)] = int(fields[1])
-            times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick  # its own only
+        for pid, _, fields in proc_stats():
+            parents[pid] = int(fields[1])
+            times[pid] = (int(fields[11]) + int(fields[12])) / tick  # its own only
         with self._lock:
             for pid in sorted(parents):  # parents are older, so mostly seen first
                 root = self.owner.get(pid)
